@@ -1,0 +1,300 @@
+"""Command line: ``index``, ``search``, ``ask``, ``eval`` and ``models``; the TUI entry point comes later.
+
+Importing this module is cheap (no torch): models load inside the commands that need one. Every error a person
+can cause ends in one line on stderr; usage errors exit with status 2, other failures with 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+from freeret_tui import __version__
+from freeret_tui.errors import FreeretError, UsageError
+from freeret_tui.settings import MODES, Settings, data_dir, load_settings
+
+COMMANDS = ("index", "search", "ask", "eval", "models")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a bad flag in one line (and exit status 2) instead of a usage block."""
+
+    def error(self, message: str) -> NoReturn:
+        print(f"{self.prog}: error: {message} (see --help)", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def _csv(choices: Sequence[str]) -> Any:
+    def parse(value: str) -> list[str]:
+        items = [v.strip() for v in value.split(",") if v.strip()]
+        bad = [v for v in items if v not in choices]
+        if not items or bad:
+            raise argparse.ArgumentTypeError(f"choose from {', '.join(choices)} (comma-separated), not {value!r}")
+        return items
+
+    return parse
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="freeret-tui", description="Local, private search over your own photos and documents.")
+    parser.add_argument("--version", action="version", version=f"freeret-tui {__version__}")
+    common = _Parser(add_help=False)
+    common.add_argument("--model", help="preset (default, fast, strong, smollm2), Hugging Face id, directory or .gguf")
+    common.add_argument("--device", help="auto, cpu, cuda, cuda:N or mps")
+    common.add_argument("--batch-size", type=int, help="items per forward pass")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    p = sub.add_parser("index", parents=[common], help="index folders once (the watching daemon comes later)")
+    p.add_argument("paths", nargs="+", type=Path, metavar="PATH")
+    p.add_argument("--reindex", action="store_true", help="forget the current index first (e.g. to change model)")
+    p.add_argument("--chunk-tokens", type=int)
+    p.add_argument("--chunk-overlap", type=int)
+
+    def search_flags(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--image", type=Path, help="search by this image (with or without query text)")
+        p.add_argument("--k", type=int, help="number of results")
+        p.add_argument("--mode", choices=MODES)
+        p.add_argument("--rerank", action=argparse.BooleanOptionalAction, default=None)
+        p.add_argument("--rerank-k", type=int, help="how many stage-1 hits the model reranks")
+        p.add_argument("--json", action="store_true", help="print one JSON object")
+
+    p = sub.add_parser("search", parents=[common], help="search the index")
+    p.add_argument("query", nargs="?", default="")
+    search_flags(p)
+
+    p = sub.add_parser("ask", parents=[common], help="answer a question over the top hits (streamed)")
+    p.add_argument("question")
+    search_flags(p)
+    p.add_argument("--max-new-tokens", type=int)
+
+    p = sub.add_parser("eval", parents=[common], help="measure retrieval on BEIR-format files")
+    p.add_argument("--corpus", type=Path, required=True)
+    p.add_argument("--queries", type=Path, required=True)
+    p.add_argument("--qrels", type=Path, required=True)
+    p.add_argument("--mode", type=_csv(MODES), default=list(MODES), help="comma-separated (default: all)")
+    p.add_argument("--pooling", type=_csv(("premlp", "last")), default=["premlp"], help="premlp, last or both")
+    p.add_argument("--framing", type=_csv(("mc", "yesno")), default=["mc"], help="mc, yesno or both")
+    p.add_argument("--rerank", action=argparse.BooleanOptionalAction, default=True)
+    p.add_argument("--rerank-k", type=int, default=10)
+    p.add_argument("--dense-weight", type=float, default=None, help="RRF weight of the dense list (lexical: 1)")
+    p.add_argument("--json", action="store_true")
+
+    sub.add_parser("models", help="list model presets")
+    return parser
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    names = ("model", "device", "batch_size", "mode", "rerank", "rerank_k", "k", "chunk_tokens", "max_new_tokens")
+    values = {n: getattr(args, n, None) for n in names}
+    values["chunk_overlap"] = getattr(args, "chunk_overlap", None)
+    if isinstance(values["mode"], list):  # eval takes lists; its own code handles them
+        values["mode"] = None
+    return load_settings(values)
+
+
+def _load_model(settings: Settings) -> Any:
+    from freeret_tui.engine.models import load_model
+
+    print(f"loading model {settings.model}…", file=sys.stderr)
+    return load_model(settings.model, settings.device, settings.batch_size, settings.max_new_tokens)
+
+
+def _open_store() -> Any:
+    from freeret_tui.engine.store import Store
+
+    return Store(data_dir() / "index.db")
+
+
+class _ProgressLine:
+    """files done / total, rate and ETA, redrawn in place on stderr."""
+
+    def __init__(self) -> None:
+        self.started = time.perf_counter()
+
+    def __call__(self, done: int, total: int) -> None:
+        elapsed = max(time.perf_counter() - self.started, 1e-6)
+        rate = done / elapsed
+        eta = (total - done) / rate if rate > 0 else 0.0
+        print(f"\r{done}/{total} files  {rate:.1f} files/s  ETA {eta:.0f}s   ", end="", file=sys.stderr, flush=True)
+
+
+def cmd_index(args: argparse.Namespace, settings: Settings) -> int:
+    from freeret_tui.engine.indexer import index_files, sweep, walk
+
+    missing = [str(p) for p in args.paths if not p.expanduser().exists()]
+    if missing:
+        raise UsageError(f"no such file or folder: {', '.join(missing)}")
+    store = _open_store()
+    if args.reindex:
+        store.reset()
+    model = _load_model(settings)
+    files = list(walk(args.paths))
+    stats = index_files(store, model, files, settings.chunk_tokens, settings.chunk_overlap, _ProgressLine())
+    removed = sweep(store, args.paths, [p for _, p in files])
+    print(file=sys.stderr)
+    print(
+        f"{stats.files_indexed} indexed, {stats.files_unchanged} unchanged, {len(stats.skipped)} skipped, "
+        f"{removed} removed; {stats.items_added} items in {stats.seconds:.1f}s"
+    )
+    for skip in stats.skipped:
+        print(f"  skipped {skip.path}: {skip.reason}")
+    return 0
+
+
+def _search(args: argparse.Namespace, settings: Settings, text: str) -> tuple[Any, Any, Any]:
+    from freeret_tui.engine.models.presets import resolve
+    from freeret_tui.engine.search import Query, Searcher, SearchOptions
+
+    if args.image is not None and not args.image.is_file():
+        raise UsageError(f"no such image: {args.image}")
+    store = _open_store()
+    if store.model_name is None:
+        raise UsageError("the index is empty: run `freeret-tui index FOLDER…` first")
+    if args.model is None and store.model_name != settings.model:
+        settings = settings.with_overrides({"model": store.model_name})  # the model the index was built with
+    if settings.rerank is None:
+        settings = settings.with_overrides({"rerank": resolve(settings.model).rerank_useful})
+    needs_model = settings.mode != "lexical" or settings.rerank or args.command == "ask"
+    model = _load_model(settings) if needs_model else None
+    if model is not None:
+        store.bind_model(model.name, model.dim)
+    opts = SearchOptions(k=settings.k, mode=settings.mode, rerank=bool(settings.rerank), rerank_k=settings.rerank_k)
+    result = Searcher(store, model).search(Query(text, args.image), opts)
+    return result, model, settings
+
+
+def _hit_json(rank: int, hit: Any) -> dict[str, Any]:
+    return {
+        "rank": rank,
+        "path": str(hit.path),
+        "kind": hit.kind.value,
+        "location": hit.location,
+        "title": hit.title,
+        "snippet": hit.text[:300],
+        "fused_score": round(hit.fused_score, 6),
+        "dense_score": hit.dense_score,
+        "lexical_score": hit.lexical_score,
+        "rerank_prob": hit.rerank_prob,
+    }
+
+
+def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
+    result, _model, settings = _search(args, settings, args.query)
+    no_match = result.no_good_match(settings.match_threshold)
+    if args.json:
+        print(json.dumps({
+            "query": args.query,
+            "image": str(args.image) if args.image else None,
+            "mode": settings.mode,
+            "reranked": result.reranked,
+            "no_good_match": no_match,
+            "hits": [_hit_json(n, h) for n, h in enumerate(result.hits, start=1)],
+            "timings_ms": {k: round(v, 1) for k, v in result.timings_ms.items()},
+        }))
+        return 0
+    if no_match:
+        print("no good match" + (" (best candidates below)" if result.hits else ""))
+    for n, hit in enumerate(result.hits, start=1):
+        score = f"p={hit.rerank_prob:.2f}" if hit.rerank_prob is not None else f"rrf={hit.fused_score:.4f}"
+        where = f"{hit.path}" + (f" ({hit.location})" if hit.location else "")
+        snippet = " ".join(hit.text.split())[:100]
+        print(f"{n:>2}. {score}  {where}" + (f"\n      {snippet}" if snippet else ""))
+    return 0
+
+
+def cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
+    from freeret_tui.engine.answer import answer
+
+    result, model, settings = _search(args, settings, args.question)
+    stop = threading.Event()
+    text, cited = "", ()
+    try:
+        for chunk in answer(model, args.question, result.hits, stop):
+            text += chunk.text
+            cited = chunk.citations if chunk.done else cited
+            if not args.json:
+                print(chunk.text, end="", flush=True)
+    except KeyboardInterrupt:
+        stop.set()
+        print("\n[stopped]", file=sys.stderr)
+    sources = [_hit_json(n, h) for n, h in enumerate(result.hits[:5], start=1)]
+    if args.json:
+        print(json.dumps({"question": args.question, "answer": text, "citations": list(cited), "sources": sources}))
+        return 0
+    print()
+    for s in sources:
+        mark = "*" if s["rank"] in cited else " "
+        print(f"{mark}[{s['rank']}] {s['path']}" + (f" ({s['location']})" if s["location"] else ""))
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
+    from freeret_tui.engine.evaluation import evaluate, load_beir
+    from freeret_tui.engine.models import Pooling
+    from freeret_tui.engine.prompts import Framing
+
+    data = load_beir(args.corpus, args.queries, args.qrels)
+    model = _load_model(settings)
+    report = evaluate(
+        model,
+        data,
+        modes=args.mode,
+        poolings=[Pooling(p) for p in args.pooling],
+        framings=[Framing(f) for f in args.framing],
+        rerank=args.rerank,
+        rerank_k=args.rerank_k,
+        dense_weight=1.0 if args.dense_weight is None else args.dense_weight,
+        log=lambda msg: print(msg, file=sys.stderr),
+    )
+    if args.json:
+        print(json.dumps(report))
+        return 0
+    print(f"{report['model']}: {report['queries']} queries, {report['corpus']} passages")
+    print(f"{'mode':<8} {'pooling':<7} {'rerank':<6} {'nDCG@10':>7} {'R@1':>6} {'R@10':>6} {'MRR@10':>6} {'ms/q':>8}")
+    for r in report["runs"]:
+        print(f"{r['mode']:<8} {r['pooling'] or '-':<7} {r['rerank'] or '-':<6} {r['ndcg@10']:>7.4f} "
+              f"{r['recall@1']:>6.3f} {r['recall@10']:>6.3f} {r['mrr@10']:>6.3f} {r['ms_per_query']:>8.1f}")
+    return 0
+
+
+def cmd_models(_args: argparse.Namespace, _settings: Settings) -> int:
+    from freeret_tui.engine.models.presets import PRESETS
+
+    for name, preset in PRESETS.items():
+        rerank = "reranks usefully" if preset.rerank_useful else "rerank not useful"
+        print(f"{name:<8} {preset.source:<48} {rerank}; {preset.note}")
+    return 0
+
+
+HANDLERS = {"index": cmd_index, "search": cmd_search, "ask": cmd_ask, "eval": cmd_eval, "models": cmd_models}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and not argv[0].startswith("-") and argv[0] not in COMMANDS:
+        print(
+            "freeret-tui: error: the TUI is not built yet; use `freeret-tui index FOLDER…` then "
+            "`freeret-tui search QUERY` (see --help)",
+            file=sys.stderr,
+        )
+        return 2
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    try:
+        settings = _settings(args)
+        return HANDLERS[args.command](args, settings)
+    except UsageError as err:
+        print(f"freeret-tui: error: {err}", file=sys.stderr)
+        return 2
+    except FreeretError as err:
+        print(f"freeret-tui: {err}", file=sys.stderr)
+        return 1

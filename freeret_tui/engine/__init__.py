@@ -1,0 +1,1 @@
+"""Headless engine: extract, embed, store, search, rerank and answer. Never imports textual or rich."""

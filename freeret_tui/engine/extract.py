@@ -1,0 +1,105 @@
+"""Turns a file into searchable chunks, or into a recorded skip with its reason (never an exception).
+
+Covers images (jpg, png, webp, gif, bmp, tiff; HEIC/HEIF when pi-heif is installed) and plain-text documents
+(txt, md, rst). PDF and DOCX arrive with the index issue.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from freeret_tui.engine.chunking import Spans, chunk_text
+from freeret_tui.engine.types import Chunk, Kind, Skip
+
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".heic", ".heif"})
+TEXT_EXTENSIONS = frozenset({".txt", ".md", ".markdown", ".rst", ".text"})
+
+# Images are downscaled before the model sees them: every supported processor resizes to ≤ 1 k pixels a side
+# anyway, and a 48 MP photo decoded at full size costs ~150 MB.
+MAX_IMAGE_SIDE = 1024
+# Decompression-bomb guard: refuse images above this many pixels (a 20k × 20k image is already 1.2 GB RGB).
+MAX_IMAGE_PIXELS = 200_000_000
+
+
+def kind_of(path: Path) -> Kind | None:
+    """The item kind for a file name, or None when freeret-tui does not index it."""
+    suffix = path.suffix.lower()
+    if suffix in IMAGE_EXTENSIONS:
+        return Kind.IMAGE
+    if suffix in TEXT_EXTENSIONS:
+        return Kind.TEXT
+    return None
+
+
+def _register_heif() -> None:
+    try:
+        from pi_heif import register_heif_opener
+    except ImportError:
+        return
+    register_heif_opener()
+
+
+def load_image(path: Path, max_side: int = MAX_IMAGE_SIDE) -> Any:
+    """An RGB PIL image, EXIF-rotated, first frame only, no side above ``max_side``."""
+    from PIL import Image, ImageOps
+
+    _register_heif()
+    Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        with Image.open(path) as img:
+            img.seek(0)
+            img.draft("RGB", (max_side, max_side))  # JPEG decodes at reduced scale: cheap downscale
+            rotated = ImageOps.exif_transpose(img)
+            rgb = rotated.convert("RGB")
+    rgb.thumbnail((max_side, max_side))
+    return rgb
+
+
+def read_text(path: Path) -> str:
+    """File text: UTF-8 (with or without BOM), else cp1252, else Latin-1 (which never fails)."""
+    raw = path.read_bytes()
+    for encoding in ("utf-8-sig", "cp1252"):
+        try:
+            return raw.decode(encoding)
+        except UnicodeDecodeError:
+            continue
+    return raw.decode("latin-1")
+
+
+def extract(
+    path: Path, tokenize: Callable[[str], Spans], chunk_tokens: int = 256, overlap: int = 32
+) -> list[Chunk] | Skip:
+    """Chunks of ``path`` or the reason it was skipped."""
+    kind = kind_of(path)
+    if kind is None:
+        return Skip(path, f"unsupported file type {path.suffix or '(none)'}")
+    try:
+        if kind is Kind.IMAGE:
+            load_image(path, max_side=64)  # decodes the file: a corrupt image is caught here, not in a batch
+            return [Chunk(path=path, kind=Kind.IMAGE, title=path.name)]
+        text = read_text(path)
+    except OSError as err:
+        if err.errno is not None:  # the file system refused (permission, vanished, I/O error)
+            return Skip(path, f"cannot read: {err.strerror or err}")
+        return Skip(path, f"cannot decode {kind.value}: {err}")  # PIL reports broken data as OSError too
+    except Exception as err:  # noqa: BLE001 - PIL raises many types for broken files; each becomes a Skip
+        return Skip(path, f"cannot decode {kind.value}: {type(err).__name__}: {err}")
+    windows = chunk_text(text, tokenize, chunk_tokens, overlap)
+    if not windows:
+        return Skip(path, "no text")
+    return [
+        Chunk(
+            path=path,
+            kind=Kind.TEXT,
+            text=text[w.start : w.end],
+            title=path.name,
+            line_start=w.line_start,
+            line_end=w.line_end,
+            chunk_no=n,
+        )
+        for n, w in enumerate(windows)
+    ]

@@ -1,0 +1,292 @@
+"""Hugging Face implementation of the model interface, for any image-text-to-text or causal LM.
+
+Read top to bottom: where the weights come from (hub with a one-time download, local dir, GGUF), which device
+and dtype, how a prompt becomes model inputs, then the three FreeRet operations. torch and transformers are
+imported here only, inside functions, so importing the engine or the CLI stays cheap.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from freeret_tui.engine.extract import load_image
+from freeret_tui.engine.models.base import Pooling
+from freeret_tui.engine.models.families import pre_mlp_module_name
+from freeret_tui.engine.models.presets import ModelSource
+from freeret_tui.engine.prompts import IMAGE_MARK, Framing, Side, Turn, answer_tokens, embedding_prompt, rerank_prompt
+from freeret_tui.engine.types import Content, Kind
+from freeret_tui.errors import ModelLoadError, UnsupportedInputError
+
+# Only what inference needs: skips ONNX/GGUF/original-checkpoint copies that many hub repos also carry.
+_HUB_PATTERNS = ["*.json", "*.safetensors", "*.jinja", "*.model", "*.txt", "*.tiktoken", "tokenizer*"]
+
+
+class _Captured(Exception):
+    """Raised by the embedding hook to stop the forward pass once the vector is read: the last MLP, the final
+    norm and the LM head never run (they cost time and, per the paper, hurt embedding quality)."""
+
+
+def _hub_snapshot(repo_id: str) -> str:
+    """Local path of a hub model: from the HF cache, or downloaded once with a progress bar."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+
+    try:
+        return snapshot_download(repo_id, allow_patterns=_HUB_PATTERNS, local_files_only=True)
+    except LocalEntryNotFoundError:
+        pass
+    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+    if offline:
+        raise ModelLoadError(
+            f"model {repo_id} is not in the Hugging Face cache and HF_HUB_OFFLINE is set; "
+            "unset HF_HUB_OFFLINE to download it once, or pass --model a local directory or .gguf file"
+        )
+    print(f"Downloading {repo_id} into the Hugging Face cache (once)…", file=sys.stderr)
+    try:
+        return snapshot_download(repo_id, allow_patterns=_HUB_PATTERNS)
+    except (HfHubHTTPError, LocalEntryNotFoundError, OSError) as err:
+        raise ModelLoadError(
+            f"could not download model {repo_id} ({type(err).__name__}). Without network access, download it "
+            "once elsewhere into the HF cache and set HF_HUB_OFFLINE=1, or pass --model a local directory"
+        ) from None
+
+
+def choose_device(preference: str = "auto") -> tuple[str, Any]:
+    """(device, dtype), chosen once. bf16 on CUDA where supported; fp32 on CPU, where bf16 without native
+    support is emulated and slower (benchmarks/ measures it)."""
+    import torch
+
+    device = preference
+    if preference == "auto":
+        if torch.cuda.is_available():
+            device = "cuda"
+        elif torch.backends.mps.is_available():
+            device = "mps"
+        else:
+            device = "cpu"
+    if device.startswith("cuda"):
+        return device, torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if device == "mps":
+        return device, torch.float16
+    return device, torch.float32
+
+
+class HFModel:
+    """One loaded model. Not thread-safe: callers serialise use (the engine runs one job at a time)."""
+
+    def __init__(self, source: ModelSource, device: str = "auto", batch_size: int = 8, max_new_tokens: int = 256):
+        import torch
+        import transformers
+        from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
+
+        self.name = source.spec
+        self.rerank_useful = source.rerank_useful
+        self.batch_size = batch_size
+        self.max_new_tokens = max_new_tokens
+        self.device, dtype = choose_device(device)
+        self._torch = torch
+        try:
+            if source.kind == "gguf":
+                path = Path(source.location)
+                kwargs: dict[str, Any] = {"gguf_file": path.name}
+                location = str(path.parent)
+            else:
+                kwargs = {}
+                location = _hub_snapshot(source.location) if source.kind == "hub" else source.location
+            config = transformers.AutoConfig.from_pretrained(location, **kwargs)
+            self.supports_images = config.model_type in MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
+            if self.supports_images:
+                self._processor = transformers.AutoProcessor.from_pretrained(location)
+                self._tok = self._processor.tokenizer
+                auto = transformers.AutoModelForImageTextToText
+            else:
+                self._processor = None
+                self._tok = transformers.AutoTokenizer.from_pretrained(location, **kwargs)
+                auto = transformers.AutoModelForCausalLM
+            self._model = auto.from_pretrained(location, dtype=dtype, **kwargs).to(self.device).eval()
+        except (OSError, ValueError, KeyError, ImportError) as err:
+            raise ModelLoadError(f"could not load model {source.spec!r}: {err}") from None
+        # Left padding puts every prompt's last token at position -1, where embeddings and scores are read.
+        self._tok.padding_side = "left"
+        if self._tok.pad_token is None:
+            self._tok.pad_token = self._tok.eos_token
+        text_config = config.get_text_config()
+        layer = self._model.get_decoder().layers[-1]
+        self._last_layer = layer
+        self._pre_mlp = getattr(layer, pre_mlp_module_name(text_config.model_type))
+        self.dim = int(text_config.hidden_size)
+
+    # -- prompts to tensors ---------------------------------------------------------------------------------
+
+    def _render(self, turn: Turn) -> str:
+        template = getattr(self._processor or self._tok, "chat_template", None)
+        if not template:
+            # No chat template (base models): plain text, which still ends on the instruction.
+            mark = getattr(self._processor, "image_token", IMAGE_MARK)
+            prefix = f"{turn.system}\n\n" if turn.system else ""
+            return (self._tok.bos_token or "") + prefix + turn.text.replace(IMAGE_MARK, mark) + "\n"
+        messages: list[dict[str, Any]] = []
+        if self._processor is not None:
+            parts: list[dict[str, str]] = []
+            for n, segment in enumerate(turn.text.split(IMAGE_MARK)):
+                if n:
+                    parts.append({"type": "image"})
+                if segment.strip():
+                    parts.append({"type": "text", "text": segment})
+            if turn.system:
+                messages.append({"role": "system", "content": [{"type": "text", "text": turn.system}]})
+            messages.append({"role": "user", "content": parts})
+            return self._processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        if turn.system:
+            messages.append({"role": "system", "content": turn.system})
+        messages.append({"role": "user", "content": turn.text})
+        return self._tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+
+    def _inputs(self, turns: Sequence[Turn]) -> Any:
+        texts = [self._render(t) for t in turns]
+        if any(t.images for t in turns):
+            if not self.supports_images:
+                raise UnsupportedInputError(f"model {self.name!r} is text-only and cannot read images")
+            images = [[load_image(p) for p in t.images] for t in turns]
+            enc = self._processor(
+                text=texts, images=images, padding=True, return_tensors="pt", add_special_tokens=False
+            )
+        else:
+            enc = self._tok(texts, padding=True, return_tensors="pt", add_special_tokens=False)
+        return enc.to(self.device)
+
+    def _batches(self, turns: Sequence[Turn]) -> Iterator[list[int]]:
+        """Indices in batches of similar length, text and image prompts apart (less padding, simpler inputs)."""
+        order = sorted(range(len(turns)), key=lambda i: (len(turns[i].images), len(turns[i].text)))
+        batch: list[int] = []
+        for i in order:
+            if batch and (len(batch) == self.batch_size or bool(turns[batch[0]].images) != bool(turns[i].images)):
+                yield batch
+                batch = []
+            batch.append(i)
+        if batch:
+            yield batch
+
+    # -- stage 1: embeddings --------------------------------------------------------------------------------
+
+    def embed(
+        self,
+        items: Sequence[Content],
+        side: Side,
+        kinds: Sequence[Kind] | None = None,
+        pooling: Pooling = Pooling.PREMLP,
+    ) -> np.ndarray:
+        kinds = kinds or [Kind.IMAGE if c.is_image else Kind.TEXT for c in items]
+        turns = [embedding_prompt(c, side, k) for c, k in zip(items, kinds, strict=True)]
+        out = np.empty((len(turns), self.dim), dtype=np.float32)
+        for batch in self._batches(turns):
+            out[batch] = self._embed_batch([turns[i] for i in batch], pooling)
+        return out
+
+    def _embed_batch(self, turns: Sequence[Turn], pooling: Pooling) -> np.ndarray:
+        torch = self._torch
+        captured: list[Any] = []
+
+        def before(_module: Any, args: tuple, kwargs: dict) -> None:
+            captured.append(args[0] if args else kwargs["hidden_states"])
+            raise _Captured
+
+        def after(_module: Any, _args: tuple, _kwargs: dict, output: Any) -> None:
+            captured.append(output[0] if isinstance(output, tuple) else output)
+            raise _Captured
+
+        if pooling is Pooling.PREMLP:
+            handle = self._pre_mlp.register_forward_pre_hook(before, with_kwargs=True)
+        else:
+            handle = self._last_layer.register_forward_hook(after, with_kwargs=True)
+        enc = self._inputs(turns)
+        try:
+            with torch.inference_mode():
+                self._model(**enc, use_cache=False)
+        except _Captured:
+            pass
+        finally:
+            handle.remove()
+        if not captured:
+            raise RuntimeError(f"{self.name}: the embedding hook never ran; its family needs a row in families.py")
+        vectors = torch.nn.functional.normalize(captured[0][:, -1, :].float(), dim=-1)
+        return vectors.cpu().numpy()
+
+    # -- stage 2: rerank ------------------------------------------------------------------------------------
+
+    def _first_token_id(self, text: str) -> int:
+        return int(self._tok.encode(text, add_special_tokens=False)[0])
+
+    def rerank(self, query: Content, candidates: Sequence[Content], framing: Framing = Framing.MC) -> list[float]:
+        torch = self._torch
+        option_ids = [self._first_token_id(t) for t in answer_tokens(framing)]
+        turns = [rerank_prompt(query, c, framing) for c in candidates]
+        probs = [0.0] * len(turns)
+        for batch in self._batches(turns):
+            enc = self._inputs([turns[i] for i in batch])
+            with torch.inference_mode():
+                # logits_to_keep=1: the LM head runs on the answer position only, not the whole prompt.
+                logits = self._model(**enc, use_cache=False, logits_to_keep=1).logits[:, -1, :]
+            p = torch.softmax(logits[:, option_ids].float(), dim=-1)[:, 0]
+            for i, value in zip(batch, p.tolist(), strict=True):
+                probs[i] = float(value)
+        return probs
+
+    # -- answers --------------------------------------------------------------------------------------------
+
+    def generate(
+        self, system: str, text: str, images: Sequence[Path], stop: threading.Event | None = None
+    ) -> Iterator[str]:
+        import torch
+        from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
+
+        halt = threading.Event()
+
+        class _StopRequested(StoppingCriteria):
+            def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+                done = halt.is_set() or (stop is not None and stop.is_set())
+                return torch.full((input_ids.shape[0],), done, dtype=torch.bool, device=input_ids.device)
+
+        enc = self._inputs([Turn(text=text, images=tuple(images), system=system)])
+        streamer = TextIteratorStreamer(self._tok, skip_prompt=True, skip_special_tokens=True)
+        failure: list[BaseException] = []
+
+        def run() -> None:
+            try:
+                with torch.inference_mode():
+                    self._model.generate(
+                        **enc,
+                        streamer=streamer,
+                        max_new_tokens=self.max_new_tokens,
+                        do_sample=False,
+                        pad_token_id=self._tok.pad_token_id,
+                        stopping_criteria=StoppingCriteriaList([_StopRequested()]),
+                    )
+            except BaseException as err:  # noqa: BLE001 - handed to the consuming thread and re-raised there
+                failure.append(err)
+                streamer.end()
+
+        worker = threading.Thread(target=run, name="freeret-generate", daemon=True)
+        worker.start()
+        try:
+            for piece in streamer:
+                if piece:
+                    yield piece
+        finally:
+            halt.set()
+            worker.join()
+        if failure:
+            raise failure[0]
+
+    # -- chunking support -----------------------------------------------------------------------------------
+
+    def token_spans(self, text: str) -> list[tuple[int, int]]:
+        enc = self._tok(text, add_special_tokens=False, return_offsets_mapping=True)
+        return [(int(a), int(b)) for a, b in enc["offset_mapping"]]

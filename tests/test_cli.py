@@ -1,0 +1,72 @@
+"""CLI contracts: one-line errors with exit status 2, import hygiene, and model-source errors."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from freeret_tui.cli import main
+from freeret_tui.engine.models.presets import resolve
+from freeret_tui.errors import ModelLoadError
+
+
+def test_importing_the_cli_and_engine_does_not_import_torch() -> None:
+    code = (
+        "import sys, freeret_tui.cli, freeret_tui.engine.search, freeret_tui.engine.indexer, "
+        "freeret_tui.engine.evaluation, freeret_tui.engine.models\n"
+        "bad = sorted(m for m in ('torch', 'transformers', 'textual') if m in sys.modules)\n"
+        "assert not bad, bad"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["search", "--bogus"], ["search", "x", "--k", "many"], ["eval", "--corpus", "c"], ["search", "x", "--mode", "fuzzy"],
+     ["eval", "--corpus", "c", "--queries", "q", "--qrels", "r", "--pooling", "mean"]],
+)
+def test_bad_flags_give_one_line_and_status_2(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "error:" in err
+
+
+def test_usage_errors_from_settings_and_paths(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["search", "x", "--k", "0"]) == 2
+    assert "k must be at least 1" in capsys.readouterr().err
+    assert main(["index", str(tmp_path / "missing")]) == 2
+    assert "no such file or folder" in capsys.readouterr().err
+    assert main(["search", "x"]) == 2
+    assert "index is empty" in capsys.readouterr().err
+    assert main([str(tmp_path)]) == 2
+    assert "TUI is not built yet" in capsys.readouterr().err
+
+
+def test_eval_reports_a_missing_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    missing = str(tmp_path / "nope.jsonl")
+    assert main(["eval", "--corpus", missing, "--queries", missing, "--qrels", missing]) == 1
+    assert "cannot read" in capsys.readouterr().err
+
+
+def test_model_sources_resolve_without_torch(tmp_path: Path) -> None:
+    assert resolve("Qwen/Qwen2-VL-2B-Instruct").kind == "hub"
+    assert resolve("default").location == "Qwen/Qwen2-VL-2B-Instruct"
+    assert resolve(str(tmp_path)).kind == "dir"
+    assert resolve("smollm2").kind == "gguf" and not resolve("smollm2").rerank_useful
+    with pytest.raises(ModelLoadError, match="GGUF file not found"):
+        resolve(str(tmp_path / "x.gguf"))
+    with pytest.raises(ModelLoadError, match="neither a preset"):
+        resolve("not-a-model")
+
+
+def test_uncached_hub_model_offline_names_the_model_and_the_switch() -> None:
+    from freeret_tui.engine.models import load_model
+
+    with pytest.raises(ModelLoadError) as err:
+        load_model("someone/some-vlm", device="cpu")
+    assert "someone/some-vlm" in str(err.value) and "HF_HUB_OFFLINE" in str(err.value)

@@ -1,0 +1,153 @@
+"""Engine pieces that need no model: chunking, fusion, prompts, metrics, settings, store, extraction."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from freeret_tui.engine.answer import citations
+from freeret_tui.engine.chunking import chunk_text, word_spans
+from freeret_tui.engine.evaluation import load_beir, metrics
+from freeret_tui.engine.extract import extract
+from freeret_tui.engine.fusion import rrf
+from freeret_tui.engine.prompts import NOISE_LINE, TASK_LINE, Framing, Side, embedding_prompt, rerank_prompt
+from freeret_tui.engine.store import Store
+from freeret_tui.engine.types import Chunk, Content, Kind, Skip
+from freeret_tui.errors import DatasetError, StoreError, UsageError
+from freeret_tui.settings import load_settings
+
+
+def test_chunks_respect_size_overlap_and_lines() -> None:
+    text = "\n".join(f"line{n} " + "w " * 9 for n in range(1, 31))  # 30 lines of 10 words
+    windows = chunk_text(text, word_spans, max_tokens=40, overlap=10)
+    assert len(windows) == 10  # 300 words, step 30
+    for w in windows:
+        assert len(word_spans(text[w.start : w.end])) <= 40
+    first, second = windows[0], windows[1]
+    assert first.line_start == 1 and first.line_end == 4
+    assert second.start < first.end  # overlapping
+    assert text[second.start : second.start + 6] == "line4 "
+    assert windows[-1].end == len(text.rstrip())
+    assert chunk_text("   ", word_spans, 10, 2) == []
+    with pytest.raises(ValueError):
+        chunk_text(text, word_spans, 10, 10)
+
+
+def test_rrf_weights_and_ties() -> None:
+    fused = rrf({"dense": [1, 2, 3], "lexical": [3, 4]}, {"dense": 1.0, "lexical": 1.0})
+    assert fused[0][0] == 3  # in both lists
+    downweighted = rrf({"dense": [1, 2], "lexical": [5, 6]}, {"dense": 0.5, "lexical": 1.0})
+    assert [i for i, _ in downweighted] == [5, 6, 1, 2]
+
+
+def test_prompts_carry_the_freeret_priors() -> None:
+    query = embedding_prompt(Content("red bike"), Side.QUERY)
+    passage = embedding_prompt(Content("a text"), Side.CANDIDATE, Kind.TEXT)
+    image = embedding_prompt(Content(image=Path("x.jpg")), Side.CANDIDATE, Kind.IMAGE)
+    for p in (query, passage, image):
+        assert TASK_LINE in p.text and NOISE_LINE in p.text and p.text.endswith("output one word:")
+    assert "semantics of the query" in query.text and "semantics of the passage" in passage.text
+    assert image.text.startswith("<image>") and image.images == (Path("x.jpg"),)
+    mc = rerank_prompt(Content("q"), Content("c"), Framing.MC)
+    assert "A. Yes, the candidate fully matches the query." in mc.text
+    assert "B. No, the candidate does not match or only partially matches." in mc.text
+    assert "Answer Yes or No" in rerank_prompt(Content("q"), Content("c"), Framing.YESNO).text
+
+
+def test_metrics_on_a_hand_computed_case() -> None:
+    qrels = {"q1": {"a": 1}, "q2": {"b": 1, "c": 1}}
+    ranked = {"q1": ["x", "a"], "q2": ["b", "y", "c"]}
+    m = metrics(ranked, qrels)
+    assert m["recall@1"] == pytest.approx((0 + 0.5) / 2)
+    assert m["recall@10"] == pytest.approx(1.0)
+    assert m["mrr@10"] == pytest.approx((0.5 + 1.0) / 2)
+    ndcg_q1 = 1 / np.log2(3)
+    ndcg_q2 = (1 + 1 / np.log2(4)) / (1 + 1 / np.log2(3))
+    assert m["ndcg@10"] == pytest.approx((ndcg_q1 + ndcg_q2) / 2, abs=1e-4)
+
+
+def test_beir_loader_reports_bad_files(tmp_path: Path) -> None:
+    (tmp_path / "c.jsonl").write_text('{"_id": "d1", "title": "", "text": "t"}\n')
+    (tmp_path / "q.jsonl").write_text('{"_id": "q1", "text": "t"}\n{"_id": "q2", "text": "u"}\n')
+    (tmp_path / "r.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\t1\n")
+    data = load_beir(tmp_path / "c.jsonl", tmp_path / "q.jsonl", tmp_path / "r.tsv")
+    assert list(data.queries) == ["q1"]  # q2 has no judgement
+    (tmp_path / "bad.tsv").write_text("q1\td1\t1\n")
+    with pytest.raises(DatasetError, match="header"):
+        load_beir(tmp_path / "c.jsonl", tmp_path / "q.jsonl", tmp_path / "bad.tsv")
+    (tmp_path / "bad.jsonl").write_text("{not json\n")
+    with pytest.raises(DatasetError, match="bad.jsonl:1"):
+        load_beir(tmp_path / "bad.jsonl", tmp_path / "q.jsonl", tmp_path / "r.tsv")
+
+
+def test_citations_are_distinct_and_in_range() -> None:
+    assert citations("See [2] and [1], again [2]; not [9].", 3) == (2, 1)
+
+
+def test_settings_layering(isolated_data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    isolated_data_dir.mkdir(parents=True, exist_ok=True)
+    (isolated_data_dir / "config.toml").write_text('model = "fast"\nrerank-k = 20\n')
+    monkeypatch.setenv("FREERET_RERANK_K", "30")
+    s = load_settings({"k": 5})
+    assert (s.model, s.rerank_k, s.k) == ("fast", 30, 5)
+    with pytest.raises(UsageError, match="mode"):
+        load_settings({"mode": "fuzzy"})
+    (isolated_data_dir / "config.toml").write_text("colour = 1\n")
+    with pytest.raises(UsageError, match="unknown setting"):
+        load_settings()
+
+
+def _unit(rng: np.random.Generator, dim: int) -> np.ndarray:
+    v = rng.normal(size=dim).astype(np.float32)
+    return v / np.linalg.norm(v)
+
+
+def test_store_round_trip_replace_and_model_guard(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    store = Store(tmp_path / "index.db")
+    store.bind_model("m", 8)
+    chunks = [Chunk(Path("/r/a.txt"), Kind.TEXT, "red bicycle in the rain", "a.txt", line_start=1, line_end=2)]
+    v = _unit(rng, 8)
+    [item] = store.put_file(Path("/r/a.txt"), Path("/r"), 10, 1.0, "h", chunks, v[None])
+    assert store.dense(v, 3)[0][0] == item
+    assert store.dense(v, 3)[0][1] == pytest.approx(1.0, abs=1e-5)
+    assert store.lexical("bicycles", 3)[0][0] == item  # porter stemming
+    # Replacing the file leaves exactly the new item behind, in all three tables.
+    new = [Chunk(Path("/r/a.txt"), Kind.TEXT, "green tractor", "a.txt")]
+    [item2] = store.put_file(Path("/r/a.txt"), Path("/r"), 11, 2.0, "h2", new, _unit(rng, 8)[None])
+    assert store.lexical("bicycle", 3) == [] and [i for i, _ in store.dense(v, 5)] == [item2]
+    assert store.counts() == {"indexed": 1, "items": 1}
+    store.put_skip(Path("/r/b.png"), Path("/r"), 0, 0.0, "cannot decode image")
+    assert store.skips() == [("/r/b.png", "cannot decode image")]
+    store.close()
+    reopened = Store(tmp_path / "index.db")
+    with pytest.raises(StoreError, match="built with model 'm'"):
+        reopened.bind_model("other", 8)
+    reopened.remove_file(Path("/r/a.txt"))
+    assert reopened.dense(v, 5) == [] and reopened.counts()["items"] == 0
+
+
+def test_store_rolls_back_a_failed_write(tmp_path: Path) -> None:
+    store = Store(tmp_path / "index.db")
+    store.bind_model("m", 4)
+    chunks = [Chunk(Path("/r/a.txt"), Kind.TEXT, "one"), Chunk(Path("/r/a.txt"), Kind.TEXT, "two")]
+    bad = np.ones((2, 3), dtype=np.float32)  # wrong width: vec0 rejects the first insert
+    with pytest.raises(Exception):
+        store.put_file(Path("/r/a.txt"), Path("/r"), 1, 1.0, "h", chunks, bad)
+    assert store.counts() == {"items": 0} and store.lexical("one", 5) == []
+
+
+def test_extract_skips_bad_files_with_reasons(tmp_path: Path) -> None:
+    (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    (tmp_path / "empty.png").write_bytes(b"")
+    (tmp_path / "blank.txt").write_text("   \n")
+    (tmp_path / "notes.md").write_bytes("caf\xe9 menu".encode("cp1252"))
+    (tmp_path / "data.bin").write_bytes(b"\0")
+    for name, reason in [("broken.jpg", "cannot decode"), ("empty.png", "cannot decode"), ("blank.txt", "no text"),
+                         ("data.bin", "unsupported")]:
+        result = extract(tmp_path / name, word_spans)
+        assert isinstance(result, Skip) and reason in result.reason, (name, result)
+    [chunk] = extract(tmp_path / "notes.md", word_spans)
+    assert chunk.text == "café menu"

@@ -1,0 +1,123 @@
+"""The HF model layer on tiny random models of two real architectures (Idefics3/SmolVLM and Gemma3)."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from freeret_tui.engine.models import Pooling
+from freeret_tui.engine.prompts import Framing, Side
+from freeret_tui.engine.types import Content, Kind
+
+from conftest import SAMPLES
+
+
+def _decoder_layer(model):
+    return model._model.get_decoder().layers[-1]
+
+
+def test_premlp_vector_is_the_residual_after_attention(tiny_model) -> None:
+    """Independently rebuild "layer input + attention branch" and compare with what embed() returns.
+
+    For Gemma the attention branch ends in post_attention_layernorm, so a wrong family row (hooking that norm's
+    input) would return the bare attention output and fail here.
+    """
+    layer = _decoder_layer(tiny_model)
+    gemma = hasattr(layer, "pre_feedforward_layernorm")
+    seen: dict[str, torch.Tensor] = {}
+
+    def layer_input(_module, args, kwargs) -> None:
+        seen["input"] = args[0] if args else kwargs["hidden_states"]
+
+    def branch_output(_module, _args, out) -> None:
+        seen["branch"] = out[0] if isinstance(out, tuple) else out
+
+    hooks = [
+        layer.register_forward_pre_hook(layer_input, with_kwargs=True),
+        (layer.post_attention_layernorm if gemma else layer.self_attn).register_forward_hook(branch_output),
+    ]
+    try:
+        vec = tiny_model.embed([Content("a cat sleeping on a sofa")], Side.QUERY)[0]
+    finally:
+        for h in hooks:
+            h.remove()
+    expected = torch.nn.functional.normalize((seen["input"] + seen["branch"])[0, -1].float(), dim=-1).numpy()
+    np.testing.assert_allclose(vec, expected, atol=1e-5)
+
+
+def test_embeddings_skip_the_lm_head_and_are_unit_vectors(tiny_model) -> None:
+    calls: list[int] = []
+    handle = tiny_model._model.get_output_embeddings().register_forward_hook(lambda *_: calls.append(1))
+    try:
+        texts = tiny_model.embed([Content("rocket launch"), Content("coffee")], Side.CANDIDATE)
+        images = tiny_model.embed(
+            [Content(image=SAMPLES / "chelsea.png"), Content(image=SAMPLES / "rocket.jpg")],
+            Side.CANDIDATE,
+            [Kind.IMAGE, Kind.IMAGE],
+        )
+    finally:
+        handle.remove()
+    assert calls == []
+    for block in (texts, images):
+        assert block.shape == (2, tiny_model.dim) and block.dtype == np.float32
+        np.testing.assert_allclose(np.linalg.norm(block, axis=1), 1.0, atol=1e-5)
+    assert not np.allclose(images[0], images[1], atol=1e-4)
+
+
+def test_batching_with_left_padding_does_not_change_vectors(tiny_model) -> None:
+    short = Content("cat")
+    long = Content("a much longer passage about galaxies seen by the hubble telescope in deep field images")
+    alone = tiny_model.embed([short], Side.CANDIDATE)[0]
+    batched = tiny_model.embed([long, short, long], Side.CANDIDATE)[1]
+    np.testing.assert_allclose(alone, batched, atol=1e-4)
+
+
+def test_pooling_last_differs_from_premlp(tiny_model) -> None:
+    item = [Content("coins on a table")]
+    premlp = tiny_model.embed(item, Side.CANDIDATE, pooling=Pooling.PREMLP)[0]
+    last = tiny_model.embed(item, Side.CANDIDATE, pooling=Pooling.LAST)[0]
+    assert not np.allclose(premlp, last, atol=1e-3)
+
+
+def test_rerank_scores_text_and_image_candidates_from_last_position_only(tiny_model) -> None:
+    shapes: list[tuple[int, ...]] = []
+    handle = tiny_model._model.get_output_embeddings().register_forward_hook(
+        lambda _m, _a, out: shapes.append(tuple(out.shape))
+    )
+    candidates = [Content("a tabby cat"), Content(image=SAMPLES / "chelsea.png"), Content("stock prices")]
+    try:
+        probs = tiny_model.rerank(Content("cat"), candidates, Framing.MC)
+    finally:
+        handle.remove()
+    assert len(probs) == 3 and all(0.0 < p < 1.0 for p in probs)
+    assert all(shape[1] == 1 for shape in shapes)  # logits for one position per sequence
+    one_by_one = [tiny_model.rerank(Content("cat"), [c], Framing.MC)[0] for c in candidates]
+    np.testing.assert_allclose(probs, one_by_one, atol=1e-4)
+    yesno = tiny_model.rerank(Content("cat"), candidates, Framing.YESNO)
+    assert not np.allclose(probs, yesno, atol=1e-4)
+
+
+def test_generate_streams_and_stops_on_request(tiny_model) -> None:
+    pieces = list(tiny_model.generate("Be brief.", "Describe <image> now", [SAMPLES / "coffee.png"]))
+    assert pieces and all(isinstance(p, str) for p in pieces)
+    stop = threading.Event()
+    stop.set()
+    assert len("".join(tiny_model.generate("", "hello", [], stop))) <= len("".join(pieces))
+
+
+def test_token_spans_cover_the_text(tiny_model) -> None:
+    text = "Paris is the capital of France."
+    spans = tiny_model.token_spans(text)
+    assert spans[0][0] == 0 and spans[-1][1] == len(text)
+    assert all(a < b for a, b in spans)
+
+
+def test_text_only_model_refuses_images(smollm2) -> None:
+    from freeret_tui.errors import UnsupportedInputError
+
+    with pytest.raises(UnsupportedInputError, match="text-only"):
+        smollm2.embed([Content(image=Path(SAMPLES / "horse.png"))], Side.CANDIDATE, [Kind.IMAGE])

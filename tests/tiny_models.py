@@ -1,0 +1,147 @@
+"""Builds tiny random multimodal models of real architectures, offline, for the test suite.
+
+Each builder trains a small byte-level BPE tokenizer on the spot, wires it into the architecture's real
+processor and config classes, and saves everything with ``save_pretrained`` so the product loads it back
+through exactly the ``from_pretrained`` path a user's downloaded model takes.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+# Shared by both architectures: ChatML-style turns; list contents may hold {"type": "image"} parts, rendered as
+# each processor's image placeholder.
+_CHAT_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n"
+    "{% if m['content'] is string %}{{ m['content'] }}"
+    "{% else %}{% for c in m['content'] %}"
+    "{% if c['type'] == 'image' %}IMAGE_PLACEHOLDER{% elif c['type'] == 'text' %}{{ c['text'] }}{% endif %}"
+    "{% endfor %}{% endif %}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+_TRAINING_TEXT = [
+    "You are required to assess if the text query is related to the image. Capture the semantics of the image.",
+    "Task: Determine whether the candidate matches the query. Query: Candidate: A. Yes B. No Answer:",
+    "a photo of a cat on a sofa, a rocket launch, coffee cup, coins, horse, astronaut, galaxies",
+    "Do not use function words, prepositions, or symbols. In one word, output one word:",
+    "The quick brown fox jumps over the lazy dog. Paris is the capital of France. 0123456789 [1] [2]",
+]
+
+
+def _tokenizer(special: list[str], chat_template: str, named: dict[str, str] | None = None):  # -> PreTrainedTokenizerFast
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    base = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<pad>"]
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=400,
+        special_tokens=base + special,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
+    tok.train_from_iterator(_TRAINING_TEXT * 4, trainer)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token="<|endoftext|>",
+        eos_token="<|im_end|>",
+        pad_token="<pad>",
+        unk_token="<|endoftext|>",
+        additional_special_tokens=special,
+        chat_template=chat_template,
+        model_specific_special_tokens=named or {},
+    )
+
+
+def _text_config(vocab: int, hidden: int = 64) -> dict:
+    return {
+        "vocab_size": vocab,
+        "hidden_size": hidden,
+        "intermediate_size": 2 * hidden,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "max_position_embeddings": 2048,
+    }
+
+
+def build_idefics3(out: Path) -> Path:
+    """Idefics3 (the SmolVLM family) with a 2-layer Llama text model and image splitting on."""
+    import torch
+    from transformers import Idefics3Config, Idefics3ForConditionalGeneration, Idefics3Processor
+    from transformers.models.idefics3.image_processing_pil_idefics3 import Idefics3ImageProcessorPil
+
+    special = ["<fake_token_around_image>", "<image>", "<end_of_utterance>", "<global-img>"]
+    special += [f"<row_{r}_col_{c}>" for r in range(1, 7) for c in range(1, 7)]
+    tok = _tokenizer(special, _CHAT_TEMPLATE.replace("IMAGE_PLACEHOLDER", "<image>"))
+    config = Idefics3Config(
+        vision_config={
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 1,
+            "num_attention_heads": 2,
+            "image_size": 32,
+            "patch_size": 8,
+        },
+        text_config={"model_type": "llama", **_text_config(len(tok))},
+        scale_factor=2,
+        image_token_id=tok.convert_tokens_to_ids("<image>"),
+        pad_token_id=tok.pad_token_id,
+        tie_word_embeddings=False,
+    )
+    torch.manual_seed(0)
+    Idefics3ForConditionalGeneration(config).save_pretrained(out)
+    image_processor = Idefics3ImageProcessorPil(
+        size={"longest_edge": 64}, max_image_size={"longest_edge": 32}, do_image_splitting=True
+    )
+    # (32 / 8)^2 patches merged by scale_factor^2 = 4 image tokens per tile.
+    processor = Idefics3Processor(image_processor=image_processor, tokenizer=tok, image_seq_len=4)
+    processor.chat_template = tok.chat_template
+    processor.save_pretrained(out)
+    return out
+
+
+def build_gemma3(out: Path) -> Path:
+    """Gemma3 (SigLIP vision + a text model whose layers norm both sides of attention and MLP).
+
+    Gemma's ``post_attention_layernorm`` normalises the attention *output*, so the residual stream before the
+    MLP is the input of ``pre_feedforward_layernorm`` instead: this model is what tests that family table row.
+    """
+    import torch
+    from transformers import Gemma3Config, Gemma3ForConditionalGeneration, Gemma3Processor
+    from transformers.models.gemma3.image_processing_pil_gemma3 import Gemma3ImageProcessorPil
+
+    special = ["<start_of_image>", "<end_of_image>", "<image_soft_token>"]
+    named = {"boi_token": special[0], "eoi_token": special[1], "image_token": special[2]}
+    tok = _tokenizer(special, _CHAT_TEMPLATE.replace("IMAGE_PLACEHOLDER", "<start_of_image>"), named)
+    ids = tok.convert_tokens_to_ids(special)
+    config = Gemma3Config(
+        text_config={**_text_config(len(tok)), "head_dim": 16, "sliding_window": 1024, "model_type": "gemma3_text"},
+        vision_config={
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 1,
+            "num_attention_heads": 2,
+            "image_size": 32,
+            "patch_size": 8,
+        },
+        mm_tokens_per_image=4,
+        boi_token_index=ids[0],
+        eoi_token_index=ids[1],
+        image_token_index=ids[2],
+        pad_token_id=tok.pad_token_id,
+    )
+    torch.manual_seed(0)
+    model = Gemma3ForConditionalGeneration(config)
+    # Gemma3 initialises its image projection to zeros (fine before training, fatal for a random test model:
+    # every image would embed alike).
+    torch.nn.init.normal_(model.model.multi_modal_projector.mm_input_projection_weight, std=0.5)
+    model.save_pretrained(out)
+    image_processor = Gemma3ImageProcessorPil(size={"height": 32, "width": 32})
+    processor = Gemma3Processor(
+        image_processor=image_processor, tokenizer=tok, chat_template=tok.chat_template, image_seq_length=4
+    )
+    processor.save_pretrained(out)
+    return out
