@@ -16,8 +16,9 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from freeret_tui import __version__
+from freeret_tui.engine.fusion import FUSIONS
 from freeret_tui.errors import FreeretError, UsageError
-from freeret_tui.settings import MODES, Settings, data_dir, load_settings
+from freeret_tui.settings import DTYPES, MODES, Settings, data_dir, load_settings
 
 COMMANDS = ("index", "search", "ask", "eval", "models")
 
@@ -47,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     common = _Parser(add_help=False)
     common.add_argument("--model", help="preset (default, fast, strong, smollm2), Hugging Face id, directory or .gguf")
     common.add_argument("--device", help="auto, cpu, cuda, cuda:N or mps")
+    common.add_argument("--dtype", choices=DTYPES, help="auto picks bf16 where the hardware has it, else fp32")
     common.add_argument("--batch-size", type=int, help="items per forward pass")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
@@ -82,7 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--framing", type=_csv(("mc", "yesno")), default=["mc"], help="mc, yesno or both")
     p.add_argument("--rerank", action=argparse.BooleanOptionalAction, default=True)
     p.add_argument("--rerank-k", type=int, default=10)
-    p.add_argument("--dense-weight", type=float, default=None, help="RRF weight of the dense list (lexical: 1)")
+    p.add_argument("--rerank-modes", type=_csv(MODES), default=["hybrid"], help="stage-1 modes to rerank")
+    p.add_argument("--fusion", choices=FUSIONS, default="convex", help="how hybrid mode fuses the two lists")
+    p.add_argument("--dense-weight", type=float, default=0.2, help="dense share of the fused score (0..1)")
     p.add_argument("--json", action="store_true")
 
     sub.add_parser("models", help="list model presets")
@@ -90,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _settings(args: argparse.Namespace) -> Settings:
-    names = ("model", "device", "batch_size", "mode", "rerank", "rerank_k", "k", "chunk_tokens", "max_new_tokens")
+    names = ("model", "device", "dtype", "batch_size", "mode", "rerank", "rerank_k", "k", "chunk_tokens", "max_new_tokens")
     values = {n: getattr(args, n, None) for n in names}
     values["chunk_overlap"] = getattr(args, "chunk_overlap", None)
     if isinstance(values["mode"], list):  # eval takes lists; its own code handles them
@@ -102,7 +106,7 @@ def _load_model(settings: Settings) -> Any:
     from freeret_tui.engine.models import load_model
 
     print(f"loading model {settings.model}…", file=sys.stderr)
-    return load_model(settings.model, settings.device, settings.batch_size, settings.max_new_tokens)
+    return load_model(settings.model, settings.device, settings.batch_size, settings.max_new_tokens, settings.dtype)
 
 
 def _open_store() -> Any:
@@ -249,13 +253,15 @@ def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
         framings=[Framing(f) for f in args.framing],
         rerank=args.rerank,
         rerank_k=args.rerank_k,
-        dense_weight=1.0 if args.dense_weight is None else args.dense_weight,
+        rerank_modes=args.rerank_modes,
+        dense_weight=args.dense_weight,
+        fusion=args.fusion,
         log=lambda msg: print(msg, file=sys.stderr),
     )
     if args.json:
         print(json.dumps(report))
         return 0
-    print(f"{report['model']}: {report['queries']} queries, {report['corpus']} passages")
+    print(f"{report['model']} ({report['dtype']}): {report['queries']} queries, {report['corpus']} passages")
     print(f"{'mode':<8} {'pooling':<7} {'rerank':<6} {'nDCG@10':>7} {'R@1':>6} {'R@10':>6} {'MRR@10':>6} {'ms/q':>8}")
     for r in report["runs"]:
         print(f"{r['mode']:<8} {r['pooling'] or '-':<7} {r['rerank'] or '-':<6} {r['ndcg@10']:>7.4f} "

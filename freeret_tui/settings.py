@@ -15,6 +15,7 @@ from typing import Any
 from freeret_tui.errors import UsageError
 
 MODES = ("dense", "lexical", "hybrid")
+DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 
 def data_dir() -> Path:
@@ -47,6 +48,7 @@ class Settings:
     # Rerank probability under which the best hit is reported as "no good match".
     match_threshold: float = 0.5
     device: str = "auto"
+    dtype: str = "auto"  # or float32, bfloat16, float16
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -54,6 +56,8 @@ class Settings:
         for name in ("rerank_k", "k", "batch_size", "chunk_tokens", "max_new_tokens"):
             if getattr(self, name) < 1:
                 raise UsageError(f"{name.replace('_', '-')} must be at least 1")
+        if self.dtype not in DTYPES:
+            raise UsageError(f"dtype must be one of {', '.join(DTYPES)}, not {self.dtype!r}")
         if not 0 <= self.chunk_overlap < self.chunk_tokens:
             raise UsageError("chunk-overlap must be at least 0 and smaller than chunk-tokens")
 

@@ -11,7 +11,7 @@ from freeret_tui.engine.answer import citations
 from freeret_tui.engine.chunking import chunk_text, word_spans
 from freeret_tui.engine.evaluation import load_beir, metrics
 from freeret_tui.engine.extract import extract
-from freeret_tui.engine.fusion import rrf
+from freeret_tui.engine.fusion import convex, rrf
 from freeret_tui.engine.prompts import NOISE_LINE, TASK_LINE, Framing, Side, embedding_prompt, rerank_prompt
 from freeret_tui.engine.store import Store
 from freeret_tui.engine.types import Chunk, Content, Kind, Skip
@@ -33,6 +33,15 @@ def test_chunks_respect_size_overlap_and_lines() -> None:
     assert chunk_text("   ", word_spans, 10, 2) == []
     with pytest.raises(ValueError):
         chunk_text(text, word_spans, 10, 10)
+
+
+def test_convex_fusion_keeps_a_clear_lexical_winner() -> None:
+    lexical = [(7, 12.0), (8, 3.0), (9, 2.5)]  # BM25: item 7 far ahead
+    dense = [(9, 0.61), (8, 0.60), (7, 0.58)]  # weak dense side, nearly flat
+    assert convex(dense, lexical, 0.2)[0][0] == 7
+    assert [i for i, _ in convex(dense, [], 0.2)] == [9, 8, 7]  # no lexical hits: dense decides alone
+    assert [i for i, _ in convex([], lexical, 0.2)] == [7, 8, 9]
+    assert convex([(1, 0.5)], [], 0.2) == [(1, 1.0)]  # a single candidate is not scored 0
 
 
 def test_rrf_weights_and_ties() -> None:

@@ -29,6 +29,17 @@ _TRAINING_TEXT = [
 ]
 
 
+# A SigLIP-style vision tower (Idefics3 and Gemma3 both use one): 32-pixel tiles of 8-pixel patches.
+_SIGLIP_VISION = {
+    "hidden_size": 32,
+    "intermediate_size": 64,
+    "num_hidden_layers": 1,
+    "num_attention_heads": 2,
+    "image_size": 32,
+    "patch_size": 8,
+}
+
+
 def _tokenizer(special: list[str], chat_template: str, named: dict[str, str] | None = None):  # -> PreTrainedTokenizerFast
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
@@ -77,14 +88,7 @@ def build_idefics3(out: Path) -> Path:
     special += [f"<row_{r}_col_{c}>" for r in range(1, 7) for c in range(1, 7)]
     tok = _tokenizer(special, _CHAT_TEMPLATE.replace("IMAGE_PLACEHOLDER", "<image>"))
     config = Idefics3Config(
-        vision_config={
-            "hidden_size": 32,
-            "intermediate_size": 64,
-            "num_hidden_layers": 1,
-            "num_attention_heads": 2,
-            "image_size": 32,
-            "patch_size": 8,
-        },
+        vision_config=dict(_SIGLIP_VISION),
         text_config={"model_type": "llama", **_text_config(len(tok))},
         scale_factor=2,
         image_token_id=tok.convert_tokens_to_ids("<image>"),
@@ -119,14 +123,7 @@ def build_gemma3(out: Path) -> Path:
     ids = tok.convert_tokens_to_ids(special)
     config = Gemma3Config(
         text_config={**_text_config(len(tok)), "head_dim": 16, "sliding_window": 1024, "model_type": "gemma3_text"},
-        vision_config={
-            "hidden_size": 32,
-            "intermediate_size": 64,
-            "num_hidden_layers": 1,
-            "num_attention_heads": 2,
-            "image_size": 32,
-            "patch_size": 8,
-        },
+        vision_config=dict(_SIGLIP_VISION),
         mm_tokens_per_image=4,
         boi_token_index=ids[0],
         eoi_token_index=ids[1],

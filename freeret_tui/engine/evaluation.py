@@ -11,7 +11,7 @@ import json
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -123,10 +123,13 @@ def evaluate(
     framings: Sequence[Framing],
     rerank: bool,
     rerank_k: int = 10,
-    dense_weight: float = 1.0,
+    rerank_modes: Sequence[str] = ("hybrid",),
+    dense_weight: float = 0.2,
+    fusion: str = "convex",
     log: Callable[[str], None] = lambda _msg: None,
 ) -> dict[str, Any]:
-    """One row per configuration: stage 1 for every (pooling, mode); rerank rows on top when asked."""
+    """One row per configuration: stage 1 for every (pooling, mode); when ``rerank``, a row per framing on top of
+    each of ``rerank_modes`` with the first pooling (reranking reads no embedding, so one pooling suffices)."""
     rows: list[dict[str, Any]] = []
     qids = list(data.queries)
     lexical_done = False
@@ -142,7 +145,8 @@ def evaluate(
         for mode in modes:
             if mode == "lexical" and lexical_done:
                 continue
-            opts = SearchOptions(k=10, mode=mode, rerank=False, rerank_k=rerank_k, dense_weight=dense_weight)
+            opts = SearchOptions(k=10, mode=mode, rerank=False, rerank_k=rerank_k, fusion=fusion,
+                                 dense_weight=dense_weight)
             t0 = time.perf_counter()
             stage1: dict[str, list[Hit]] = {
                 q: searcher.candidates(Query(data.queries[q]), opts, qvecs[i]) for i, q in enumerate(qids)
@@ -154,12 +158,13 @@ def evaluate(
                          "ms_per_query": round(search_ms + (0 if mode == "lexical" else query_embed_ms), 2),
                          "corpus_embed_s": None if mode == "lexical" else round(embed_s, 2)})
             lexical_done = lexical_done or mode == "lexical"
-            for framing in framings if rerank else ():
+            wants_rerank = rerank and mode in rerank_modes and pooling == poolings[0]
+            for framing in framings if wants_rerank else ():
                 log(f"reranking top-{rerank_k} of {mode} ({framing.value})")
                 t0 = time.perf_counter()
                 ranked = {}
                 for q, hits in stage1.items():
-                    ropts = SearchOptions(k=10, mode=mode, rerank=True, rerank_k=rerank_k, framing=framing)
+                    ropts = replace(opts, rerank=True, framing=framing)
                     final = hits
                     for final in searcher.rerank_steps(Query(data.queries[q]), hits, ropts):
                         pass
@@ -170,9 +175,11 @@ def evaluate(
         store.close()
     return {
         "model": model.name,
+        "dtype": getattr(model, "dtype", None),
         "queries": len(qids),
         "corpus": len(data.corpus),
         "rerank_k": rerank_k,
+        "fusion": fusion,
         "dense_weight": dense_weight,
         "runs": rows,
     }

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from freeret_tui.engine.fusion import rrf
+from freeret_tui.engine.fusion import fuse
 from freeret_tui.engine.models.base import Model, Pooling
 from freeret_tui.engine.prompts import Framing, Side
 from freeret_tui.engine.store import Store
@@ -40,8 +40,10 @@ class SearchOptions:
     pooling: Pooling = Pooling.PREMLP
     # How many candidates each side contributes before fusion.
     pool: int = 50
-    # RRF weight of the dense list (lexical has 1.0); chosen from the measurements in the README.
-    dense_weight: float = 1.0
+    # Share of the dense side in the fused score (README: measured on real weights; 0.2 kept hybrid above
+    # lexical-only with a weak dense side).
+    fusion: str = "convex"
+    dense_weight: float = 0.2
     kinds: tuple[Kind, ...] = ()
 
 
@@ -94,10 +96,7 @@ class Searcher:
                 lexical = [(i, s) for i, s in lexical if i in stored and stored[i].chunk.kind in opts.kinds]
         if opts.mode == "dense" and self.model is None:
             raise UsageError("dense search needs a model")
-        fused = rrf(
-            {"dense": [i for i, _ in dense], "lexical": [i for i, _ in lexical]},
-            {"dense": opts.dense_weight, "lexical": 1.0},
-        )[:want]
+        fused = fuse(opts.fusion, dense, lexical, opts.dense_weight)[:want]
         dense_scores, lexical_scores = dict(dense), dict(lexical)
         stored = self.store.items([i for i, _ in fused])
         hits = []

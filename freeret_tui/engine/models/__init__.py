@@ -8,8 +8,10 @@ from freeret_tui.engine.models.presets import PRESETS, resolve
 __all__ = ["PRESETS", "Model", "Pooling", "load_model", "resolve"]
 
 
-def load_model(spec: str, device: str = "auto", batch_size: int = 8, max_new_tokens: int = 256) -> Model:
+def load_model(
+    spec: str, device: str = "auto", batch_size: int = 8, max_new_tokens: int = 256, dtype: str = "auto"
+) -> Model:
     """Load a preset name, hub id, local directory or .gguf file (raises ModelLoadError with the reason)."""
     from freeret_tui.engine.models.hf import HFModel
 
-    return HFModel(resolve(spec), device=device, batch_size=batch_size, max_new_tokens=max_new_tokens)
+    return HFModel(resolve(spec), device=device, batch_size=batch_size, max_new_tokens=max_new_tokens, dtype=dtype)
