@@ -36,18 +36,19 @@ def tiny_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     }
 
 
+# The exactness tests (hook position, padding invariance) compare at 1e-5: fp32, whatever the CPU's bf16 support.
 @pytest.fixture(scope="session", params=["idefics3", "gemma3"])
 def tiny_model(request: pytest.FixtureRequest, tiny_dirs: dict[str, Path]):
     from freeret_tui.engine.models import load_model
 
-    return load_model(str(tiny_dirs[request.param]), device="cpu", batch_size=3, max_new_tokens=12)
+    return load_model(str(tiny_dirs[request.param]), device="cpu", batch_size=3, max_new_tokens=12, dtype="float32")
 
 
 @pytest.fixture(scope="session")
 def idefics3(tiny_dirs: dict[str, Path]):
     from freeret_tui.engine.models import load_model
 
-    return load_model(str(tiny_dirs["idefics3"]), device="cpu", batch_size=4, max_new_tokens=12)
+    return load_model(str(tiny_dirs["idefics3"]), device="cpu", batch_size=4, max_new_tokens=12, dtype="float32")
 
 
 @pytest.fixture()
