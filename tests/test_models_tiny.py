@@ -121,3 +121,6 @@ def test_text_only_model_refuses_images(smollm2) -> None:
 
     with pytest.raises(UnsupportedInputError, match="text-only"):
         smollm2.embed([Content(image=Path(SAMPLES / "horse.png"))], Side.CANDIDATE, [Kind.IMAGE])
+    # The refusal leaves no hook behind: the same model still embeds and generates.
+    assert smollm2.embed([Content("horse")], Side.QUERY).shape == (1, smollm2.dim)
+    assert "".join(smollm2.generate("", "Say hi.", []))

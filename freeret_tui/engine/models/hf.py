@@ -225,11 +225,11 @@ class HFModel:
             captured.append(output[0] if isinstance(output, tuple) else output)
             raise _Captured
 
+        enc = self._inputs(turns)  # before the hook goes on: a refused input must not leave it installed
         if pooling is Pooling.PREMLP:
             handle = self._pre_mlp.register_forward_pre_hook(before, with_kwargs=True)
         else:
             handle = self._last_layer.register_forward_hook(after, with_kwargs=True)
-        enc = self._inputs(turns)
         try:
             with torch.inference_mode():
                 self._model(**enc, use_cache=False)
