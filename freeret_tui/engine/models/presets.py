@@ -59,12 +59,13 @@ def resolve(spec: str) -> ModelSource:
     if target.startswith("pypi:"):
         return ModelSource(spec, "gguf", str(_packaged_gguf(target)), useful)
     path = Path(target).expanduser()
+    # A path is recorded absolute (the index stores the model's name; a relative one breaks from another folder).
     if target.endswith(".gguf"):
         if not path.is_file():
             raise ModelLoadError(f"GGUF file not found: {path}")
-        return ModelSource(spec, "gguf", str(path), useful)
+        return ModelSource(str(path.resolve()), "gguf", str(path.resolve()), useful)
     if path.is_dir():
-        return ModelSource(spec, "dir", str(path), useful)
+        return ModelSource(str(path.resolve()), "dir", str(path.resolve()), useful)
     if target.startswith((".", "/", "~")) or target.count("/") != 1:
         raise ModelLoadError(
             f"{spec!r} is neither a preset ({', '.join(PRESETS)}), a local model directory, "
