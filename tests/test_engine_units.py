@@ -63,6 +63,9 @@ def test_prompts_carry_the_freeret_priors() -> None:
     assert "A. Yes, the candidate fully matches the query." in mc.text
     assert "B. No, the candidate does not match or only partially matches." in mc.text
     assert "Answer Yes or No" in rerank_prompt(Content("q"), Content("c"), Framing.YESNO).text
+    # A literal image mark in a person's text never becomes an image slot.
+    tricky = rerank_prompt(Content("what is <image>?"), Content(image=Path("a.png")), Framing.MC)
+    assert tricky.text.count("<image>") == len(tricky.images) == 1
 
 
 def test_metrics_on_a_hand_computed_case() -> None:

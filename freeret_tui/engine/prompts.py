@@ -68,7 +68,7 @@ def embedding_prompt(content: Content, side: Side, kind: Kind = Kind.TEXT) -> Tu
     key = (side, content.is_image) if side is Side.QUERY else (side, kind)
     name, grounding = _GROUNDING[key]
     head = f"{IMAGE_MARK}\n" if content.is_image else ""
-    body = f"{name.capitalize()}: {content.text}\n" if content.text else ""
+    body = f"{name.capitalize()}: {_clean(content.text)}\n" if content.text else ""
     text = f"{head}{body}{TASK_LINE}\n{grounding}\n{NOISE_LINE}\nSummarize the above {name} in one word, output one word:"
     return Turn(text=text, images=_images(content))
 
@@ -83,14 +83,19 @@ def answer_tokens(framing: Framing) -> tuple[str, str]:
     return ("A", "B") if framing is Framing.MC else ("Yes", "No")
 
 
+def _clean(text: str) -> str:
+    """User text with any literal image mark defused (a note may well contain "<image>")."""
+    return text.replace(IMAGE_MARK, "<img>")
+
+
 def _images(*contents: Content) -> tuple[Path, ...]:
     return tuple(c.image for c in contents if c.image is not None)
 
 
 def _describe(content: Content) -> str:
     if content.is_image:
-        return f"{IMAGE_MARK} {content.text}".strip()
-    return content.text
+        return f"{IMAGE_MARK} {_clean(content.text)}".strip()
+    return _clean(content.text)
 
 
 def rerank_prompt(query: Content, candidate: Content, framing: Framing) -> Turn:
@@ -120,5 +125,5 @@ ANSWER_SYSTEM = (
 def answer_prompt(question: str, sources: list[Content]) -> Turn:
     """The question with its numbered sources (images passed as images, text as passages)."""
     parts = [f"[{n}] {_describe(source)}" for n, source in enumerate(sources, start=1)]
-    text = "Sources:\n" + "\n".join(parts) + f"\n\nQuestion: {question}\nAnswer, citing sources as [n]:"
+    text = "Sources:\n" + "\n".join(parts) + f"\n\nQuestion: {_clean(question)}\nAnswer, citing sources as [n]:"
     return Turn(text=text, images=_images(*sources), system=ANSWER_SYSTEM)
