@@ -205,7 +205,7 @@ def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
     if no_match:
         print("no good match" + (" (best candidates below)" if result.hits else ""))
     for n, hit in enumerate(result.hits, start=1):
-        score = f"p={hit.rerank_prob:.2f}" if hit.rerank_prob is not None else f"rrf={hit.fused_score:.4f}"
+        score = f"p={hit.rerank_prob:.2f}" if hit.rerank_prob is not None else f"score={hit.fused_score:.3f}"
         where = f"{hit.path}" + (f" ({hit.location})" if hit.location else "")
         snippet = " ".join(hit.text.split())[:100]
         print(f"{n:>2}. {score}  {where}" + (f"\n      {snippet}" if snippet else ""))
