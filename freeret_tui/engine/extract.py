@@ -1,7 +1,8 @@
 """Turns a file into searchable chunks, or into a recorded skip with its reason (never an exception).
 
-Covers images (jpg, png, webp, gif, bmp, tiff; HEIC/HEIF when pi-heif is installed) and plain-text documents
-(txt, md, rst). PDF and DOCX arrive with the index issue.
+Covers images (jpg, png, webp, gif, bmp, tiff; HEIC/HEIF when pi-heif is installed), plain-text documents
+(txt, md, rst), PDF (pypdf text per page; chunks carry their page) and DOCX (python-docx, tables included).
+Scanned PDF pages (no text layer) are not rendered to images yet: such a PDF is skipped with that reason.
 """
 
 from __future__ import annotations
@@ -15,7 +16,9 @@ from freeret_tui.engine.chunking import Spans, chunk_text
 from freeret_tui.engine.types import Chunk, Kind, Skip
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".heic", ".heif"})
-TEXT_EXTENSIONS = frozenset({".txt", ".md", ".markdown", ".rst", ".text"})
+TEXT_EXTENSIONS = frozenset({".txt", ".md", ".markdown", ".rst", ".text", ".pdf", ".docx"})
+# A page with fewer characters of text than this has no real text layer (a scan, a photo page).
+MIN_PAGE_CHARS = 20
 
 # Images are downscaled before the model sees them: every supported processor resizes to ≤ 1 k pixels a side
 # anyway, and a 48 MP photo decoded at full size costs ~150 MB.
@@ -70,6 +73,57 @@ def read_text(path: Path) -> str:
     return raw.decode("latin-1")
 
 
+def _pdf_pages(path: Path) -> list[tuple[int, str]]:
+    """(1-based page number, text) for each page that has a text layer."""
+    from pypdf import PdfReader
+    from pypdf.errors import FileNotDecryptedError
+
+    reader = PdfReader(path)
+    if reader.is_encrypted:
+        try:
+            reader.decrypt("")  # many "encrypted" PDFs only restrict printing and open with an empty password
+            pages = [(n, page.extract_text() or "") for n, page in enumerate(reader.pages, start=1)]
+        except FileNotDecryptedError:
+            raise _Unreadable("encrypted PDF (password required)") from None
+    else:
+        pages = [(n, page.extract_text() or "") for n, page in enumerate(reader.pages, start=1)]
+    return [(n, text) for n, text in pages if len(text.strip()) >= MIN_PAGE_CHARS]
+
+
+def _docx_text(path: Path) -> str:
+    """Paragraphs, then each table row as cells joined by " | " (python-docx keeps them apart)."""
+    import docx
+
+    document = docx.Document(str(path))
+    lines = [p.text for p in document.paragraphs]
+    for table in document.tables:
+        for row in table.rows:
+            lines.append(" | ".join(cell.text.strip() for cell in row.cells))
+    return "\n".join(lines)
+
+
+class _Unreadable(Exception):
+    """A file that opens but cannot be indexed; the message is the skip reason."""
+
+
+def _text_chunks(
+    path: Path, text: str, tokenize: Callable[[str], Spans], chunk_tokens: int, overlap: int, page: int | None, first: int
+) -> list[Chunk]:
+    return [
+        Chunk(
+            path=path,
+            kind=Kind.TEXT,
+            text=text[w.start : w.end],
+            title=path.name,
+            page=page,
+            line_start=w.line_start,
+            line_end=w.line_end,
+            chunk_no=first + n,
+        )
+        for n, w in enumerate(chunk_text(text, tokenize, chunk_tokens, overlap))
+    ]
+
+
 def extract(
     path: Path, tokenize: Callable[[str], Spans], chunk_tokens: int = 256, overlap: int = 32
 ) -> list[Chunk] | Skip:
@@ -77,29 +131,28 @@ def extract(
     kind = kind_of(path)
     if kind is None:
         return Skip(path, f"unsupported file type {path.suffix or '(none)'}")
+    suffix = path.suffix.lower()
+    what = {".pdf": "PDF", ".docx": "DOCX"}.get(suffix, kind.value)
     try:
         if kind is Kind.IMAGE:
             load_image(path, max_side=64)  # decodes the file: a corrupt image is caught here, not in a batch
             return [Chunk(path=path, kind=Kind.IMAGE, title=path.name)]
-        text = read_text(path)
+        if suffix == ".pdf":
+            chunks: list[Chunk] = []
+            pages = _pdf_pages(path)
+            for page, text in pages:
+                chunks += _text_chunks(path, text, tokenize, chunk_tokens, overlap, page, len(chunks))
+            if not chunks:
+                return Skip(path, "no text layer (scanned PDF; page images are not indexed yet)")
+            return chunks
+        text = _docx_text(path) if suffix == ".docx" else read_text(path)
+    except _Unreadable as err:
+        return Skip(path, str(err))
     except OSError as err:
         if err.errno is not None:  # the file system refused (permission, vanished, I/O error)
             return Skip(path, f"cannot read: {err.strerror or err}")
-        return Skip(path, f"cannot decode {kind.value}: {err}")  # PIL reports broken data as OSError too
-    except Exception as err:  # noqa: BLE001 - PIL raises many types for broken files; each becomes a Skip
-        return Skip(path, f"cannot decode {kind.value}: {type(err).__name__}: {err}")
-    windows = chunk_text(text, tokenize, chunk_tokens, overlap)
-    if not windows:
-        return Skip(path, "no text")
-    return [
-        Chunk(
-            path=path,
-            kind=Kind.TEXT,
-            text=text[w.start : w.end],
-            title=path.name,
-            line_start=w.line_start,
-            line_end=w.line_end,
-            chunk_no=n,
-        )
-        for n, w in enumerate(windows)
-    ]
+        return Skip(path, f"cannot decode {what}: {err}")  # PIL reports broken data as OSError too
+    except Exception as err:  # noqa: BLE001 - PIL, pypdf and python-docx raise many types for broken files
+        return Skip(path, f"cannot decode {what}: {type(err).__name__}: {err}")
+    chunks = _text_chunks(path, text, tokenize, chunk_tokens, overlap, None, 0)
+    return chunks or Skip(path, "no text")
