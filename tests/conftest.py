@@ -33,11 +33,12 @@ def tiny_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {
         "idefics3": tiny_models.build_idefics3(root / "idefics3"),
         "gemma3": tiny_models.build_gemma3(root / "gemma3"),
+        "llava": tiny_models.build_llava(root / "llava"),
     }
 
 
 # The exactness tests (hook position, padding invariance) compare at 1e-5: fp32, whatever the CPU's bf16 support.
-@pytest.fixture(scope="session", params=["idefics3", "gemma3"])
+@pytest.fixture(scope="session", params=["idefics3", "gemma3", "llava"])
 def tiny_model(request: pytest.FixtureRequest, tiny_dirs: dict[str, Path]):
     from freeret_tui.engine.models import load_model
 

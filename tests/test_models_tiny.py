@@ -1,4 +1,4 @@
-"""The HF model layer on tiny random models of two real architectures (Idefics3/SmolVLM and Gemma3)."""
+"""The HF model layer on tiny random models of three real architectures (Idefics3/SmolVLM, Gemma3, LLaVA)."""
 
 from __future__ import annotations
 

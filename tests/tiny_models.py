@@ -107,6 +107,36 @@ def build_idefics3(out: Path) -> Path:
     return out
 
 
+def build_llava(out: Path) -> Path:
+    """LLaVA: a CLIP vision tower, a projector and a Llama text model; image features replace <image> tokens."""
+    import torch
+    from transformers import LlavaConfig, LlavaForConditionalGeneration, LlavaProcessor
+    from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
+
+    tok = _tokenizer(["<image>"], _CHAT_TEMPLATE.replace("IMAGE_PLACEHOLDER", "<image>"))
+    config = LlavaConfig(
+        vision_config={"model_type": "clip_vision_model", **_SIGLIP_VISION, "projection_dim": 32},
+        text_config={"model_type": "llama", **_text_config(len(tok))},
+        image_token_index=tok.convert_tokens_to_ids("<image>"),
+        image_seq_length=16,  # (32 / 8)^2 patches; the CLS token is dropped ("default" strategy)
+        vision_feature_layer=-1,
+        pad_token_id=tok.pad_token_id,
+    )
+    torch.manual_seed(0)
+    LlavaForConditionalGeneration(config).save_pretrained(out)
+    image_processor = CLIPImageProcessorPil(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+    processor = LlavaProcessor(
+        image_processor=image_processor,
+        tokenizer=tok,
+        patch_size=8,
+        vision_feature_select_strategy="default",
+        chat_template=tok.chat_template,
+        num_additional_image_tokens=1,
+    )
+    processor.save_pretrained(out)
+    return out
+
+
 def build_gemma3(out: Path) -> Path:
     """Gemma3 (SigLIP vision + a text model whose layers norm both sides of attention and MLP).
 
