@@ -41,7 +41,7 @@ class Settings:
     rerank: bool | None = None
     rerank_k: int = 10
     k: int = 10
-    batch_size: int = 8
+    batch_size: int = 0  # 0: by device (see engine/models/hf.py: default_batch_size)
     chunk_tokens: int = 256
     chunk_overlap: int = 32
     max_new_tokens: int = 256
@@ -53,9 +53,11 @@ class Settings:
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise UsageError(f"mode must be one of {', '.join(MODES)}, not {self.mode!r}")
-        for name in ("rerank_k", "k", "batch_size", "chunk_tokens", "max_new_tokens"):
+        for name in ("rerank_k", "k", "chunk_tokens", "max_new_tokens"):
             if getattr(self, name) < 1:
                 raise UsageError(f"{name.replace('_', '-')} must be at least 1")
+        if self.batch_size < 0:
+            raise UsageError("batch-size must be at least 1 (or 0: chosen by device)")
         if self.dtype not in DTYPES:
             raise UsageError(f"dtype must be one of {', '.join(DTYPES)}, not {self.dtype!r}")
         if not 0 <= self.chunk_overlap < self.chunk_tokens:

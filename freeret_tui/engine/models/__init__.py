@@ -9,7 +9,7 @@ __all__ = ["PRESETS", "Model", "Pooling", "load_model", "resolve"]
 
 
 def load_model(
-    spec: str, device: str = "auto", batch_size: int = 8, max_new_tokens: int = 256, dtype: str = "auto"
+    spec: str, device: str = "auto", batch_size: int = 0, max_new_tokens: int = 256, dtype: str = "auto"
 ) -> Model:
     """Load a preset name, hub id, local directory or .gguf file (raises ModelLoadError with the reason)."""
     from freeret_tui.engine.models.hf import HFModel
