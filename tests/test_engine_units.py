@@ -12,7 +12,7 @@ from freeret_tui.engine.chunking import chunk_text, word_spans
 from freeret_tui.engine.evaluation import load_beir, metrics
 from freeret_tui.engine.extract import extract
 from freeret_tui.engine.fusion import convex, rrf
-from freeret_tui.engine.prompts import NOISE_LINE, TASK_LINE, Framing, Side, embedding_prompt, rerank_prompt
+from freeret_tui.engine.prompts import EMBED_SYSTEM, NOISE_LINE, TASK_LINE, Framing, Side, embedding_prompt, rerank_prompt
 from freeret_tui.engine.store import Store
 from freeret_tui.engine.types import Chunk, Content, Kind, Skip
 from freeret_tui.errors import DatasetError, StoreError, UsageError
@@ -59,6 +59,7 @@ def test_prompts_carry_the_freeret_priors() -> None:
         assert TASK_LINE in p.text and NOISE_LINE in p.text and p.text.endswith("output one word:")
     assert "semantics of the query" in query.text and "semantics of the passage" in passage.text
     assert image.text.startswith("<image>") and image.images == (Path("x.jpg"),)
+    assert query.system == passage.system == EMBED_SYSTEM
     mc = rerank_prompt(Content("q"), Content("c"), Framing.MC)
     assert "A. Yes, the candidate fully matches the query." in mc.text
     assert "B. No, the candidate does not match or only partially matches." in mc.text

@@ -23,6 +23,10 @@ class Side(str, Enum):
 # Both sides share the task line: the paper found the shared prior aligns the two embedding spaces.
 TASK_LINE = "You are required to assess if the search query is related to the candidate image or document."
 NOISE_LINE = "Do not use function words, prepositions, or symbols."
+# Replaces a chat template's default persona ("You are a helpful AI assistant named …") for embedding prompts:
+# with SmolLM2 it raised dense nDCG@10 from 0.341 to 0.413 on the stdlib set (README); plain text without any
+# chat template fell to 0.172.
+EMBED_SYSTEM = "You are a retrieval assistant."
 
 _GROUNDING = {
     (Side.QUERY, False): (
@@ -70,7 +74,7 @@ def embedding_prompt(content: Content, side: Side, kind: Kind = Kind.TEXT) -> Tu
     head = f"{IMAGE_MARK}\n" if content.is_image else ""
     body = f"{name.capitalize()}: {_clean(content.text)}\n" if content.text else ""
     text = f"{head}{body}{TASK_LINE}\n{grounding}\n{NOISE_LINE}\nSummarize the above {name} in one word, output one word:"
-    return Turn(text=text, images=_images(content))
+    return Turn(text=text, images=_images(content), system=EMBED_SYSTEM)
 
 
 class Framing(str, Enum):
