@@ -80,13 +80,11 @@ def _pdf_pages(path: Path) -> list[tuple[int, str]]:
 
     reader = PdfReader(path)
     if reader.is_encrypted:
-        try:
-            reader.decrypt("")  # many "encrypted" PDFs only restrict printing and open with an empty password
-            pages = [(n, page.extract_text() or "") for n, page in enumerate(reader.pages, start=1)]
-        except FileNotDecryptedError:
-            raise _Unreadable("encrypted PDF (password required)") from None
-    else:
+        reader.decrypt("")  # many "encrypted" PDFs only restrict printing and open with an empty password
+    try:
         pages = [(n, page.extract_text() or "") for n, page in enumerate(reader.pages, start=1)]
+    except FileNotDecryptedError:
+        raise _Unreadable("encrypted PDF (password required)") from None
     return [(n, text) for n, text in pages if len(text.strip()) >= MIN_PAGE_CHARS]
 
 

@@ -3,7 +3,7 @@
 Two methods, both measured in the README on real weights:
 - ``convex`` (default): min-max normalise each list's scores per query, then lexical·(1-w) + dense·w. It keeps
   BM25's confidence: when one passage shares rare words with the query, its lead survives fusion.
-- ``rrf``: reciprocal-rank fusion (Cormack et al., 2009). Ranks only, so a  clear lexical
+- ``rrf``: reciprocal-rank fusion (Cormack et al., 2009). Ranks only, so a weak dense list pulls clear lexical
   winners down: with SmolLM2-135M it cost 0.16 nDCG@10 against lexical alone (README).
 An item missing from one list scores 0 on that side, the same as that list's last item.
 """
