@@ -41,16 +41,17 @@ def test_pdf_text_is_chunked_per_page(tmp_path: Path) -> None:
     pdf.write_bytes(make_pdf(["Quarterly bicycle sales rose in spring.", "", "Rainfall data for the city of Porto."]))
     chunks = extract(pdf, word_spans)
     assert isinstance(chunks, list)
-    assert [(c.page, c.location) for c in chunks] == [(1, "p. 1"), (3, "p. 3")]  # page 2 has no text
-    assert "bicycle" in chunks[0].text and "Porto" in chunks[1].text
-    assert [c.chunk_no for c in chunks] == [0, 1]
+    # page 2 has no text: it becomes a page item the model reads as an image
+    assert [(c.page, c.kind.value, c.location) for c in chunks] == [(1, "text", "p. 1"), (2, "page", "p. 2"),
+                                                                     (3, "text", "p. 3")]
+    assert "bicycle" in chunks[0].text and "Porto" in chunks[2].text
+    assert [c.chunk_no for c in chunks] == [0, 1, 2]
 
 
 def test_bad_pdfs_are_skipped_with_reasons(tmp_path: Path) -> None:
     from pypdf import PdfReader, PdfWriter
 
     good = make_pdf(["Some text that is long enough to count."])
-    (tmp_path / "scan.pdf").write_bytes(make_pdf(["", ""]))
     (tmp_path / "garbage.pdf").write_bytes(b"%PDF-1.4 this is not a pdf")
     (tmp_path / "truncated.pdf").write_bytes(good[: len(good) // 3])
     (tmp_path / "ok.pdf").write_bytes(good)
@@ -59,7 +60,7 @@ def test_bad_pdfs_are_skipped_with_reasons(tmp_path: Path) -> None:
     writer.encrypt(user_password="secret", owner_password="owner", algorithm="RC4-128")
     with (tmp_path / "locked.pdf").open("wb") as f:
         writer.write(f)
-    expected = {"scan.pdf": "no text layer", "garbage.pdf": "cannot decode PDF", "truncated.pdf": "cannot decode PDF",
+    expected = {"garbage.pdf": "cannot decode PDF", "truncated.pdf": "cannot decode PDF",
                 "locked.pdf": "encrypted PDF"}
     for name, reason in expected.items():
         result = extract(tmp_path / name, word_spans)
@@ -80,3 +81,52 @@ def test_docx_paragraphs_and_tables(tmp_path: Path) -> None:
     (tmp_path / "fake.docx").write_bytes(b"PK\x03\x04 not a zip")
     result = extract(tmp_path / "fake.docx", word_spans)
     assert isinstance(result, Skip) and "cannot decode DOCX" in result.reason
+
+
+def test_scanned_pdf_pages_become_page_images(tmp_path: Path, photos: Path) -> None:
+    from PIL import Image
+
+    from freeret_tui.engine.extract import load_image
+    from freeret_tui.engine.indexer import _text_only
+    from freeret_tui.engine.types import Kind, PageImage
+
+    scan = tmp_path / "scan.pdf"  # what a scanner writes: pages that are pictures, no text layer
+    pages = [Image.open(photos / "chelsea.png").convert("RGB"), Image.open(photos / "rocket.jpg").convert("RGB")]
+    pages[0].save(scan, save_all=True, append_images=pages[1:])
+    mixed = tmp_path / "mixed.pdf"
+    mixed.write_bytes(make_pdf(["A typed first page about the bicycle trip to Porto.", ""]))
+
+    chunks = extract(scan, word_spans)
+    assert isinstance(chunks, list) and [(c.kind, c.page) for c in chunks] == [(Kind.PAGE, 1), (Kind.PAGE, 2)]
+    assert chunks[1].content().image == PageImage(scan, 2)
+    picture = load_image(chunks[1].content().image, max_side=256)
+    assert max(picture.size) == 256 and picture.mode == "RGB"
+    assert abs(picture.size[0] / picture.size[1] - 640 / 427) < 0.02  # the page keeps the photo's shape
+
+    kinds = [c.kind for c in extract(mixed, word_spans)]
+    assert kinds == [Kind.TEXT, Kind.PAGE]
+    text_only = _text_only(extract(mixed, word_spans), "text-model")
+    assert isinstance(text_only, list) and [c.kind for c in text_only] == [Kind.TEXT]
+    skip = _text_only(chunks, "text-model")
+    assert isinstance(skip, Skip) and "scanned pages" in skip.reason
+
+
+def test_a_scanned_pdf_is_indexed_searched_and_reranked_by_a_vlm(tmp_path: Path, photos: Path, idefics3) -> None:
+    from PIL import Image
+
+    from freeret_tui.engine.indexer import index_files
+    from freeret_tui.engine.search import Query, Searcher, SearchOptions
+    from freeret_tui.engine.store import Store
+    from freeret_tui.engine.types import Kind, PageImage
+
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    Image.open(photos / "coins.png").convert("RGB").save(folder / "scan.pdf")
+    (folder / "note.txt").write_text("Coins from the old collection.\n")
+    store = Store(tmp_path / "index.db")
+    stats = index_files(store, idefics3, [(folder, folder / "scan.pdf"), (folder, folder / "note.txt")])
+    assert stats.skipped == () and stats.items_added == 2
+    result = Searcher(store, idefics3).search(Query("coins"), SearchOptions(mode="dense", k=2, rerank=True))
+    page = next(h for h in result.hits if h.kind is Kind.PAGE)
+    assert page.image == PageImage(folder / "scan.pdf", 1) and page.location == "p. 1"
+    assert result.reranked and page.rerank_prob is not None

@@ -2,7 +2,8 @@
 
 Covers images (jpg, png, webp, gif, bmp, tiff; HEIC/HEIF when pi-heif is installed), plain-text documents
 (txt, md, rst), PDF (pypdf text per page; chunks carry their page) and DOCX (python-docx, tables included).
-Scanned PDF pages (no text layer) are not rendered to images yet: such a PDF is skipped with that reason.
+A PDF page with no real text layer (a scan) becomes a page item that the model reads as an image, rendered by
+pypdfium2 when it is embedded (``load_image``), so nothing large is held between extraction and embedding.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from freeret_tui.engine.chunking import Spans, chunk_text
-from freeret_tui.engine.types import Chunk, Kind, Skip
+from freeret_tui.engine.types import Chunk, Kind, PageImage, Picture, Skip
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".heic", ".heif"})
 TEXT_EXTENSIONS = frozenset({".txt", ".md", ".markdown", ".rst", ".text", ".pdf", ".docx"})
@@ -45,9 +46,13 @@ def _register_heif() -> None:
     register_heif_opener()
 
 
-def load_image(path: Path, max_side: int = MAX_IMAGE_SIDE) -> Any:
-    """An RGB PIL image, EXIF-rotated, first frame only, no side above ``max_side``."""
+def load_image(source: Picture, max_side: int = MAX_IMAGE_SIDE) -> Any:
+    """An RGB PIL image, EXIF-rotated, first frame only, no side above ``max_side`` (PDF pages rendered)."""
     from PIL import Image, ImageOps
+
+    if isinstance(source, PageImage):
+        return render_page(source, max_side)
+    path = source
 
     _register_heif()
     Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
@@ -62,6 +67,20 @@ def load_image(path: Path, max_side: int = MAX_IMAGE_SIDE) -> Any:
     return rgb
 
 
+def render_page(source: PageImage, max_side: int = MAX_IMAGE_SIDE) -> Any:
+    """One PDF page as an RGB PIL image whose longer side is ``max_side`` pixels."""
+    import pypdfium2 as pdfium
+
+    document = pdfium.PdfDocument(source.pdf)
+    try:
+        page = document[source.page - 1]
+        width, height = page.get_size()  # PDF points
+        bitmap = page.render(scale=max_side / max(width, height, 1.0))
+        return bitmap.to_pil().convert("RGB")
+    finally:
+        document.close()
+
+
 def read_text(path: Path) -> str:
     """File text: UTF-8 (with or without BOM), else cp1252, else Latin-1 (which never fails)."""
     raw = path.read_bytes()
@@ -74,7 +93,7 @@ def read_text(path: Path) -> str:
 
 
 def _pdf_pages(path: Path) -> list[tuple[int, str]]:
-    """(1-based page number, text) for each page that has a text layer."""
+    """(1-based page number, text) for every page; a scan's text is empty or a few stray characters."""
     from pypdf import PdfReader
     from pypdf.errors import FileNotDecryptedError
 
@@ -85,7 +104,18 @@ def _pdf_pages(path: Path) -> list[tuple[int, str]]:
         pages = [(n, page.extract_text() or "") for n, page in enumerate(reader.pages, start=1)]
     except FileNotDecryptedError:
         raise _Unreadable("encrypted PDF (password required)") from None
-    return [(n, text) for n, text in pages if len(text.strip()) >= MIN_PAGE_CHARS]
+    return pages
+
+
+def _page_count(path: Path) -> int:
+    """Pages as pdfium sees them: proves the renderer can open the file before its pages are queued."""
+    import pypdfium2 as pdfium
+
+    document = pdfium.PdfDocument(path)
+    try:
+        return len(document)
+    finally:
+        document.close()
 
 
 def _docx_text(path: Path) -> str:
@@ -139,18 +169,21 @@ def extract(
             chunks: list[Chunk] = []
             pages = _pdf_pages(path)
             for page, text in pages:
-                chunks += _text_chunks(path, text, tokenize, chunk_tokens, overlap, page, len(chunks))
-            if not chunks:
-                return Skip(path, "no text layer (scanned PDF; page images are not indexed yet)")
-            return chunks
+                if len(text.strip()) >= MIN_PAGE_CHARS:
+                    chunks += _text_chunks(path, text, tokenize, chunk_tokens, overlap, page, len(chunks))
+                else:
+                    chunks.append(Chunk(path=path, kind=Kind.PAGE, title=path.name, page=page, chunk_no=len(chunks)))
+            if any(c.kind is Kind.PAGE for c in chunks) and _page_count(path) < len(pages):
+                return Skip(path, "cannot render the PDF's pages", failed=True)
+            return chunks or Skip(path, "PDF has no pages")
         text = _docx_text(path) if suffix == ".docx" else read_text(path)
     except _Unreadable as err:
-        return Skip(path, str(err))
+        return Skip(path, str(err), failed=True)
     except OSError as err:
         if err.errno is not None:  # the file system refused (permission, vanished, I/O error)
-            return Skip(path, f"cannot read: {err.strerror or err}")
-        return Skip(path, f"cannot decode {what}: {err}")  # PIL reports broken data as OSError too
+            return Skip(path, f"cannot read: {err.strerror or err}", failed=True)
+        return Skip(path, f"cannot decode {what}: {err}", failed=True)  # PIL reports broken data as OSError too
     except Exception as err:  # noqa: BLE001 - PIL, pypdf and python-docx raise many types for broken files
-        return Skip(path, f"cannot decode {what}: {type(err).__name__}: {err}")
+        return Skip(path, f"cannot decode {what}: {type(err).__name__}: {err}", failed=True)
     chunks = _text_chunks(path, text, tokenize, chunk_tokens, overlap, None, 0)
     return chunks or Skip(path, "no text")

@@ -10,9 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import Enum
-from pathlib import Path
 
-from freeret_tui.engine.types import Content, Kind
+from freeret_tui.engine.types import Content, Kind, Picture
 
 
 class Side(str, Enum):
@@ -63,7 +62,7 @@ class Turn:
     """
 
     text: str
-    images: tuple[Path, ...] = ()
+    images: tuple[Picture, ...] = ()
     system: str = ""
 
 
@@ -92,7 +91,7 @@ def _clean(text: str) -> str:
     return text.replace(IMAGE_MARK, "<img>")
 
 
-def _images(*contents: Content) -> tuple[Path, ...]:
+def _images(*contents: Content) -> tuple[Picture, ...]:
     return tuple(c.image for c in contents if c.image is not None)
 
 

@@ -115,7 +115,7 @@ class Searcher:
                     fused_score=score,
                     dense_score=dense_scores.get(item_id),
                     lexical_score=lexical_scores.get(item_id),
-                    image=chunk.path if chunk.kind is Kind.IMAGE else None,
+                    image=chunk.content().image,
                 )
             )
         return hits

@@ -16,11 +16,23 @@ class Kind(str, Enum):
 
 
 @dataclass(frozen=True)
+class PageImage:
+    """Page ``page`` (1-based) of the PDF at ``pdf``, rendered to an image when the model reads it."""
+
+    pdf: Path
+    page: int
+
+
+# What the model sees as a picture: an image file, or a rendered PDF page (a scan has no text layer).
+Picture = Path | PageImage
+
+
+@dataclass(frozen=True)
 class Content:
     """One thing the model reads: text, an image, or both (an image with a caption or title)."""
 
     text: str = ""
-    image: Path | None = None
+    image: Picture | None = None
 
     @property
     def is_image(self) -> bool:
@@ -43,7 +55,9 @@ class Chunk:
     def content(self) -> Content:
         if self.kind is Kind.TEXT:
             return Content(text=self.text)
-        return Content(text=self.text, image=self.path if self.kind is Kind.IMAGE else None)
+        if self.kind is Kind.PAGE and self.page is not None:
+            return Content(text=self.text, image=PageImage(self.path, self.page))
+        return Content(text=self.text, image=self.path)
 
     @property
     def location(self) -> str:
@@ -56,10 +70,14 @@ class Chunk:
 
 @dataclass(frozen=True)
 class Skip:
-    """A file that was not indexed, and why (shown to the person, never a crash)."""
+    """A file that was not indexed, and why (shown to the person, never a crash).
+
+    ``failed``: the file is broken or unreadable; otherwise freeret-tui chose not to index it (type, model).
+    """
 
     path: Path
     reason: str
+    failed: bool = False
 
 
 @dataclass(frozen=True)
@@ -76,7 +94,7 @@ class Hit:
     dense_score: float | None = None
     lexical_score: float | None = None
     rerank_prob: float | None = None
-    image: Path | None = None
+    image: Picture | None = None
 
     def content(self) -> Content:
         return Content(text=self.text, image=self.image)
@@ -101,3 +119,4 @@ class IndexStats:
     items_added: int = 0
     skipped: tuple[Skip, ...] = field(default_factory=tuple)
     seconds: float = 0.0
+    files_removed: int = 0
