@@ -20,7 +20,7 @@ from freeret_tui.engine.fusion import FUSIONS
 from freeret_tui.errors import FreeretError, UsageError
 from freeret_tui.settings import DTYPES, MODES, Settings, data_dir, load_settings
 
-COMMANDS = ("index", "search", "ask", "eval", "models")
+COMMANDS = ("index", "search", "ask", "eval", "models", "daemon", "maintenance")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -90,6 +90,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
 
     sub.add_parser("models", help="list model presets")
+
+    p = sub.add_parser("daemon", help="watch folders and keep the index up to date in the background")
+    dsub = p.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser, required=True)
+    for action, text in (("start", "start in the background"), ("run", "run in the foreground (systemd, debugging)")):
+        d = dsub.add_parser(action, parents=[common], help=text)
+        d.add_argument("paths", nargs="*", type=Path, metavar="FOLDER",
+                       help="folders to watch (default: the ones watched last time)")
+        d.add_argument("--nice", type=int, default=10, help="CPU niceness increment (0: none; default 10)")
+        d.add_argument("--rescan-minutes", type=float, default=10.0, help="full reconcile scan interval")
+    dsub.add_parser("stop", help="stop the background daemon")
+    d = dsub.add_parser("status", help="roots, counts, rate, ETA and the last errors")
+    d.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("maintenance", help="check the index and rebuild its vector tables to reclaim space")
+    p.add_argument("--json", action="store_true")
     return parser
 
 
@@ -278,7 +293,35 @@ def cmd_models(_args: argparse.Namespace, _settings: Settings) -> int:
     return 0
 
 
-HANDLERS = {"index": cmd_index, "search": cmd_search, "ask": cmd_ask, "eval": cmd_eval, "models": cmd_models}
+def cmd_daemon(args: argparse.Namespace, settings: Settings) -> int:
+    from freeret_tui import daemon_cli
+
+    return daemon_cli.run(args, settings)
+
+
+def cmd_maintenance(args: argparse.Namespace, _settings: Settings) -> int:
+    from freeret_tui.engine.daemon import holder_pid
+
+    if holder_pid(data_dir()) is not None:
+        raise UsageError("stop the daemon first (`freeret-tui daemon stop`): maintenance rewrites the index")
+    report = _open_store().maintenance()
+    if args.json:
+        print(json.dumps(report))
+        return 0
+    print(f"integrity: {report['integrity']}; {report['orphan_fts_rows_removed']} orphan rows removed; "
+          f"{report['bytes_before'] / 1e6:.1f} MB -> {report['bytes_after'] / 1e6:.1f} MB")
+    return 0 if report["integrity"] == "ok" else 1
+
+
+HANDLERS = {
+    "index": cmd_index,
+    "search": cmd_search,
+    "ask": cmd_ask,
+    "eval": cmd_eval,
+    "models": cmd_models,
+    "daemon": cmd_daemon,
+    "maintenance": cmd_maintenance,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,0 +1,160 @@
+"""``freeret-tui daemon start|run|stop|status``: the process side of the watching daemon.
+
+``run`` is the daemon itself in the foreground (what ``start`` spawns, and what a systemd user service runs);
+``start`` spawns it detached with its output in ``<data dir>/daemon.log``; ``stop`` sends SIGTERM and waits for
+the lock to be released; ``status`` reads what the daemon records in the database, so it works from any process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import FrameType
+
+from freeret_tui.engine.daemon import Daemon, DaemonLock, holder_pid, read_status
+from freeret_tui.engine.store import Store
+from freeret_tui.errors import FreeretError, UsageError
+from freeret_tui.settings import Settings, data_dir
+
+LOG_NAME = "daemon.log"
+# How long `start` waits for the child to take the lock, and `stop` for it to let go (a batch in flight
+# finishes first: at the default batch size that is a few seconds on a laptop CPU).
+START_WAIT_S = 20.0
+STOP_WAIT_S = 60.0
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    return {"start": _start, "run": _run, "stop": _stop, "status": _status}[args.action](args, settings)
+
+
+def _roots(args: argparse.Namespace, store: Store) -> list[Path]:
+    """The folders to watch: those named, else those watched last time."""
+    if args.paths:
+        missing = [str(p) for p in args.paths if not p.expanduser().is_dir()]
+        if missing:
+            raise UsageError(f"not a folder: {', '.join(missing)}")
+        return [p.expanduser().resolve() for p in args.paths]
+    roots = [path for path, _online, _scanned in store.roots()]
+    if not roots:
+        raise UsageError("no folders to watch yet: name them, e.g. `freeret-tui daemon start ~/Pictures`")
+    return roots
+
+
+def _check_flags(args: argparse.Namespace) -> None:
+    if args.nice < 0:
+        raise UsageError("--nice must be 0 or more (a daemon never raises its own priority)")
+    if args.rescan_minutes <= 0:
+        raise UsageError("--rescan-minutes must be more than 0")
+
+
+def _run(args: argparse.Namespace, settings: Settings) -> int:
+    from freeret_tui.engine.models import load_model
+
+    _check_flags(args)
+    directory = data_dir()
+    lock = DaemonLock(directory)
+    lock.acquire()  # before the model loads, so a second daemon is refused at once
+    try:
+        store = Store(directory / "index.db")
+        roots = _roots(args, store)
+        if args.model is None and store.model_name is not None:
+            settings = settings.with_overrides({"model": store.model_name})  # keep the index's model
+        if args.nice:
+            os.nice(args.nice)
+        _log(f"daemon pid {os.getpid()} watching {', '.join(map(str, roots))}; loading model {settings.model}")
+        model = load_model(settings.model, settings.device, settings.batch_size, settings.max_new_tokens,
+                           settings.dtype)
+        daemon = Daemon(store, model, roots, directory, settings.chunk_tokens, settings.chunk_overlap,
+                        rescan_seconds=args.rescan_minutes * 60, log=_log)
+
+        def stop(signum: int, _frame: FrameType | None) -> None:
+            _log(f"signal {signal.Signals(signum).name}: stopping after the batch in flight")
+            daemon.stop.set()
+
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)
+        daemon.run(ready=lambda: _log("initial scan done; following changes"))
+        _log("stopped")
+        return 0
+    finally:
+        lock.release()
+
+
+def _log(message: str) -> None:
+    print(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}", file=sys.stderr, flush=True)
+
+
+def _start(args: argparse.Namespace, settings: Settings) -> int:
+    _check_flags(args)
+    directory = data_dir()
+    pid = holder_pid(directory)
+    if pid is not None:
+        raise FreeretError(f"a daemon is already running for {directory} (pid {pid})")
+    store = Store(directory / "index.db")
+    roots = _roots(args, store)
+    store.close()
+    command = [sys.executable, "-m", "freeret_tui", "daemon", "run", *map(str, roots),
+               "--nice", str(args.nice), "--rescan-minutes", str(args.rescan_minutes)]
+    for flag in ("model", "device", "dtype", "batch_size"):
+        value = getattr(args, flag)
+        if value is not None:
+            command += [f"--{flag.replace('_', '-')}", str(value)]
+    log_path = directory / LOG_NAME
+    with log_path.open("ab") as log:
+        child = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                 start_new_session=True)  # survives the terminal closing
+    deadline = time.monotonic() + START_WAIT_S
+    while time.monotonic() < deadline:
+        if holder_pid(directory) == child.pid:
+            print(f"daemon started (pid {child.pid}) watching {', '.join(map(str, roots))}; log: {log_path}")
+            return 0
+        if child.poll() is not None:
+            tail = log_path.read_text(errors="replace").strip().splitlines()[-1:] or ["(no output)"]
+            raise FreeretError(f"the daemon exited at start (status {child.returncode}): {tail[0]}")
+        time.sleep(0.05)
+    raise FreeretError(f"the daemon (pid {child.pid}) did not take the lock within {START_WAIT_S:.0f}s; see {log_path}")
+
+
+def _stop(_args: argparse.Namespace, _settings: Settings) -> int:
+    directory = data_dir()
+    pid = holder_pid(directory)
+    if pid is None:
+        print("no daemon is running")
+        return 0
+    if pid <= 0:
+        raise FreeretError(f"the lock in {directory} is held but names no pid; stop the holder by hand")
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + STOP_WAIT_S
+    while time.monotonic() < deadline:
+        if holder_pid(directory) is None:
+            print(f"daemon stopped (pid {pid})")
+            return 0
+        time.sleep(0.1)
+    raise FreeretError(f"the daemon (pid {pid}) is still finishing after {STOP_WAIT_S:.0f}s; try again")
+
+
+def _status(args: argparse.Namespace, _settings: Settings) -> int:
+    directory = data_dir()
+    store = Store(directory / "index.db")
+    status = read_status(store, directory)
+    if args.json:
+        print(json.dumps(status.as_dict()))
+        return 0
+    running = f"running (pid {status.running_pid})" if status.running_pid else "not running"
+    print(f"daemon: {running}; data dir {directory}")
+    for root in status.roots:
+        print(f"  {root['path']}" + ("" if root["online"] else "  (offline: entries kept)"))
+    c = status.counts
+    print(f"indexed {c['indexed']}, queued {c['queued']}, failed {c['failed']}, skipped {c['skipped']}; "
+          f"{c['items']} items")
+    if status.rate_files_per_s and status.queued:
+        print(f"rate {status.rate_files_per_s:.1f} files/s, ETA {status.eta_s:.0f}s")
+    for error in status.last_errors:
+        print(f"  {error['path']}: {error['reason']}")
+    return 0

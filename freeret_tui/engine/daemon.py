@@ -1,0 +1,342 @@
+"""The folder-watching daemon: one per data dir, keeps the index equal to the watched folders.
+
+Order of work, and why:
+1. Take the data dir's lock (``flock`` on ``daemon.lock``, mode 0600; the kernel releases it even after kill -9).
+2. Start watching (watchdog) *before* scanning, so nothing that changes during the scan is missed.
+3. Reconcile every root with a mark-and-sweep scan (inotify has no history and drops events on overflow).
+4. Loop: watcher events go into the persistent queue with a debounce delay; due paths are indexed in batches,
+   each committed in one transaction together with their removal from the queue; every ``rescan_seconds`` the
+   roots are reconciled again. A root that disappears (an unmounted drive) is marked offline, never emptied.
+
+Only the daemon's own thread touches the database; the watchdog thread just collects paths in memory (a few
+hundred milliseconds' worth, which the next scan recovers if the process dies before they are queued).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from freeret_tui.engine.indexer import JUNK_DIRS, TRASH_SECONDS, index_files, indexable, reconcile
+from freeret_tui.engine.models.base import Model
+from freeret_tui.engine.store import Store
+from freeret_tui.engine.types import Skip
+from freeret_tui.errors import FreeretError
+
+LOCK_NAME = "daemon.lock"
+STATUS_KEY = "daemon_status"
+# Events on one file closer together than this are handled once (editors write a file in several steps).
+DEBOUNCE_SECONDS = 1.0
+# Files per queue batch; each batch is one transaction (bounded memory however many files arrive).
+BATCH_FILES = 64
+
+
+class DaemonRunning(FreeretError):
+    """Another daemon holds this data dir's lock."""
+
+
+class DaemonLock:
+    """An exclusive ``flock`` on ``<data dir>/daemon.lock`` holding the owner's pid."""
+
+    def __init__(self, data_dir: Path):
+        self.path = data_dir / LOCK_NAME
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise DaemonRunning(f"a daemon is already running for this data dir (pid {holder_pid(self.path.parent)})")
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+
+def holder_pid(data_dir: Path) -> int | None:
+    """The pid of the running daemon for ``data_dir``, or None when none holds the lock."""
+    path = data_dir / LOCK_NAME
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            text = os.read(fd, 32).decode(errors="replace").strip()
+            return int(text) if text.isdigit() else -1
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
+
+
+@dataclass
+class _Inbox:
+    """Paths the watchdog thread saw, waiting for the daemon thread to queue them (deduplicated)."""
+
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    files: dict[str, Path] = field(default_factory=dict)  # path -> root
+    folders: dict[str, Path] = field(default_factory=dict)  # a folder appeared, vanished or moved: rescan it
+    wake: threading.Event = field(default_factory=threading.Event)
+
+    def add(self, root: Path, path: str, folder: bool) -> None:
+        with self.lock:
+            (self.folders if folder else self.files)[path] = root
+        self.wake.set()
+
+    def take(self) -> tuple[dict[str, Path], dict[str, Path]]:
+        with self.lock:
+            files, folders = self.files, self.folders
+            self.files, self.folders = {}, {}
+        return files, folders
+
+
+# Event types that mean content may have changed; opened / closed-without-writing (the indexer's own reads)
+# and attribute changes are ignored.
+_RELEVANT = frozenset({"created", "modified", "moved", "deleted", "closed"})
+
+
+def _handler(root: Path, inbox: _Inbox, data_dir: Path) -> Any:
+    from watchdog.events import FileSystemEventHandler
+
+    class Handler(FileSystemEventHandler):
+        def on_any_event(self, event: Any) -> None:
+            if event.event_type not in _RELEVANT:
+                return
+            paths = [event.src_path]
+            if event.event_type == "moved":
+                paths.append(event.dest_path)  # the destination is where the file now is (editors' saves too)
+            for raw in paths:
+                path = os.fsdecode(raw)
+                if Path(path).is_relative_to(data_dir):
+                    continue  # our own database and logs
+                inbox.add(root, path, event.is_directory)
+
+    return Handler()
+
+
+@dataclass
+class DaemonStatus:
+    """What ``daemon status`` reports, read from the database by any process."""
+
+    running_pid: int | None
+    roots: list[dict[str, Any]]
+    counts: dict[str, int]
+    queued: int
+    rate_files_per_s: float | None
+    eta_s: float | None
+    embedded_items: int
+    last_errors: list[dict[str, str]]
+    heartbeat: float | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return self.__dict__.copy()
+
+
+def read_status(store: Store, data_dir: Path) -> DaemonStatus:
+    state = json.loads(store.get_meta(STATUS_KEY) or "{}")
+    queued = store.queue_length()
+    rate = state.get("rate")
+    counts = store.counts()
+    return DaemonStatus(
+        running_pid=holder_pid(data_dir),
+        roots=[{"path": str(p), "online": online, "scanned_at": scanned} for p, online, scanned in store.roots()],
+        counts={
+            "indexed": counts.get("indexed", 0),
+            "queued": queued,
+            "failed": counts.get("failed", 0),
+            "skipped": counts.get("skipped", 0),
+            "items": counts.get("items", 0),
+        },
+        queued=queued,
+        rate_files_per_s=rate,
+        eta_s=(queued / rate) if rate else None,
+        embedded_items=store.embedded_items,
+        last_errors=[{"path": p, "reason": r} for p, r in store.skips(10)],
+        heartbeat=state.get("heartbeat"),
+    )
+
+
+class Daemon:
+    """Watches ``roots`` and indexes into ``store`` with ``model`` until ``stop`` is set.
+
+    ``paused`` (set by the TUI while it reranks or answers on the same CPU) holds new batches back; the batch
+    in flight finishes first.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        model: Model,
+        roots: Iterable[Path],
+        data_dir: Path,
+        chunk_tokens: int = 256,
+        overlap: int = 32,
+        debounce: float = DEBOUNCE_SECONDS,
+        rescan_seconds: float = 600.0,
+        exclude: frozenset[str] = JUNK_DIRS,
+        log: Callable[[str], None] = lambda message: None,
+    ):
+        self.store = store
+        self.model = model
+        self.roots = [Path(r).expanduser().resolve() for r in roots]
+        self.data_dir = data_dir.resolve()
+        self.chunk_tokens = chunk_tokens
+        self.overlap = overlap
+        self.debounce = debounce
+        self.rescan_seconds = rescan_seconds
+        self.exclude = exclude
+        self.log = log
+        self.stop = threading.Event()
+        self.paused = threading.Event()
+        self._inbox = _Inbox()
+        self._observer: Any = None
+        self._watched: dict[Path, Any] = {}
+        self._offline: set[Path] = set()
+        self._done_times: list[tuple[float, int]] = []  # (time, files) of recent batches, for the rate
+        self._started = time.time()
+
+    # -- watching -------------------------------------------------------------------------------------------
+
+    def _watch(self, root: Path) -> None:
+        from watchdog.observers import Observer
+
+        if self._observer is None:
+            self._observer = Observer()
+            self._observer.daemon = True
+            self._observer.start()
+        if root not in self._watched:
+            self._watched[root] = self._observer.schedule(_handler(root, self._inbox, self.data_dir), str(root),
+                                                          recursive=True)
+
+    def _unwatch(self, root: Path) -> None:
+        watch = self._watched.pop(root, None)
+        if watch is not None and self._observer is not None:
+            self._observer.unschedule(watch)
+
+    def _drain_inbox(self) -> None:
+        """Queue what the watcher saw; folders are expanded (new contents walked, vanished contents listed)."""
+        files, folders = self._inbox.take()
+        # Stored paths are queued even when no longer indexable: the indexer removes those.
+        entries = [(root, Path(p)) for p, root in files.items()
+                   if indexable(root, Path(p), self.exclude) or self.store.file_row(Path(p)) is not None]
+        for folder, root in folders.items():
+            entries += reconcile_folder(self.store, root, Path(folder), self.exclude)
+        if entries:
+            self.store.enqueue(entries, time.time() + self.debounce)
+
+    # -- scanning -------------------------------------------------------------------------------------------
+
+    def rescan(self) -> None:
+        """Reconcile every root; roots that vanished go offline (kept), roots that came back are watched again."""
+        for root in self.roots:
+            if not root.is_dir():
+                if root not in self._offline:
+                    self.log(f"{root} is offline (missing or unmounted); its entries are kept")
+                self._offline.add(root)
+                self._unwatch(root)
+                self.store.set_root(root, online=False)
+                continue
+            self._offline.discard(root)
+            self._watch(root)  # before the scan: a change during the scan is caught by one or the other
+            changed = reconcile(self.store, root, self.exclude, self._log_skip)
+            self.store.enqueue(changed, time.time())
+            self.store.set_root(root, online=True, scanned_at=time.time())
+            if changed:
+                self.log(f"{root}: {len(changed)} to look at after the scan")
+
+    def _log_skip(self, skip: Skip) -> None:
+        self.log(f"skipped {skip.path}: {skip.reason}")
+
+    # -- the loop -------------------------------------------------------------------------------------------
+
+    def step(self) -> int:
+        """Index one batch of due paths; returns how many paths it settled (0: nothing due)."""
+        self._drain_inbox()
+        batch = self.store.due(time.time(), BATCH_FILES)
+        if not batch:
+            return 0
+        dues = {path: due for _, path, due in batch}
+
+        def dequeue(paths: list[Path]) -> None:
+            for path in paths:
+                self.store.dequeue(path, dues[path])
+
+        stats = index_files(
+            self.store, self.model, [(root, path) for root, path, _ in batch], self.chunk_tokens, self.overlap,
+            on_commit=dequeue, offline_roots=frozenset(self._offline), exclude=self.exclude,
+        )
+        for skip in stats.skipped:
+            self._log_skip(skip)
+        self._record(len(batch))
+        self.store.ensure_prefilter()
+        return len(batch)
+
+    def _record(self, files: int) -> None:
+        now = time.time()
+        self._done_times = [(t, n) for t, n in self._done_times if now - t < 60] + [(now, files)]
+        span = max(now - self._done_times[0][0], 1.0)
+        rate = sum(n for _, n in self._done_times) / span
+        self.store.set_meta(STATUS_KEY, json.dumps({
+            "pid": os.getpid(), "started": self._started, "heartbeat": now, "rate": round(rate, 2),
+        }))
+
+    def run(self, ready: Callable[[], None] | None = None) -> None:
+        """Scan, then follow events until ``stop`` is set."""
+        self.store.bind_model(self.model.name, self.model.dim)
+        for root in self.roots:
+            self.store.set_root(root, online=root.is_dir())
+        self.rescan()
+        if ready:
+            ready()
+        next_scan = time.time() + self.rescan_seconds
+        try:
+            while not self.stop.is_set():
+                if self.paused.is_set():
+                    self.stop.wait(0.2)
+                    continue
+                if time.time() >= next_scan:
+                    self.rescan()
+                    next_scan = time.time() + self.rescan_seconds
+                if self.step():
+                    continue
+                self._idle(next_scan)
+        finally:
+            if self._observer is not None:
+                self._observer.stop()
+                self._observer.join(timeout=5)
+
+    def _idle(self, next_scan: float) -> None:
+        self.store.purge_trash(time.time() - TRASH_SECONDS)
+        self._record(0)
+        next_due = self.store.next_due()
+        wait = min(next_scan, next_due if next_due is not None else next_scan, time.time() + 5.0) - time.time()
+        self._inbox.wake.clear()
+        self._inbox.wake.wait(max(wait, 0.05))
+
+
+def reconcile_folder(store: Store, root: Path, folder: Path, exclude: frozenset[str]) -> list[tuple[Path, Path]]:
+    """A folder appeared, vanished or moved under ``root``: everything stored below it and on disk below it."""
+    prefix = str(folder).rstrip(os.sep) + os.sep
+    entries = [(root, Path(p)) for p in store.paths_with_prefix(prefix)]
+    if folder.is_dir():
+        from freeret_tui.engine.indexer import walk
+
+        entries += [(root, p) for _, p in walk([folder], exclude) if indexable(root, p, exclude)]
+    return entries
