@@ -1,0 +1,180 @@
+"""Stage-1 latency and scale: candidate search at growing index sizes, three ways, in one run.
+
+For each size: sqlite-vec exact brute force (``Store.dense(exact=True)``), the bit-quantized prefilter with
+exact float rescore (``Store.dense``, what the index uses from ``PREFILTER_MIN`` vectors on), and a NumPy
+brute-force baseline over the same vectors held in memory. Reports p50/p95 per query, fetch time of the top-10
+items, recall@10 of the prefilter against exact, and (with ``--model``) the query-embedding time of a real
+model so the warm end-to-end query is embed + search + fetch. Writes a latency-vs-size plot.
+
+Vectors are synthetic at the default model's size (Qwen2-VL-2B: 1536): a shared offset (residual-stream vectors
+share a large mean direction), a topic direction per ``--topic-size`` items, a subtopic per ~10 items (the
+near neighbours a query should find: the same trip, the same project) and per-item noise; queries are new
+draws from a subtopic. Topics larger than the prefilter's candidate pool (200 for k=10) make it honest: the
+sign bits must find the right 10 among ~1000 members of the same topic.
+
+    python benchmarks/stage1_latency.py [--sizes 1000,10000,100000,1000000] [--model smollm2] [--plot F.png]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from freeret_tui.engine import store as store_module
+from freeret_tui.engine.store import Store
+from freeret_tui.engine.types import Chunk, Kind
+
+PER_FILE = 1000  # vectors written per put_file call (one "file" of many chunks keeps inserting cheap)
+
+
+def synthetic(n: int, dim: int, rng: np.random.Generator, common: np.ndarray, topics: np.ndarray,
+              subtopics: np.ndarray) -> np.ndarray:
+    """Draws around random subtopics; subtopic s belongs to topic s % len(topics). Built in float32 blocks: at
+    1M x 1536 the float64 temporaries alone would need ~36 GB."""
+    out = np.empty((n, dim), dtype=np.float32)
+    for start in range(0, n, 20_000):
+        m = min(20_000, n - start)
+        labels = rng.integers(0, len(subtopics), m)
+        out[start : start + m] = common + topics[labels % len(topics)] + 0.7 * subtopics[labels]
+        out[start : start + m] += 0.5 * rng.standard_normal((m, dim), dtype=np.float32)
+    return out
+
+
+def percentiles(times: list[float]) -> dict[str, float]:
+    ms = sorted(t * 1000 for t in times)
+    return {"p50_ms": round(statistics.median(ms), 2), "p95_ms": round(ms[int(0.95 * (len(ms) - 1))], 2)}
+
+
+def timed(fn: Callable[[np.ndarray], list[int]], queries: np.ndarray) -> tuple[list[float], list[list[int]]]:
+    fn(queries[0])  # warm-up: page cache and lazy statement preparation
+    times, results = [], []
+    for q in queries:
+        start = time.perf_counter()
+        results.append(fn(q))
+        times.append(time.perf_counter() - start)
+    return times, results
+
+
+def build(path: Path, vectors: np.ndarray) -> tuple[Store, float]:
+    store = Store(path)
+    store.bind_model("synthetic", vectors.shape[1])
+    start = time.perf_counter()
+    for f, offset in enumerate(range(0, len(vectors), PER_FILE)):
+        block = vectors[offset : offset + PER_FILE]
+        chunks = [Chunk(Path(f"/bench/{f}.txt"), Kind.TEXT, "", f"{f}.txt", chunk_no=i) for i in range(len(block))]
+        store.put_file(Path(f"/bench/{f}.txt"), Path("/bench"), 0, 0.0, f"{f:064x}", chunks, block)
+    return store, time.perf_counter() - start
+
+
+def run_size(n: int, dim: int, n_queries: int, topic_size: int, seed: int) -> dict[str, object]:
+    rng = np.random.default_rng(seed)
+    common = 3.0 * rng.standard_normal(dim, dtype=np.float32)
+    topics = rng.standard_normal((max(n // topic_size, 2), dim), dtype=np.float32)
+    subtopics = rng.standard_normal((max(n // 10, 2), dim), dtype=np.float32)
+    vectors = synthetic(n, dim, rng, common, topics, subtopics)
+    queries = synthetic(n_queries, dim, rng, common, topics, subtopics)
+    with tempfile.TemporaryDirectory() as tmp:
+        store, insert_s = build(Path(tmp) / "index.db", vectors)
+        exact_t, exact_r = timed(lambda q: [i for i, _ in store.dense(q, 10, exact=True)], queries)
+        start = time.perf_counter()
+        store.build_prefilter()
+        prefilter_build_s = time.perf_counter() - start
+        fast_t, fast_r = timed(lambda q: [i for i, _ in store.dense(q, 10)], queries)
+        ids = np.array(sorted({i for r in exact_r for i in r}))
+        fetch_t, _ = timed(lambda q: list(store.items([int(i) for i in ids[:10]])), queries)
+        normed = vectors
+        normed /= np.linalg.norm(vectors, axis=1, keepdims=True)  # in place: the store has its own copy now
+
+        def numpy_top10(q: np.ndarray) -> list[int]:
+            sims = normed @ (q / np.linalg.norm(q))
+            top = np.argpartition(-sims, 10)[:10]
+            return [int(i) + 1 for i in top[np.argsort(-sims[top])]]  # item ids start at 1
+
+        numpy_t, numpy_r = timed(numpy_top10, queries)
+        store.close()
+    recall = statistics.mean(len(set(a) & set(b)) / 10 for a, b in zip(exact_r, fast_r, strict=True))
+    numpy_agrees = statistics.mean(len(set(a) & set(b)) / 10 for a, b in zip(exact_r, numpy_r, strict=True))
+    return {
+        "vectors": n,
+        "insert_s": round(insert_s, 2),
+        "prefilter_build_s": round(prefilter_build_s, 2),
+        "exact_sqlite_vec": percentiles(exact_t),
+        "bits_prefilter_rescore": percentiles(fast_t),
+        "numpy_brute_force": percentiles(numpy_t),
+        "fetch_top10": percentiles(fetch_t),
+        "recall@10_prefilter_vs_exact": round(recall, 4),
+        "numpy_vs_exact_agreement": round(numpy_agrees, 4),
+    }
+
+
+def embed_times(model_name: str, n_queries: int) -> dict[str, float]:
+    from freeret_tui.engine.models import load_model
+    from freeret_tui.engine.prompts import Side
+    from freeret_tui.engine.types import Content
+
+    model = load_model(model_name, "cpu", 1, 16, "auto")
+    texts = [f"notes about the trip to the harbour, day {i}" for i in range(n_queries)]
+    model.embed([Content(texts[0])], Side.QUERY)
+    times = []
+    for text in texts:
+        start = time.perf_counter()
+        model.embed([Content(text)], Side.QUERY)
+        times.append(time.perf_counter() - start)
+    return {"model": model.name, **percentiles(times)}
+
+
+def plot(results: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sizes = [r["vectors"] for r in results]
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
+    for key, label in (("exact_sqlite_vec", "sqlite-vec exact"), ("bits_prefilter_rescore", "bit prefilter + rescore"),
+                       ("numpy_brute_force", "NumPy brute force (in RAM)")):
+        ax.plot(sizes, [r[key]["p50_ms"] for r in results], marker="o", label=label)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("stored vectors (1536-d)")
+    ax.set_ylabel("candidate search p50 (ms)")
+    ax.set_title("Stage-1 candidate search, 2-core CPU")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="1000,10000,100000")
+    parser.add_argument("--dim", type=int, default=1536)
+    parser.add_argument("--queries", type=int, default=50)
+    parser.add_argument("--topic-size", type=int, default=1000, help="stored vectors per synthetic topic")
+    parser.add_argument("--model", help="also time query embedding with this model (e.g. smollm2)")
+    parser.add_argument("--plot", type=Path, default=Path(__file__).with_name("stage1_latency.png"))
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--oversample", type=int, default=store_module.PREFILTER_OVERSAMPLE,
+                        help="prefilter candidates per wanted hit (default: the index's own)")
+    args = parser.parse_args()
+    sizes = [int(s) for s in args.sizes.split(",")]
+    store_module.PREFILTER_OVERSAMPLE = args.oversample  # read at query time by Store.dense
+    results = [run_size(n, args.dim, args.queries, args.topic_size, args.seed) for n in sizes]
+    report: dict[str, object] = {"dim": args.dim, "queries": args.queries, "topic_size": args.topic_size,
+                                 "prefilter_oversample": args.oversample, "sizes": results}
+    if args.model:
+        report["query_embedding"] = embed_times(args.model, args.queries)
+    plot(results, args.plot)
+    report["plot"] = str(args.plot)
+    print(json.dumps(report))
+
+
+if __name__ == "__main__":
+    main()
