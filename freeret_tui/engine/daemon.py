@@ -192,6 +192,7 @@ class Daemon:
         rescan_seconds: float = 600.0,
         exclude: frozenset[str] = JUNK_DIRS,
         log: Callable[[str], None] = lambda message: None,
+        flush_items: int = 64,
     ):
         self.store = store
         self.model = model
@@ -203,6 +204,7 @@ class Daemon:
         self.rescan_seconds = rescan_seconds
         self.exclude = exclude
         self.log = log
+        self.flush_items = flush_items  # chunks per model call; the TUI asks for small ones (shared CPU)
         self.stop = threading.Event()
         self.paused = threading.Event()
         self._inbox = _Inbox()
@@ -280,7 +282,8 @@ class Daemon:
 
         stats = index_files(
             self.store, self.model, [(root, path) for root, path, _ in batch], self.chunk_tokens, self.overlap,
-            on_commit=dequeue, offline_roots=frozenset(self._offline), exclude=self.exclude,
+            flush_items=self.flush_items, on_commit=dequeue, offline_roots=frozenset(self._offline),
+            exclude=self.exclude,
         )
         for skip in stats.skipped:
             self._log_skip(skip)
