@@ -1,4 +1,5 @@
-"""Command line: ``index``, ``search``, ``ask``, ``eval`` and ``models``; the TUI entry point comes later.
+"""Command line: ``freeret-tui FOLDER…`` opens the TUI; ``index``, ``search``, ``ask``, ``eval``, ``models``,
+``daemon`` and ``maintenance`` are the commands.
 
 Importing this module is cheap (no torch): models load inside the commands that need one. Every error a person
 can cause ends in one line on stderr; usage errors exit with status 2, other failures with 1.
@@ -43,7 +44,11 @@ def _csv(choices: Sequence[str]) -> Any:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="freeret-tui", description="Local, private search over your own photos and documents.")
+    parser = _Parser(
+        prog="freeret-tui",
+        description="Local, private search over your own photos and documents.",
+        epilog="`freeret-tui FOLDER… [--model M] [--no-daemon]` opens the TUI on those folders (see README).",
+    )
     parser.add_argument("--version", action="version", version=f"freeret-tui {__version__}")
     common = _Parser(add_help=False)
     common.add_argument("--model", help="preset (default, fast, strong, smollm2), Hugging Face id, directory or .gguf")
@@ -52,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--batch-size", type=int, help="items per forward pass")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
-    p = sub.add_parser("index", parents=[common], help="index folders once (the watching daemon comes later)")
+    p = sub.add_parser("index", parents=[common], help="index folders once, with progress (`daemon start` keeps them indexed)")
     p.add_argument("paths", nargs="+", type=Path, metavar="PATH")
     p.add_argument("--reindex", action="store_true", help="forget the current index first (e.g. to change model)")
     p.add_argument("--chunk-tokens", type=int)
@@ -106,6 +111,35 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("maintenance", help="check the index and rebuild its vector tables to reclaim space")
     p.add_argument("--json", action="store_true")
     return parser
+
+
+def build_tui_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="freeret-tui", description="Open the TUI on these folders (indexed in the background).")
+    parser.add_argument("folders", nargs="+", type=Path, metavar="FOLDER")
+    parser.add_argument("--model", help="preset (default, fast, strong, smollm2), Hugging Face id, directory or .gguf")
+    parser.add_argument("--device", help="auto, cpu, cuda, cuda:N or mps")
+    parser.add_argument("--dtype", choices=DTYPES)
+    parser.add_argument("--batch-size", type=int)
+    parser.add_argument("--mode", choices=MODES)
+    parser.add_argument("--rerank", action=argparse.BooleanOptionalAction, default=None)
+    parser.add_argument("--no-daemon", action="store_true", help="search only; do not index the folders")
+    parser.add_argument("--image-mode", choices=("auto", "halfcell"), default="auto",
+                        help="auto: Kitty/Sixel where the terminal has them; halfcell: coloured blocks anywhere")
+    return parser
+
+
+def run_tui(argv: list[str]) -> int:
+    args = build_tui_parser().parse_args(argv)
+    try:
+        settings = _settings(args)
+        from freeret_tui.tui.app import create_app
+
+        app = create_app(args.folders, settings, image_mode=args.image_mode, start_daemon=not args.no_daemon)
+    except UsageError as err:
+        print(f"freeret-tui: error: {err}", file=sys.stderr)
+        return 2
+    app.run()
+    return int(app.return_code or 0)
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -327,12 +361,7 @@ HANDLERS = {
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and not argv[0].startswith("-") and argv[0] not in COMMANDS:
-        print(
-            "freeret-tui: error: the TUI is not built yet; use `freeret-tui index FOLDER…` then "
-            "`freeret-tui search QUERY` (see --help)",
-            file=sys.stderr,
-        )
-        return 2
+        return run_tui(argv)
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:

@@ -95,6 +95,8 @@ def load_settings(cli: dict[str, Any] | None = None) -> Settings:
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
             raise UsageError(f"{config}: not valid TOML ({err})") from None
         for key, value in table.items():
+            if key == "keys":
+                continue  # the TUI's key bindings (tui/app.py: keymap_from_config)
             name = key.replace("-", "_")
             if name not in known:
                 raise UsageError(f"{config}: unknown setting {key!r}")

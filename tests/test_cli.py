@@ -43,8 +43,8 @@ def test_usage_errors_from_settings_and_paths(tmp_path: Path, capsys: pytest.Cap
     assert "no such file or folder" in capsys.readouterr().err
     assert main(["search", "x"]) == 2
     assert "index is empty" in capsys.readouterr().err
-    assert main([str(tmp_path)]) == 2
-    assert "TUI is not built yet" in capsys.readouterr().err
+    assert main([str(tmp_path / "missing")]) == 2  # the TUI's folders
+    assert "not a folder" in capsys.readouterr().err
 
 
 def test_eval_reports_a_missing_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -67,6 +67,14 @@ def load_image(source: Picture, max_side: int = MAX_IMAGE_SIDE) -> Any:
     return rgb
 
 
+def load_image_or_reason(source: Picture, max_side: int = MAX_IMAGE_SIDE) -> Any:
+    """``load_image``, or the reason it failed as a string (a file broken or gone since it was indexed)."""
+    try:
+        return load_image(source, max_side)
+    except Exception as err:  # noqa: BLE001 - PIL and pdfium raise many types for broken files
+        return f"{type(err).__name__}: {err}"
+
+
 def render_page(source: PageImage, max_side: int = MAX_IMAGE_SIDE) -> Any:
     """One PDF page as an RGB PIL image whose longer side is ``max_side`` pixels."""
     import pypdfium2 as pdfium

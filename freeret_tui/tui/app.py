@@ -1,0 +1,80 @@
+"""The app and its factory, shared by the CLI, the tests and the screenshot script.
+
+Importing this module does not import torch: the model loads in a worker after the first paint.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+from textual.app import App
+
+from freeret_tui.errors import UsageError
+from freeret_tui.settings import Settings, data_dir
+from freeret_tui.tui.backend import Backend, Opener, system_opener
+from freeret_tui.tui.screens import SearchScreen
+
+IMAGE_MODES = ("auto", "halfcell")
+
+
+class FreeretApp(App):
+    """Search screen on top; the backend is closed (daemon stopped, lock released) on exit."""
+
+    CSS_PATH = "freeret.tcss"
+    TITLE = "freeret-tui"
+
+    def __init__(self, backend: Backend, image_mode: str = "auto", keymap: dict[str, str] | None = None):
+        super().__init__()
+        self.backend = backend
+        self.image_mode = image_mode
+        self._keys = keymap or {}
+
+    def on_mount(self) -> None:
+        self.set_keymap(self._keys)
+        self.push_screen(SearchScreen(self.backend, self.image_mode))
+
+    def on_unmount(self) -> None:
+        self.backend.close()
+
+    def active_bindings_help(self) -> list[tuple[str, str]]:
+        """(key, what it does) of the search screen's bindings, after any rebinding."""
+        return [(binding.key_display or self.get_key_display(binding), binding.description)
+                for _, binding, _enabled, _tooltip in self.screen.active_bindings.values() if binding.show]
+
+
+def keymap_from_config(directory: Path) -> dict[str, str]:
+    """``[keys]`` in config.toml: binding id -> keys, e.g. ``ask = "ctrl+a"`` (ids: query, ask, open, copy,
+    failures, cancel, help, quit)."""
+    path = directory / "config.toml"
+    if not path.is_file():
+        return {}
+    try:
+        keys = tomllib.loads(path.read_text()).get("keys", {})
+    except tomllib.TOMLDecodeError as err:
+        raise UsageError(f"{path}: {err}") from None
+    if not isinstance(keys, dict) or not all(isinstance(v, str) for v in keys.values()):
+        raise UsageError(f"{path}: [keys] maps a binding id to keys, e.g. ask = \"ctrl+a\"")
+    return dict(keys)
+
+
+def create_app(
+    folders: list[Path],
+    settings: Settings,
+    opener: Opener = system_opener,
+    image_mode: str = "auto",
+    start_daemon: bool = True,
+) -> FreeretApp:
+    """The app for ``folders`` (watched by a daemon in this process unless one already runs)."""
+    from freeret_tui.engine.models.presets import resolve
+
+    missing = [str(f) for f in folders if not f.expanduser().is_dir()]
+    if missing:
+        raise UsageError(f"not a folder: {', '.join(missing)}")
+    if image_mode not in IMAGE_MODES:
+        raise UsageError(f"image mode must be one of {', '.join(IMAGE_MODES)}")
+    if settings.rerank is None:
+        settings = settings.with_overrides({"rerank": resolve(settings.model).rerank_useful})
+    directory = data_dir()
+    backend = Backend(settings, [f.expanduser().resolve() for f in folders], directory, opener, start_daemon)
+    return FreeretApp(backend, image_mode, keymap_from_config(directory))

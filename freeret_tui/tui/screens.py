@@ -1,0 +1,369 @@
+"""Screens: the search screen (query, hits, preview, answer, status) and the help and failure-list dialogs.
+
+All blocking work runs in thread workers; a newer query cancels the older one (exclusive worker group), and
+results come back as messages tagged with the query's serial number so a late one is dropped.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.message import Message
+from textual.screen import ModalScreen, Screen
+from textual.widgets import DataTable, Footer, Input, Static
+from textual.worker import get_current_worker
+
+from freeret_tui.engine.search import Query
+from freeret_tui.errors import FreeretError
+from freeret_tui.tui.backend import Backend, Filters, ShownHit, parse_query
+from freeret_tui.tui.widgets import AnswerPane, Preview, ResultList, StatusBar, thumbnail
+
+# A best rerank probability under the settings' match_threshold shows "no good match".
+
+
+@dataclass
+class Hits(Message):
+    serial: int
+    hits: list[ShownHit]
+    thumbs: dict[int, Any]
+    stage: str  # "candidates", "reranking", "reranked"
+
+
+@dataclass
+class AnswerPiece(Message):
+    serial: int
+    text: str
+    done: bool = False
+    citations: tuple[int, ...] = ()
+    stopped: bool = False
+
+
+@dataclass
+class ModelReady(Message):
+    note: str
+
+
+@dataclass
+class Failed(Message):
+    what: str
+    reason: str
+
+
+class SearchScreen(Screen):
+    """The one working screen."""
+
+    BINDINGS = [
+        Binding("slash", "focus_query", "Query", id="query"),
+        Binding("a", "ask", "Ask", id="ask"),
+        Binding("o", "open", "Open", id="open"),
+        Binding("y", "copy_path", "Copy path", id="copy"),
+        Binding("F", "failures", "Failures", id="failures"),
+        Binding("escape", "cancel", "Stop", id="cancel"),
+        Binding("question_mark", "help", "Help", id="help"),
+        Binding("q", "app.quit", "Quit", id="quit"),
+        *[Binding(str(n), f"jump({n})", show=False) for n in range(1, 10)],
+    ]
+
+    def __init__(self, backend: Backend, image_mode: str):
+        super().__init__()
+        self.backend = backend
+        self.image_mode = image_mode
+        self.serial = 0
+        self.shown_serial = 0  # the query whose hits are on screen
+        self.query_: Query | None = None
+        self.filters = Filters()
+        self.terms: list[str] = []
+        self.hits: list[ShownHit] = []
+        self.stop = threading.Event()
+        self.model_note = "model: not loaded"
+
+    def compose(self) -> ComposeResult:
+        yield Input(placeholder="search your files — kind:image in:Notes after:2024-01-01, or an image path",
+                    id="query")
+        yield Static(id="state")
+        with Horizontal(id="main"):
+            yield ResultList(id="results")
+            with Vertical(id="side"):
+                yield Preview(self.image_mode, id="preview")
+                yield AnswerPane(id="answer")
+        yield StatusBar(id="status")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one("#answer", AnswerPane).display = False
+        self.query_one("#query", Input).focus()
+        self.refresh_status()
+        self.set_interval(1.0, self.refresh_status)
+        if self.backend.needs_model():
+            self.model_note = f"model: loading {self.backend.model_name}…"
+            self.load_model()
+
+    # -- model and status -----------------------------------------------------------------------------------
+
+    @work(thread=True, group="model", exit_on_error=False)
+    def load_model(self) -> None:
+        try:
+            model = self.backend.load_model()
+            note = self.backend.ensure_daemon()
+        except FreeretError as err:
+            self.post_message(Failed("model", str(err)))
+            return
+        self.post_message(ModelReady(f"{model.name.split('/')[-1]} · {model.device} · {note}"))
+
+    def on_model_ready(self, message: ModelReady) -> None:
+        self.model_note = message.note
+        self.refresh_status()
+        if self.query_ is not None:  # a query typed while the model loaded: run it again, fully
+            self.run_search(self.query_, self.filters)
+
+    def on_failed(self, message: Failed) -> None:
+        if message.what == "model":
+            self.model_note = "model: failed (lexical search only)"
+        self.notify(message.reason, title=f"{message.what} failed", severity="error", timeout=10)
+
+    def refresh_status(self) -> None:
+        try:
+            status = self.backend.status()
+        except FreeretError as err:
+            self.query_one(StatusBar).show(f"index: {err}", self.model_note)
+            return
+        c = status.counts
+        done = c["indexed"] + c["failed"] + c["skipped"]
+        line = f"indexed {c['indexed']}/{done + c['queued']} files"
+        if c["queued"] and status.rate_files_per_s:
+            line += f" · {status.rate_files_per_s:.1f} files/s · ETA {status.eta_s or 0:.0f}s"
+        if c["failed"]:
+            line += f" · {c['failed']} failed (F lists)"
+        self.query_one(StatusBar).show(line, self.model_note)
+
+    # -- searching ------------------------------------------------------------------------------------------
+
+    @on(Input.Submitted, "#query")
+    def submit(self, event: Input.Submitted) -> None:
+        if not event.value.strip():
+            return
+        try:
+            query, filters = parse_query(event.value)
+        except FreeretError as err:
+            self.notify(str(err), severity="warning")
+            return
+        self.query_, self.filters = query, filters
+        self.terms = query.text.split()
+        self.run_search(query, filters)
+        self.query_one(ResultList).focus()
+
+    def run_search(self, query: Query, filters: Filters) -> None:
+        self.serial += 1
+        self.stop.set()  # an answer or rerank still running for the old query stops
+        self.stop = threading.Event()
+        self.set_state("searching…")
+        self.search_worker(self.serial, query, filters, self.stop)
+
+    @work(thread=True, exclusive=True, group="search", exit_on_error=False)
+    def search_worker(self, serial: int, query: Query, filters: Filters, stop: threading.Event) -> None:
+        worker = get_current_worker()
+        try:
+            hits = self.backend.candidates(query, filters)
+            thumbs = _thumbs(hits)
+            reranking = bool(hits) and self.backend.options(filters).rerank
+            self.post_message(Hits(serial, hits, thumbs, "reranking" if reranking else "candidates"))
+            if not reranking:
+                return
+            self.backend.pause_indexing(True)
+            try:
+                for step in self.backend.rerank_steps(query, hits, filters):
+                    if worker.is_cancelled or stop.is_set():
+                        return
+                    self.post_message(Hits(serial, step, thumbs, "reranking"))
+                self.post_message(Hits(serial, step, thumbs, "reranked"))
+            finally:
+                self.backend.pause_indexing(False)
+        except FreeretError as err:
+            self.post_message(Failed("search", str(err)))
+
+    def on_hits(self, message: Hits) -> None:
+        if message.serial != self.serial:
+            return  # a newer query is on screen
+        self.hits = message.hits[: self.backend.settings.k]
+        self.query_one(ResultList).show(self.hits, message.thumbs, new_query=message.serial != self.shown_serial)
+        self.shown_serial = message.serial
+        probs = [h.hit.rerank_prob for h in self.hits if h.hit.rerank_prob is not None]
+        threshold = self.backend.settings.match_threshold
+        if not self.hits:
+            state = "no match"
+        elif message.stage == "reranked" and max(probs, default=0.0) < threshold:
+            state = f"reranked: no good match (best p={max(probs, default=0.0):.2f}); the closest candidates"
+        else:
+            state = {"candidates": f"{len(self.hits)} hits",
+                     "reranking": f"{len(self.hits)} hits · reranking {len(probs)}/"
+                                  f"{min(len(message.hits), self.backend.settings.rerank_k)}…",
+                     "reranked": f"{len(self.hits)} hits · reranked"}[message.stage]
+        filters = self.filters.describe()
+        self.set_state(state + (f" · filters {filters}" if filters else ""))
+        self.show_preview()
+
+    def set_state(self, text: str) -> None:
+        self.query_one("#state", Static).update(Text(text, style="italic"))
+
+    @on(ResultList.OptionHighlighted)
+    def highlighted(self) -> None:
+        self.show_preview()
+
+    def selected(self) -> ShownHit | None:
+        index = self.query_one(ResultList).highlighted
+        return self.hits[index] if index is not None and 0 <= index < len(self.hits) else None
+
+    def show_preview(self) -> None:
+        preview = self.query_one(Preview)
+        hit = self.selected()
+        if hit is None:
+            preview.clear()
+        elif hit.hit.image is not None:
+            self.preview_worker(hit)
+        else:
+            preview.show_text(hit, self.terms)
+
+    @work(thread=True, exclusive=True, group="preview", exit_on_error=False)
+    def preview_worker(self, hit: ShownHit) -> None:
+        from freeret_tui.engine.extract import load_image_or_reason
+
+        assert hit.hit.image is not None
+        picture = load_image_or_reason(hit.hit.image)
+        preview = self.query_one(Preview)
+        if isinstance(picture, str):
+            self.app.call_from_thread(preview.clear, f"cannot show {hit.hit.path.name}: {picture}")
+        elif self.selected() == hit:  # still the one highlighted
+            self.app.call_from_thread(preview.show_image, hit, picture)
+
+    @on(ResultList.OptionSelected)
+    def chosen(self) -> None:
+        self.action_open()
+
+    # -- actions --------------------------------------------------------------------------------------------
+
+    def action_focus_query(self) -> None:
+        self.query_one("#query", Input).focus()
+
+    def action_open(self) -> None:
+        hit = self.selected()
+        if hit is None:
+            return
+        try:
+            self.backend.open(hit.hit.path)
+        except FreeretError as err:
+            self.notify(str(err), severity="error")
+            return
+        self.notify(f"opened {hit.hit.path.name}")
+
+    def action_copy_path(self) -> None:
+        hit = self.selected()
+        if hit is not None:
+            self.app.copy_to_clipboard(str(hit.hit.path))
+            self.notify(f"copied {hit.hit.path}")
+
+    def action_jump(self, n: int) -> None:
+        if 1 <= n <= len(self.hits):
+            results = self.query_one(ResultList)
+            results.moved = True
+            results.highlighted = n - 1
+            results.focus()
+
+    def action_ask(self) -> None:
+        if self.query_ is None or not self.hits:
+            self.notify("search first, then press a to ask about the hits", severity="warning")
+            return
+        if self.backend.model is None:
+            self.notify("the model is still loading", severity="warning")
+            return
+        question = self.query_one("#query", Input).value.strip()
+        self.query_one(AnswerPane).start(question)
+        self.stop.set()
+        self.stop = threading.Event()
+        self.answer_worker(self.serial, question, [h.hit for h in self.hits], self.stop)
+
+    @work(thread=True, exclusive=True, group="answer", exit_on_error=False)
+    def answer_worker(self, serial: int, question: str, hits: list[Any], stop: threading.Event) -> None:
+        self.backend.pause_indexing(True)
+        try:
+            for chunk in self.backend.answer(question, hits, stop):
+                self.post_message(AnswerPiece(serial, chunk.text, chunk.done, chunk.citations, stop.is_set()))
+        except FreeretError as err:
+            self.post_message(Failed("answer", str(err)))
+        finally:
+            self.backend.pause_indexing(False)
+
+    def on_answer_piece(self, message: AnswerPiece) -> None:
+        if message.serial != self.serial:
+            return
+        pane = self.query_one(AnswerPane)
+        if message.done:
+            pane.finish(message.citations, message.stopped)
+        else:
+            pane.add(message.text)
+
+    def action_cancel(self) -> None:
+        self.stop.set()
+        self.set_state("stopped")
+
+    def action_failures(self) -> None:
+        self.app.push_screen(FailuresScreen(self.backend.failures()))
+
+    def action_help(self) -> None:
+        self.app.push_screen(HelpScreen(self.app.active_bindings_help()))
+
+
+def _thumbs(hits: list[ShownHit]) -> dict[int, Any]:
+    """Half-block thumbnails for the image hits (decoded small, in the worker thread)."""
+    from freeret_tui.engine.extract import load_image_or_reason
+
+    out: dict[int, Any] = {}
+    for shown in hits:
+        picture = load_image_or_reason(shown.hit.image, max_side=64) if shown.hit.image is not None else None
+        if picture is not None and not isinstance(picture, str):  # a broken file's row shows its kind instead
+            out[shown.hit.item_id] = thumbnail(picture)
+    return out
+
+
+class FailuresScreen(ModalScreen):
+    """Files that were not indexed and why."""
+
+    BINDINGS = [Binding("escape,q,F", "dismiss", "Close")]
+
+    def __init__(self, failures: list[tuple[str, str]]):
+        super().__init__()
+        self.failures = failures
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="dialog"):
+            yield Static(f"[b]Not indexed[/] ({len(self.failures)}) — escape closes", id="dialog-title")
+            table: DataTable = DataTable(cursor_type="row", id="failures")
+            table.add_columns("file", "reason")
+            for path, reason in self.failures:
+                table.add_row(Path(path).name, reason, key=path)
+            yield table
+
+
+class HelpScreen(ModalScreen):
+    """The keys, as bound now (config.toml's [keys] may rebind them)."""
+
+    BINDINGS = [Binding("escape,q,question_mark", "dismiss", "Close")]
+
+    def __init__(self, keys: list[tuple[str, str]]):
+        super().__init__()
+        self.keys = keys
+
+    def compose(self) -> ComposeResult:
+        lines = "\n".join(f"[b]{key:>10}[/]  {what}" for key, what in self.keys)
+        extra = ("\n\nIn the query box keys type text: tab or enter moves to the hits; ctrl+q quits anywhere."
+                 "\n[b]Query box[/]: words; kind:image|text|page, in:FOLDER, after:/before:YYYY-MM-DD;"
+                 "\nan image path (typed or pasted) searches by that image.")
+        with Vertical(id="dialog"):
+            yield Static("[b]freeret-tui keys[/] — escape closes\n\n" + lines + extra, id="help")

@@ -1,0 +1,195 @@
+"""The main screen's widgets: the result list (with thumbnails), the preview pane, the answer pane and the
+status bar. They only display what they are given; the screen runs the work."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Any
+
+from rich.console import Group, RenderableType
+from rich.table import Table
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.containers import VerticalScroll
+from textual.content import Content
+from textual.markup import escape
+from textual.widgets import OptionList, Static
+from textual.widgets.option_list import Option
+
+from freeret_tui.engine.types import Kind
+from freeret_tui.tui.backend import ShownHit
+
+_ICONS = {Kind.IMAGE: "img", Kind.TEXT: "txt", Kind.PAGE: "pdf"}
+THUMB_CELLS = (6, 3)  # width, height in terminal cells (half-block: 6x6 pixels)
+
+
+def thumbnail(picture: Any) -> RenderableType:
+    """A half-block rendering of an image (PIL) small enough for a list row (any terminal shows half-blocks)."""
+    from textual_image.renderable import HalfcellImage
+
+    width, height = THUMB_CELLS
+    return HalfcellImage(picture, width=width, height=height)
+
+
+def score_text(hit: ShownHit) -> Text:
+    prob = hit.hit.rerank_prob
+    if prob is not None:
+        return Text(f"p={prob:.2f}", style="bold green" if prob >= 0.5 else "yellow")
+    return Text(f"{hit.hit.fused_score:.3f}", style="dim")
+
+
+def hit_row(n: int, hit: ShownHit, thumb: RenderableType | None) -> RenderableType:
+    h = hit.hit
+    grid = Table.grid(padding=(0, 1), expand=True)
+    grid.add_column(width=3, justify="right")
+    grid.add_column(width=THUMB_CELLS[0])
+    grid.add_column(ratio=1)
+    grid.add_column(width=7, justify="right")
+    where = f"{h.path.parent.name}/ · {_ICONS.get(h.kind, '?')}" + (f" · {h.location}" if h.location else "")
+    where += f" · {hit.when}" if hit.when else " · (gone)"
+    title = Text(h.path.name, style="bold")
+    snippet = Text(" ".join(h.text.split())[:160], style="italic dim") if h.text else Text("")
+    grid.add_row(Text(f"{n}."), thumb or Text(""),
+                 Group(title, Text(where, style="cyan"), snippet), score_text(hit))
+    return grid
+
+
+class ResultList(OptionList):
+    """Hits, best first; j/k or the arrows move, the screen listens for the highlighted one."""
+
+    BINDINGS = [("j", "cursor_down", "Down"), ("k", "cursor_up", "Up")]
+
+    def __init__(self, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.moved = False  # the person picked a hit: keep it highlighted while rerank reorders the list
+
+    def action_cursor_down(self) -> None:
+        self.moved = True
+        super().action_cursor_down()
+
+    def action_cursor_up(self) -> None:
+        self.moved = True
+        super().action_cursor_up()
+
+    def show(self, hits: Sequence[ShownHit], thumbs: dict[int, RenderableType], new_query: bool) -> None:
+        keep = self.highlighted_option.id if self.highlighted_option is not None else None
+        if new_query:
+            self.moved = False
+        self.clear_options()
+        self.add_options(Option(hit_row(n, h, thumbs.get(h.hit.item_id)), id=str(h.hit.item_id))
+                         for n, h in enumerate(hits, start=1))
+        if hits:
+            ids = [str(h.hit.item_id) for h in hits]
+            self.highlighted = ids.index(keep) if self.moved and keep in ids else 0
+
+
+def highlight(text: str, terms: Sequence[str]) -> Text:
+    """The passage with every query term marked (case-insensitive, whole words and prefixes)."""
+    out = Text(text)
+    words = [re.escape(t) for t in terms if len(t) > 1]
+    if words:
+        out.highlight_regex(re.compile(r"(?i)\b(" + "|".join(words) + r")\w*"), style="bold black on yellow")
+    return out
+
+
+class Preview(VerticalScroll):
+    """The selected hit: its image (Kitty/Sixel where the terminal has them, half-blocks otherwise) or passage."""
+
+    def __init__(self, image_mode: str, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.image_mode = image_mode  # "auto" or "halfcell" (deterministic, for snapshots)
+
+    def compose(self) -> ComposeResult:
+        yield Static(id="preview-head")
+        yield Static(id="preview-body")
+
+    def clear(self, message: str = "") -> None:
+        self._drop_image()
+        self.query_one("#preview-head", Static).update(message)
+        self.query_one("#preview-body", Static).update("")
+
+    def _drop_image(self) -> None:
+        for old in self.query(".preview-image"):
+            old.remove()
+
+    def show_text(self, hit: ShownHit, terms: Sequence[str]) -> None:
+        self._drop_image()
+        self.query_one("#preview-head", Static).update(_head(hit))
+        self.query_one("#preview-body", Static).update(highlight(hit.hit.text, terms))
+
+    def show_image(self, hit: ShownHit, picture: Any) -> None:
+        from textual_image.widget import HalfcellImage
+        from textual_image.widget import Image as AutoImage
+
+        self._drop_image()
+        self.query_one("#preview-head", Static).update(_head(hit))
+        self.query_one("#preview-body", Static).update("")
+        widget_type = HalfcellImage if self.image_mode == "halfcell" else AutoImage
+        self.mount(widget_type(picture, classes="preview-image"))
+
+
+def _head(hit: ShownHit) -> Text:
+    h = hit.hit
+    head = Text(str(h.path), style="bold")
+    details = [d for d in (h.location, hit.when, _score_line(hit)) if d]
+    head.append("\n" + "  ·  ".join(details), style="cyan")
+    return head
+
+
+def _score_line(hit: ShownHit) -> str:
+    h = hit.hit
+    parts = [f"rerank p={h.rerank_prob:.2f}"] if h.rerank_prob is not None else []
+    parts += [f"dense {h.dense_score:.3f}"] if h.dense_score is not None else []
+    parts += [f"bm25 {h.lexical_score:.2f}"] if h.lexical_score is not None else []
+    return ", ".join(parts)
+
+
+class AnswerPane(Static):
+    """The streamed answer; each citation [n] is a link to hit n (click, or press n)."""
+
+    def __init__(self, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.text = ""
+        self._question = ""
+
+    def start(self, question: str) -> None:
+        self.text = ""
+        self._question = question
+        self.display = True
+        self._render_text("…")
+
+    def add(self, piece: str) -> None:
+        # Model output may hold control characters; printed raw they would drive the terminal.
+        self.text += "".join(ch for ch in piece if ch.isprintable() or ch in "\n\t")
+        self._render_text()
+
+    def finish(self, citations: Sequence[int], stopped: bool = False) -> None:
+        note = " [stopped]" if stopped else ""
+        cited = ", ".join(f"[{n}]" for n in citations) or "none"
+        self._render_text(f"\n— cites {cited}{note}")
+
+    def _render_text(self, tail: str = "") -> None:
+        markup = f"[b]Q: {escape(self._question)}[/]\n"
+        for piece in re.split(r"(\[\d+\])", self.text + tail):
+            match = re.fullmatch(r"\[(\d+)\]", piece)
+            if match:
+                markup += f"[b $accent @click=screen.jump({match.group(1)})]\\[{match.group(1)}][/]"
+            else:
+                markup += escape(piece)
+        self.update(Content.from_markup(markup))
+
+
+class StatusBar(Static):
+    """Indexing progress and model state, refreshed by the screen every second."""
+
+    plain = ""  # what it says, as text (tests and the screenshot script read it)
+
+    def show(self, indexing: str, model: str) -> None:
+        self.plain = f"{indexing} | {model}"
+        line = Table.grid(expand=True)
+        line.add_column(ratio=1)
+        line.add_column(justify="right")
+        line.add_row(Text(indexing), Text(model, style="bold"))
+        self.update(line)
+
