@@ -110,12 +110,14 @@ def main() -> None:
     notes = write_notes(work / "Notes")
     smollm2 = {"model": "smollm2", "device": "cpu", "rerank": True, "max_new_tokens": 80}
 
-    async def progress(app, pilot) -> None:  # caught while the first files are being embedded
-        await wait_for(pilot, lambda: app.backend.status().counts["indexed"] >= 2)
+    async def progress(app, pilot) -> None:  # caught while the files are being embedded, a search done meanwhile
+        await wait_for(pilot, lambda: app.backend.status().counts["indexed"] >= 16)
+        await type_query(pilot, "sourdough bread")
+        await wait_for(pilot, lambda: "reranking 2/" in state(app))
         app.screen.refresh_status()
 
     many = work / "Inbox"
-    for n in range(60):
+    for n in range(400):
         (many / f"note-{n:02d}.txt").parent.mkdir(parents=True, exist_ok=True)
         (many / f"note-{n:02d}.txt").write_text(f"Inbox note {n}: " + NOTES[list(NOTES)[n % len(NOTES)]])
     shoot("indexing-progress", [many], smollm2, args.out, progress)
@@ -129,7 +131,7 @@ def main() -> None:
 
     async def answered(app, pilot) -> None:
         await wait_for(pilot, lambda: indexed(app, len(NOTES)))
-        await type_query(pilot, "how much was the bike service")
+        await type_query(pilot, "how much did the bike service cost")
         await wait_for(pilot, lambda: "reranked" in state(app) or "no good match" in state(app))
         await pilot.press("a")
         await wait_for(pilot, lambda: "cites" in str(app.screen.query_one("#answer").render()))

@@ -6,6 +6,7 @@ comparison of the index with the disk. Used by tests/test_daemon.py (short) and 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import random
 import signal
@@ -15,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from freeret_tui.engine.daemon import holder_pid
+from freeret_tui.engine.daemon import STATUS_KEY, holder_pid
 from freeret_tui.engine.indexer import indexable, walk
 from freeret_tui.engine.store import Store
 
@@ -114,8 +115,10 @@ class Churner:
             self._new_path().write_bytes(victim.read_bytes())
 
 
-def start_daemon(model_dir: Path, roots: list[Path], env: dict[str, str], log: Path) -> subprocess.Popen:
-    """``freeret-tui daemon run`` in a child process; returns once it holds the lock."""
+def start_daemon(model_dir: Path, roots: list[Path], env: dict[str, str], log: Path,
+                 ready: bool = False) -> subprocess.Popen:
+    """``freeret-tui daemon run`` in a child process; returns once it holds the lock (``ready``: once its model
+    is loaded and it has reported in, so a kill lands in scanning, embedding or committing, not in start-up)."""
     command = [sys.executable, "-m", "freeret_tui", "daemon", "run", *map(str, roots), "--model", str(model_dir),
                "--dtype", "float32", "--device", "cpu", "--batch-size", "4", "--nice", "0"]
     with log.open("ab") as out:
@@ -126,6 +129,13 @@ def start_daemon(model_dir: Path, roots: list[Path], env: dict[str, str], log: P
         if child.poll() is not None or time.monotonic() > deadline:
             raise RuntimeError(f"daemon did not start: {log.read_text()[-2000:]}")
         time.sleep(0.05)
+    if ready:
+        store = Store(data_dir / "index.db")
+        while json.loads(store.get_meta(STATUS_KEY) or "{}").get("pid") != child.pid:
+            if child.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"daemon did not get ready: {log.read_text()[-2000:]}")
+            time.sleep(0.05)
+        store.close()
     return child
 
 
@@ -136,11 +146,11 @@ def churn_and_kill(model_dir: Path, roots: list[Path], env: dict[str, str], log:
     churner = Churner(roots, rng)
     started = time.monotonic()
     for _ in range(kills):
-        child = start_daemon(model_dir, roots, env, log)
+        child = start_daemon(model_dir, roots, env, log, ready=True)
         for _ in range(ops_per_round):
             churner.step()
             time.sleep(rng.uniform(0.0, 0.05))
-        time.sleep(rng.uniform(0.0, 2.0))  # the kill lands anywhere: scan, embed, commit or idle
+        time.sleep(rng.uniform(0.0, 2.5))  # after the 1 s debounce: the kill lands in embedding, commit or idle
         child.send_signal(signal.SIGKILL)
         child.wait()
     child = start_daemon(model_dir, roots, env, log)

@@ -211,7 +211,8 @@ class Daemon:
         self._observer: Any = None
         self._watched: dict[Path, Any] = {}
         self._offline: set[Path] = set()
-        self._done_times: list[tuple[float, int]] = []  # (time, files) of recent batches, for the rate
+        self._done_times: list[tuple[float, int]] = []  # (time, files) of recent commits, for the rate
+        self._busy_since: float | None = None  # when the current stretch of work began
         self._started = time.time()
 
     # -- watching -------------------------------------------------------------------------------------------
@@ -274,27 +275,37 @@ class Daemon:
         batch = self.store.due(time.time(), BATCH_FILES)
         if not batch:
             return 0
+        if self._busy_since is None:
+            self._busy_since = time.time()
         dues = {path: due for _, path, due in batch}
 
         def dequeue(paths: list[Path]) -> None:
             for path in paths:
                 self.store.dequeue(path, dues[path])
 
+        counted = 0
+
+        def progress(done: int, _total: int) -> None:  # after each commit inside the batch: a live rate
+            nonlocal counted
+            self._record(done - counted)
+            counted = done
+
         stats = index_files(
             self.store, self.model, [(root, path) for root, path, _ in batch], self.chunk_tokens, self.overlap,
-            flush_items=self.flush_items, on_commit=dequeue, offline_roots=frozenset(self._offline),
+            progress=progress, flush_items=self.flush_items, on_commit=dequeue, offline_roots=frozenset(self._offline),
             exclude=self.exclude,
         )
         for skip in stats.skipped:
             self._log_skip(skip)
-        self._record(len(batch))
+        self._record(len(batch) - counted)
         self.store.ensure_prefilter()
         return len(batch)
 
     def _record(self, files: int) -> None:
+        """Heartbeat and rate: files settled over the last minute of work (idle time does not count)."""
         now = time.time()
         self._done_times = [(t, n) for t, n in self._done_times if now - t < 60] + [(now, files)]
-        span = max(now - self._done_times[0][0], 1.0)
+        span = max(now - max(self._busy_since or now, now - 60), 1.0)
         rate = sum(n for _, n in self._done_times) / span
         self.store.set_meta(STATUS_KEY, json.dumps({
             "pid": os.getpid(), "started": self._started, "heartbeat": now, "rate": round(rate, 2),
@@ -327,6 +338,7 @@ class Daemon:
 
     def _idle(self, next_scan: float) -> None:
         self.store.purge_trash(time.time() - TRASH_SECONDS)
+        self._busy_since, self._done_times = None, []
         self._record(0)
         next_due = self.store.next_due()
         wait = min(next_scan, next_due if next_due is not None else next_scan, time.time() + 5.0) - time.time()

@@ -152,11 +152,21 @@ class Store:
             raise StoreError(
                 f"{self.path} was written by a newer freeret-tui (schema {version} > {SCHEMA_VERSION}); upgrade"
             )
-        with self._db:
+        if version == SCHEMA_VERSION:
+            return
+        # Two processes may open a new index at once (the TUI and the daemon): the write lock is taken first and
+        # the version read again under it, so only one of them migrates.
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            version = self._db.execute("PRAGMA user_version").fetchone()[0]
             for number in range(version, SCHEMA_VERSION):
                 for statement in MIGRATIONS[number]:
                     self._db.execute(statement)
                 self._db.execute(f"PRAGMA user_version = {number + 1}")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
 
     def _meta(self, key: str) -> str | None:
         row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()

@@ -31,8 +31,8 @@ class FreeretApp(App):
         self._keys = keymap or {}
 
     def on_mount(self) -> None:
-        self.set_keymap(self._keys)
         self.push_screen(SearchScreen(self.backend, self.image_mode))
+        self.set_keymap(self._keys)  # after the push: the keymap is applied to the bindings in place
 
     def on_unmount(self) -> None:
         self.backend.close()

@@ -84,10 +84,15 @@ class ResultList(OptionList):
             self.highlighted = ids.index(keep) if self.moved and keep in ids else 0
 
 
+# Question words that would light up every passage ("how much was the …").
+_UNMARKED = frozenset("the and for was were are is how what when where which who why did does with from that this "
+                      "have has had about into our your their its".split())
+
+
 def highlight(text: str, terms: Sequence[str]) -> Text:
     """The passage with every query term marked (case-insensitive, whole words and prefixes)."""
     out = Text(text)
-    words = [re.escape(t) for t in terms if len(t) > 1]
+    words = [re.escape(t) for t in terms if len(t) > 2 and t.lower() not in _UNMARKED]
     if words:
         out.highlight_regex(re.compile(r"(?i)\b(" + "|".join(words) + r")\w*"), style="bold black on yellow")
     return out
