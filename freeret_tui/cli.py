@@ -138,6 +138,10 @@ def run_tui(argv: list[str]) -> int:
     except UsageError as err:
         print(f"freeret-tui: error: {err}", file=sys.stderr)
         return 2
+    # textual-image asks the terminal what graphics it supports when first imported; done here, before Textual
+    # owns the terminal, the answers cannot arrive later as key presses (a stray "?" opened the help dialog).
+    import textual_image.renderable  # noqa: F401
+
     app.run()
     return int(app.return_code or 0)
 
@@ -187,8 +191,10 @@ def cmd_index(args: argparse.Namespace, settings: Settings) -> int:
     if args.reindex:
         store.reset()
     model = _load_model(settings)
-    files = list(walk(args.paths))
-    stats = index_files(store, model, files, settings.chunk_tokens, settings.chunk_overlap, _ProgressLine())
+    exclude = frozenset(settings.exclude)
+    files = list(walk(args.paths, exclude))
+    stats = index_files(store, model, files, settings.chunk_tokens, settings.chunk_overlap, _ProgressLine(),
+                        exclude=exclude)
     removed = sweep(store, args.paths, [p for _, p in files])
     print(file=sys.stderr)
     print(

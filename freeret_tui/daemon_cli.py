@@ -71,7 +71,7 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
         model = load_model(settings.model, settings.device, settings.batch_size, settings.max_new_tokens,
                            settings.dtype)
         daemon = Daemon(store, model, roots, directory, settings.chunk_tokens, settings.chunk_overlap,
-                        rescan_seconds=args.rescan_minutes * 60, log=_log)
+                        rescan_seconds=args.rescan_minutes * 60, exclude=frozenset(settings.exclude), log=_log)
 
         def stop(signum: int, _frame: FrameType | None) -> None:
             _log(f"signal {signal.Signals(signum).name}: stopping after the batch in flight")

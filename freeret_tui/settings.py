@@ -16,6 +16,8 @@ from freeret_tui.errors import UsageError
 
 MODES = ("dense", "lexical", "hybrid")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
+# Folders nobody searches their own files in (hidden folders, ".git", ".cache", …, are always skipped).
+DEFAULT_EXCLUDE = ("node_modules", "__pycache__", "venv", "site-packages", "$RECYCLE.BIN")
 
 
 def data_dir() -> Path:
@@ -49,6 +51,8 @@ class Settings:
     match_threshold: float = 0.5
     device: str = "auto"
     dtype: str = "auto"  # or float32, bfloat16, float16
+    # Folder names never indexed, wherever they are (config.toml: a list; FREERET_EXCLUDE: comma-separated).
+    exclude: tuple[str, ...] = DEFAULT_EXCLUDE
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -62,6 +66,9 @@ class Settings:
             raise UsageError(f"dtype must be one of {', '.join(DTYPES)}, not {self.dtype!r}")
         if not 0 <= self.chunk_overlap < self.chunk_tokens:
             raise UsageError("chunk-overlap must be at least 0 and smaller than chunk-tokens")
+        if isinstance(self.exclude, str) or not all(isinstance(name, str) for name in self.exclude):
+            raise UsageError("exclude must be a list of folder names")
+        object.__setattr__(self, "exclude", tuple(self.exclude))  # a TOML list arrives as a list
 
     def with_overrides(self, values: dict[str, Any]) -> Settings:
         """A copy with every non-None value applied (how CLI flags land on top)."""
@@ -75,6 +82,8 @@ def _coerce(name: str, raw: str, default: Any) -> Any:
         if raw.lower() in ("0", "false", "no", "off"):
             return False
         raise UsageError(f"FREERET_{name.upper()} must be true or false, not {raw!r}")
+    if isinstance(default, tuple):
+        return tuple(part.strip() for part in raw.split(",") if part.strip())
     if isinstance(default, (int, float)):
         try:
             return type(default)(raw)

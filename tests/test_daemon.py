@@ -221,3 +221,19 @@ def test_daemon_usage_errors_are_one_line(argv: list[str], message: str, capsys)
     assert status == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
+
+
+def test_excluded_folders_come_from_the_config(roots: list[Path], idefics3) -> None:
+    from freeret_tui.settings import load_settings
+
+    (data_dir() / "config.toml").write_text('exclude = ["drafts", "node_modules"]\n')
+    settings = load_settings()
+    assert settings.exclude == ("drafts", "node_modules")
+    (roots[0] / "drafts").mkdir()
+    (roots[0] / "drafts" / "wip.txt").write_text("An unfinished draft about kelp.\n")
+    store = Store(data_dir() / "index.db")
+    daemon = Daemon(store, idefics3, roots, data_dir(), debounce=0.0, exclude=frozenset(settings.exclude))
+    daemon.rescan()
+    while daemon.step():
+        pass
+    assert len(store.file_hashes()) == 3 and not any("drafts" in p for p in store.file_hashes())

@@ -20,9 +20,10 @@ from freeret_tui.engine.models.base import Model
 from freeret_tui.engine.prompts import Side
 from freeret_tui.engine.store import Store
 from freeret_tui.engine.types import Chunk, IndexStats, Kind, Skip
+from freeret_tui.settings import DEFAULT_EXCLUDE
 
-# Folders nobody searches their own files in; hidden folders (".git", ".cache", …) are skipped as well.
-JUNK_DIRS = frozenset({"node_modules", "__pycache__", "venv", "site-packages", "$RECYCLE.BIN"})
+# The default exclusions (settings.exclude overrides them); hidden folders are skipped as well.
+JUNK_DIRS = frozenset(DEFAULT_EXCLUDE)
 
 Progress = Callable[[int, int], None]
 # Vectors of removed files are kept this long, so a file moved out of and back into a watched folder, or moved

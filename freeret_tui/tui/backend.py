@@ -224,7 +224,8 @@ class Backend:
         self._lock = lock
         s = self.settings
         self._daemon = Daemon(Store(self.data_dir / "index.db"), self.model, self.folders, self.data_dir,
-                              s.chunk_tokens, s.chunk_overlap, flush_items=TUI_FLUSH_ITEMS)
+                              s.chunk_tokens, s.chunk_overlap, exclude=frozenset(s.exclude),
+                              flush_items=TUI_FLUSH_ITEMS)
         self._daemon_thread = threading.Thread(target=self._daemon.run, name="freeret-daemon", daemon=True)
         self._daemon_thread.start()
         self.daemon_note = "watching"
