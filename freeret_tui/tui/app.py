@@ -28,11 +28,11 @@ class FreeretApp(App):
         super().__init__()
         self.backend = backend
         self.image_mode = image_mode
-        self._keys = keymap or {}
+        self.keys = self._normalize_keymap(keymap or {})
+        self.set_keymap(self.keys)
 
     def on_mount(self) -> None:
-        self.push_screen(SearchScreen(self.backend, self.image_mode))
-        self.set_keymap(self._keys)  # after the push: the keymap is applied to the bindings in place
+        self.push_screen(SearchScreen(self.backend, self.image_mode, self.keys))
 
     def on_unmount(self) -> None:
         self.backend.close()

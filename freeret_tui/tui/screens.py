@@ -72,8 +72,12 @@ class SearchScreen(Screen):
         *[Binding(str(n), f"jump({n})", show=False) for n in range(1, 10)],
     ]
 
-    def __init__(self, backend: Backend, image_mode: str):
+    def __init__(self, backend: Backend, image_mode: str, keymap: dict[str, str] | None = None):
         super().__init__()
+        if keymap:
+            # Applied to this screen's own bindings now: Textual applies the app keymap only after dropping keys
+            # the focused Input consumes, so "?" rebound to f1 would be lost while typing a query.
+            self._bindings.apply_keymap(keymap)
         self.backend = backend
         self.image_mode = image_mode
         self.serial = 0
@@ -104,7 +108,9 @@ class SearchScreen(Screen):
         self.set_interval(1.0, self.refresh_status)
         if self.backend.needs_model():
             self.model_note = f"model: loading {self.backend.model_name}…"
-            self.load_model()
+            # After the first paint: importing torch in a worker holds the GIL for seconds and delayed the paint
+            # from 0.8 s to 1.2 s (benchmarks/cold_start.py).
+            self.call_after_refresh(self.load_model)
 
     # -- model and status -----------------------------------------------------------------------------------
 
