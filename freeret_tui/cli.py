@@ -165,7 +165,7 @@ def _load_model(settings: Settings) -> Any:
 def _open_store() -> Any:
     from freeret_tui.engine.store import Store
 
-    return Store(data_dir() / "index.db")
+    return Store.in_dir(data_dir())
 
 
 class _ProgressLine:

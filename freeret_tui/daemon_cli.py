@@ -61,7 +61,7 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     lock = DaemonLock(directory)
     lock.acquire()  # before the model loads, so a second daemon is refused at once
     try:
-        store = Store(directory / "index.db")
+        store = Store.in_dir(directory)
         roots = _roots(args, store)
         if args.model is None and store.model_name is not None:
             settings = settings.with_overrides({"model": store.model_name})  # keep the index's model
@@ -96,7 +96,7 @@ def _start(args: argparse.Namespace, settings: Settings) -> int:
     pid = holder_pid(directory)
     if pid is not None:
         raise FreeretError(f"a daemon is already running for {directory} (pid {pid})")
-    store = Store(directory / "index.db")
+    store = Store.in_dir(directory)
     roots = _roots(args, store)
     store.close()
     command = [sys.executable, "-m", "freeret_tui", "daemon", "run", *map(str, roots),
@@ -141,7 +141,7 @@ def _stop(_args: argparse.Namespace, _settings: Settings) -> int:
 
 def _status(args: argparse.Namespace, _settings: Settings) -> int:
     directory = data_dir()
-    store = Store(directory / "index.db")
+    store = Store.in_dir(directory)
     status = read_status(store, directory)
     if args.json:
         print(json.dumps(status.as_dict()))

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from freeret_tui.engine.indexer import JUNK_DIRS, TRASH_SECONDS, index_files, indexable, reconcile
+from freeret_tui.engine.indexer import JUNK_DIRS, TRASH_SECONDS, index_files, indexable, reconcile, walk
 from freeret_tui.engine.models.base import Model
 from freeret_tui.engine.store import Store
 from freeret_tui.engine.types import Skip
@@ -252,7 +252,9 @@ class Daemon:
     # -- scanning -------------------------------------------------------------------------------------------
 
     def rescan(self) -> None:
-        """Reconcile every root; roots that vanished go offline (kept), roots that came back are watched again."""
+        """Reconcile every root; roots that vanished go offline (kept), roots that came back are watched again.
+        Trashed vectors older than a day go at the same pace (a scan every ``rescan_seconds``)."""
+        self.store.purge_trash(time.time() - TRASH_SECONDS)
         for root in self.roots:
             if not root.is_dir():
                 if root not in self._offline:
@@ -342,7 +344,6 @@ class Daemon:
                 self._observer.join(timeout=5)
 
     def _idle(self, next_scan: float) -> None:
-        self.store.purge_trash(time.time() - TRASH_SECONDS)
         self._busy_since, self._done_times = None, []
         self._record(0)
         next_due = self.store.next_due()
@@ -356,7 +357,5 @@ def reconcile_folder(store: Store, root: Path, folder: Path, exclude: frozenset[
     prefix = str(folder).rstrip(os.sep) + os.sep
     entries = [(root, Path(p)) for p in store.paths_with_prefix(prefix)]
     if folder.is_dir():
-        from freeret_tui.engine.indexer import walk
-
         entries += [(root, p) for _, p in walk([folder], exclude) if indexable(root, p, exclude)]
     return entries

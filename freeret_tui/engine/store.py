@@ -84,6 +84,7 @@ _MAX_QUERY_TERMS = 64
 # Below this many vectors exact search is fast enough; above it the bit prefilter answers. Measured at 1536-d on
 # 2 cores (benchmarks/stage1_latency.py): exact 23.5 ms at 10k and 243 ms at 100k; prefilter 12 / 36 ms.
 PREFILTER_MIN = 20_000
+INDEX_FILE = "index.db"
 # Hamming candidates per wanted hit before the float rescore: recall@10 vs exact 0.96-0.99 from 1k to 1M
 # (benchmarks/stage1_latency.py); 50 gave 0.997 but 2.6x the time at 10k.
 PREFILTER_OVERSAMPLE = 20
@@ -135,6 +136,11 @@ def _connect(path: str):  # -> apsw.Connection
 
 class Store:
     """One index database. Every write is one transaction, rolled back whole on any error."""
+
+    @classmethod
+    def in_dir(cls, directory: Path) -> Store:
+        """The index of a data dir (every process that reads or writes it opens this file)."""
+        return cls(directory / INDEX_FILE)
 
     def __init__(self, path: Path | str = ":memory:"):
         self.path = str(path)
@@ -219,10 +225,6 @@ class Store:
         self._centre = None
 
     # -- writes ---------------------------------------------------------------------------------------------
-
-    def file_state(self, path: Path) -> tuple[int, float] | None:
-        row = self._db.execute("SELECT size, mtime FROM files WHERE path = ?", (str(path),)).fetchone()
-        return (row[0], row[1]) if row else None
 
     def file_row(self, path: Path) -> FileRow | None:
         row = self._db.execute("SELECT size, mtime, sha256, status FROM files WHERE path = ?", (str(path),)).fetchone()
@@ -465,10 +467,7 @@ class Store:
             )
             for item_id, blob, kind in self._db.execute("SELECT item_id, embedding, kind FROM item_vectors").fetchall():
                 self._insert_bits(item_id, np.frombuffer(blob, dtype=np.float32), kind, centre)
-            self._db.execute(
-                "INSERT INTO meta(key, value) VALUES ('bit_centre', ?) ON CONFLICT(key) DO UPDATE SET value = ?",
-                (centre.tobytes().hex(), centre.tobytes().hex()),
-            )
+            self.set_meta("bit_centre", centre.tobytes().hex())
         self._centre = centre
 
     def ensure_prefilter(self, minimum: int = PREFILTER_MIN) -> bool:

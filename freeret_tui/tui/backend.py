@@ -172,7 +172,7 @@ class Backend:
         """This thread's connection (apsw refuses one connection used by two threads at once)."""
         store = getattr(self._local, "store", None)
         if store is None:
-            store = self._local.store = Store(self.data_dir / "index.db")
+            store = self._local.store = Store.in_dir(self.data_dir)
         return store
 
     @property
@@ -223,7 +223,7 @@ class Backend:
             return self.daemon_note
         self._lock = lock
         s = self.settings
-        self._daemon = Daemon(Store(self.data_dir / "index.db"), self.model, self.folders, self.data_dir,
+        self._daemon = Daemon(Store.in_dir(self.data_dir), self.model, self.folders, self.data_dir,
                               s.chunk_tokens, s.chunk_overlap, exclude=frozenset(s.exclude),
                               flush_items=TUI_FLUSH_ITEMS)
         self._daemon_thread = threading.Thread(target=self._daemon.run, name="freeret-daemon", daemon=True)

@@ -178,9 +178,12 @@ class SearchScreen(Screen):
         worker = get_current_worker()
         try:
             hits = self.backend.candidates(query, filters)
-            thumbs = _thumbs(hits)
             reranking = bool(hits) and self.backend.options(filters).rerank
-            self.post_message(Hits(serial, hits, thumbs, "reranking" if reranking else "candidates"))
+            stage = "reranking" if reranking else "candidates"
+            self.post_message(Hits(serial, hits, {}, stage))  # stage-1 hits at once; image decoding after
+            thumbs = _thumbs(hits)
+            if thumbs:
+                self.post_message(Hits(serial, hits, thumbs, stage))
             if not reranking:
                 return
             self.backend.pause_indexing(True)
