@@ -1,16 +1,18 @@
 """Stage-1 latency and scale: candidate search at growing index sizes, three ways, in one run.
 
-For each size: sqlite-vec exact brute force (``Store.dense(exact=True)``), the bit-quantized prefilter with
-exact float rescore (``Store.dense``, what the index uses from ``PREFILTER_MIN`` vectors on), and a NumPy
-brute-force baseline over the same vectors held in memory. Reports p50/p95 per query, fetch time of the top-10
-items, recall@10 of the prefilter against exact, and (with ``--model``) the query-embedding time of a real
-model so the warm end-to-end query is embed + search + fetch. Writes a latency-vs-size plot.
+For each size and for the top-10 and the top-50 (the dense candidates a search fuses with the lexical ones):
+sqlite-vec exact brute force (``Store.dense(exact=True)``), the prefilter (``Store.dense``, what
+the index uses from ``PREFILTER_MIN`` vectors on: the query's nearest k-means cells, Hamming on sign bits in them,
+exact float16 rescore), and a NumPy brute-force baseline over the same vectors held in memory. Reports p50/p95 per
+query, fetch time of the top-10 items, recall@10 of the prefilter against exact, and (with ``--model``) the
+query-embedding time of a real model so the warm end-to-end query is embed + search + fetch. Writes a
+latency-vs-size plot.
 
 Vectors are synthetic at the default model's size (Qwen2-VL-2B: 1536): a shared offset (residual-stream vectors
 share a large mean direction), a topic direction per ``--topic-size`` items, a subtopic per ~10 items (the
 near neighbours a query should find: the same trip, the same project) and per-item noise; queries are new
-draws from a subtopic. Topics larger than the prefilter's candidate pool (200 for k=10) make it honest: the
-sign bits must find the right 10 among ~1000 members of the same topic.
+draws from a subtopic. Topics larger than the prefilter's candidate pool (200) make it honest: the sign bits must
+find the right 10 among ~1000 members of the same topic.
 
     python benchmarks/stage1_latency.py [--sizes 1000,10000,100000,1000000] [--model smollm2] [--plot F.png]
 """
@@ -82,12 +84,22 @@ def run_size(n: int, dim: int, n_queries: int, topic_size: int, seed: int) -> di
     queries = synthetic(n_queries, dim, rng, common, topics, subtopics)
     with tempfile.TemporaryDirectory() as tmp:
         store, insert_s = build(Path(tmp) / "index.db", vectors)
-        exact_t, exact_r = timed(lambda q: [i for i, _ in store.dense(q, 10, exact=True)], queries)
+        searches: dict[int, dict[str, object]] = {}
+        exact_r: dict[int, list[list[int]]] = {}
+        for k in (10, 50):
+            exact_t, exact_r[k] = timed(lambda q, k=k: [i for i, _ in store.dense(q, k, exact=True)], queries)
+            searches[k] = {"exact_sqlite_vec": percentiles(exact_t)}
         start = time.perf_counter()
         store.build_prefilter()
         prefilter_build_s = time.perf_counter() - start
-        fast_t, fast_r = timed(lambda q: [i for i, _ in store.dense(q, 10)], queries)
-        ids = np.array(sorted({i for r in exact_r for i in r}))
+        for k in (10, 50):
+            fast_t, fast_r = timed(lambda q, k=k: [i for i, _ in store.dense(q, k)], queries)
+            searches[k]["cells_bits_rescore"] = percentiles(fast_t)
+            # recall@10 either way: the top-10 of the fast path's k against exact's top-10
+            searches[k]["recall@10_vs_exact"] = round(statistics.mean(
+                len(set(a[:10]) & set(b[:10])) / 10 for a, b in zip(exact_r[k], fast_r, strict=True)), 4)
+        store_cells = store.prefilter_cells
+        ids = np.array(sorted({i for r in exact_r[10] for i in r}))
         fetch_t, _ = timed(lambda q: list(store.items([int(i) for i in ids[:10]])), queries)
         normed = vectors
         normed /= np.linalg.norm(vectors, axis=1, keepdims=True)  # in place: the store has its own copy now
@@ -99,17 +111,16 @@ def run_size(n: int, dim: int, n_queries: int, topic_size: int, seed: int) -> di
 
         numpy_t, numpy_r = timed(numpy_top10, queries)
         store.close()
-    recall = statistics.mean(len(set(a) & set(b)) / 10 for a, b in zip(exact_r, fast_r, strict=True))
-    numpy_agrees = statistics.mean(len(set(a) & set(b)) / 10 for a, b in zip(exact_r, numpy_r, strict=True))
+    numpy_agrees = statistics.mean(len(set(a) & set(b)) / 10 for a, b in zip(exact_r[10], numpy_r, strict=True))
     return {
         "vectors": n,
         "insert_s": round(insert_s, 2),
         "prefilter_build_s": round(prefilter_build_s, 2),
-        "exact_sqlite_vec": percentiles(exact_t),
-        "bits_prefilter_rescore": percentiles(fast_t),
+        "prefilter_cells": store_cells,
+        **{key: value for key, value in searches[10].items()},
+        "top50": searches[50],
         "numpy_brute_force": percentiles(numpy_t),
         "fetch_top10": percentiles(fetch_t),
-        "recall@10_prefilter_vs_exact": round(recall, 4),
         "numpy_vs_exact_agreement": round(numpy_agrees, 4),
     }
 
@@ -138,7 +149,7 @@ def plot(results: list[dict], path: Path) -> None:
 
     sizes = [r["vectors"] for r in results]
     fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
-    for key, label in (("exact_sqlite_vec", "sqlite-vec exact"), ("bits_prefilter_rescore", "bit prefilter + rescore"),
+    for key, label in (("exact_sqlite_vec", "sqlite-vec exact"), ("cells_bits_rescore", "cells + sign bits + rescore"),
                        ("numpy_brute_force", "NumPy brute force (in RAM)")):
         ax.plot(sizes, [r[key]["p50_ms"] for r in results], marker="o", label=label)
     ax.set_xscale("log")
@@ -161,14 +172,14 @@ def main() -> None:
     parser.add_argument("--model", help="also time query embedding with this model (e.g. smollm2)")
     parser.add_argument("--plot", type=Path, default=Path(__file__).with_name("stage1_latency.png"))
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--oversample", type=int, default=store_module.PREFILTER_OVERSAMPLE,
-                        help="prefilter candidates per wanted hit (default: the index's own)")
+    parser.add_argument("--pool", type=int, default=store_module.PREFILTER_POOL,
+                        help="Hamming candidates rescored (default: the index's own)")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
-    store_module.PREFILTER_OVERSAMPLE = args.oversample  # read at query time by Store.dense
+    store_module.PREFILTER_POOL = args.pool  # read at query time by Store.dense
     results = [run_size(n, args.dim, args.queries, args.topic_size, args.seed) for n in sizes]
     report: dict[str, object] = {"dim": args.dim, "queries": args.queries, "topic_size": args.topic_size,
-                                 "prefilter_oversample": args.oversample, "sizes": results}
+                                 "prefilter_pool": args.pool, "sizes": results}
     if args.model:
         report["query_embedding"] = embed_times(args.model, args.queries)
     plot(results, args.plot)

@@ -1,5 +1,6 @@
-"""The bit prefilter (recall against exact search, kind filters, vectors added after it is built) and the
-``maintenance`` command (integrity check, space given back, search still right)."""
+"""The prefilter (cells + sign bits: recall against exact search, kind filters, vectors added after it is built,
+rebuilds as the index grows, seen by other processes) and the ``maintenance`` command (integrity check, space
+given back, search still right)."""
 
 from __future__ import annotations
 
@@ -7,8 +8,10 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from freeret_tui.cli import main
+from freeret_tui.engine import ann
 from freeret_tui.engine.store import Store
 from freeret_tui.engine.types import Chunk, Kind
 from freeret_tui.settings import data_dir
@@ -30,6 +33,27 @@ def fill(store: Store, vectors: np.ndarray, per_file: int = 100) -> None:
         path = Path(f"/data/{f}.{'png' if kind is Kind.IMAGE else 'txt'}")
         chunks = [Chunk(path, kind, "", path.name, chunk_no=i) for i in range(len(block))]
         store.put_file(path, Path("/data"), f, 0.0, f"{f:064x}", chunks, block)
+
+
+@pytest.fixture(autouse=True)
+def small_cells(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Cells of 64 and 8 probes, so that these small indexes really are split and each query reads a part."""
+    monkeypatch.setattr(ann, "CELL_SIZE", 64)
+    monkeypatch.setattr(ann, "PROBES", 8)
+
+
+def test_cells_follow_clusters() -> None:
+    rng = np.random.default_rng(3)
+    centres = 3.0 * rng.standard_normal((8, DIM))
+    labels = rng.integers(0, 8, 2000)
+    vectors = (centres[labels] + 0.3 * rng.standard_normal((2000, DIM))).astype(np.float32)
+    centre = vectors.mean(axis=0)
+    centroids = ann.train_cells(vectors, centre, 8)
+    cells = ann.assign(vectors, centre, centroids)
+    # Each cluster lands in one cell, and a query near a cluster probes that cell first.
+    assert all(len(set(cells[labels == c])) == 1 for c in range(8))
+    assert len(set(cells)) == 8
+    assert ann.probe(centres[5], centre, centroids, probes=1) == [int(cells[labels == 5][0])]
 
 
 def test_prefilter_recall_and_filters(tmp_path: Path) -> None:
@@ -59,6 +83,32 @@ def test_prefilter_recall_and_filters(tmp_path: Path) -> None:
     assert reopened.dense(queries[1], 1)[0][0] == new_id
 
 
+def test_prefilter_rebuilt_as_the_index_grows(tmp_path: Path) -> None:
+    rng = np.random.default_rng(2)
+    centres = rng.standard_normal((100, DIM))
+    writer = Store(tmp_path / "index.db")
+    fill(writer, clustered(rng, 1000, centres))
+    assert writer.ensure_prefilter(minimum=1000)
+    cells_before = writer.prefilter_cells
+    reader = Store(tmp_path / "index.db")  # opened now: holds the first build's centroids
+    queries = clustered(rng, 20, centres)
+    before = reader.dense(queries[0], 10)
+
+    more = clustered(rng, 1500, centres)
+    for f, offset in enumerate(range(0, len(more), 100)):  # new files, after the first build
+        path = Path(f"/data/more{f}.txt")
+        chunks = [Chunk(path, Kind.TEXT, "", path.name, chunk_no=i) for i in range(100)]
+        writer.put_file(path, Path("/data"), f, 0.0, f"{f + 500:064x}", chunks, more[offset : offset + 100])
+    assert writer.ensure_prefilter(minimum=1000)  # 2500 >= 2 x 1000: new cells for the bigger index
+    assert writer.prefilter_cells > cells_before
+    # The reader notices the rebuild and agrees with the writer and, mostly, with exact search.
+    fast = [[i for i, _ in reader.dense(q, 10)] for q in queries]
+    assert fast == [[i for i, _ in writer.dense(q, 10)] for q in queries]
+    exact = [[i for i, _ in writer.dense(q, 10, exact=True)] for q in queries]
+    assert np.mean([len(set(a) & set(b)) / 10 for a, b in zip(exact, fast, strict=True)]) >= 0.95
+    assert before != fast[0]  # the new vectors are among the neighbours now
+
+
 def test_maintenance_gives_space_back_and_keeps_search_right(tmp_path: Path, capsys) -> None:
     rng = np.random.default_rng(1)
     centres = rng.standard_normal((50, DIM))
@@ -79,3 +129,17 @@ def test_maintenance_gives_space_back_and_keeps_search_right(tmp_path: Path, cap
     after = Store(data_dir() / "index.db")
     assert [i for i, _ in after.dense(vectors[150], 10)] == before
     assert after.vector_count() == 2000
+
+
+def test_prefilter_fills_float16_copies_of_an_older_index(tmp_path: Path) -> None:
+    """An index written before ``item_half`` existed gets its float16 copies at the first prefilter build."""
+    rng = np.random.default_rng(4)
+    centres = rng.standard_normal((40, DIM))
+    store = Store(tmp_path / "index.db")
+    vectors = clustered(rng, 1200, centres)
+    fill(store, vectors)
+    exact = [i for i, _ in store.dense(vectors[7], 10)]
+    with store.transaction():
+        store._db.execute("DELETE FROM item_half")  # as migration 3 leaves an older index
+    assert store.ensure_prefilter(minimum=1000)
+    assert len(set(exact) & {i for i, _ in store.dense(vectors[7], 10)}) >= 9

@@ -9,20 +9,25 @@ different model is refused rather than mixing two embedding spaces.
 Beside the index itself: ``queue`` (the daemon's persistent work list: a path is dequeued in the same transaction
 that stores its result, so a killed daemon loses nothing), ``roots`` (watched folders, online or not), ``trash``
 (vectors of removed files, kept a while so a moved or renamed file is recognised by its content hash and not
-embedded again) and, once the index is large, ``item_bits`` (sign bits of the mean-centred vectors: a Hamming
-prefilter whose candidates are rescored exactly with the float vectors).
+embedded again), ``item_half`` (a float16 copy of each vector in a plain table, fast to read in bulk or by id)
+and, once the index is large, the prefilter (engine/ann.py computes it): ``bit_cells`` (k-means centroids) and
+``item_bits`` (vec0 of sign bits partitioned by cell, so a query reads only the cells nearest to it), whose
+Hamming candidates are rescored exactly with ``item_half``.
 """
 
 from __future__ import annotations
 
 import re
+import sys
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
 
 import numpy as np
 
+from freeret_tui.engine import ann
 from freeret_tui.engine.types import Chunk, Kind
 from freeret_tui.errors import StoreError
 
@@ -73,6 +78,12 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             removed_at REAL NOT NULL)""",
         "CREATE INDEX trash_sha ON trash(sha256)",
     ),
+    (
+        # A float16 copy of every vector in a plain table: the prefilter rescores its candidates with it, and
+        # builds read it (a full scan of vec0's float table costs 0.29 ms a row: 290 s at 1M). Filled for
+        # vectors written before this migration by the next prefilter build.
+        "CREATE TABLE item_half (item_id INTEGER PRIMARY KEY, vector BLOB NOT NULL)",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -81,16 +92,30 @@ _TOKEN = re.compile(r"\w+", re.UNICODE)
 _MAX_QUERY_TERMS = 64
 
 
-# Below this many vectors exact search is fast enough; above it the bit prefilter answers. Measured at 1536-d on
-# 2 cores (benchmarks/stage1_latency.py): exact 23.5 ms at 10k and 243 ms at 100k; prefilter 12 / 36 ms.
+# Below this many vectors exact search is fast enough; above it the prefilter answers. Measured at 1536-d on
+# 2 cores (benchmarks/stage1_latency.py): exact 23.5 ms at 10k and 243 ms at 100k.
 PREFILTER_MIN = 20_000
 INDEX_FILE = "index.db"
-# Hamming candidates per wanted hit before the float rescore: recall@10 vs exact 0.96-0.99 from 1k to 1M
-# (benchmarks/stage1_latency.py); 50 gave 0.997 but 2.6x the time at 10k.
-PREFILTER_OVERSAMPLE = 20
-# Vectors sampled to estimate the mean that centres the sign bits (residual-stream vectors share a large mean
-# direction; uncentred sign bits mostly encode it).
-_CENTRE_SAMPLE = 20_000
+# Hamming candidates rescored exactly: at least PREFILTER_POOL, and PREFILTER_PER_HIT per wanted hit. 200 for
+# the top-10 gave recall@10 0.96-0.99 against exact from 1k to 1M (benchmarks/stage1_latency.py; 500 gave 0.997
+# at 2.6x the time). Search asks for 50 dense candidates to fuse with the lexical ones; 20 per hit would mean
+# 1000 float16 rows and a sqlite-vec top-1000 in every cell.
+PREFILTER_POOL = 200
+PREFILTER_PER_HIT = 4
+# The cells are re-trained when the index has grown this many times over since they were: cells of a fixed count
+# grow with the index, and each query's scan with them.
+_REBUILD_GROWTH = 2
+_BUILD_BATCH = 4096  # vectors read, quantised and written per step of a prefilter build
+
+
+@dataclass(frozen=True)
+class _Prefilter:
+    """The prefilter as built: its version (a reader re-reads it when another process rebuilt it), the centre of
+    the sign bits and the cell centroids."""
+
+    version: str
+    centre: np.ndarray
+    centroids: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -105,11 +130,6 @@ class FileRow:
     mtime: float
     sha256: str | None
     status: str
-
-
-def _bits(vectors: np.ndarray, centre: np.ndarray) -> np.ndarray:
-    """Sign bits of the centred vectors, packed 8 per byte (any fixed bit order works for Hamming distance)."""
-    return np.packbits(np.atleast_2d(vectors) - centre > 0, axis=1)
 
 
 def _connect(path: str):  # -> apsw.Connection
@@ -147,8 +167,8 @@ class Store:
         self._db = _connect(self.path)
         self._migrate()
         self._dim = self._meta("dim")
-        centre = self._meta("bit_centre")
-        self._centre = np.frombuffer(bytes.fromhex(centre), dtype=np.float32) if centre else None
+        self._prefilter: _Prefilter | None = None
+        self._sync_prefilter()
 
     # -- schema ---------------------------------------------------------------------------------------------
 
@@ -219,10 +239,11 @@ class Store:
             self._db.execute("DELETE FROM files")
             self._db.execute("DELETE FROM meta")
             self._db.execute("DELETE FROM trash")
+            self._db.execute("DELETE FROM item_half")
             self._db.execute("DROP TABLE IF EXISTS item_vectors")
-            self._db.execute("DROP TABLE IF EXISTS item_bits")
+            self._drop_prefilter()
         self._dim = None
-        self._centre = None
+        self._prefilter = None
 
     # -- writes ---------------------------------------------------------------------------------------------
 
@@ -242,6 +263,7 @@ class Store:
 
     def _drop_items(self, file_id: int, sha256: str | None = None) -> None:
         """Delete a file's items; with ``sha256``, keep their vectors in the trash for a moved copy to reuse."""
+        self._sync_prefilter()  # inside the caller's write transaction: the prefilter's rows must go too
         rows = self._db.execute(
             "SELECT id, kind, text, page, line_start, line_end, chunk_no FROM items WHERE file_id = ?", (file_id,)
         ).fetchall()
@@ -261,7 +283,8 @@ class Store:
                         (sha256, kind, text, page, line_start, line_end, chunk_no, vector[0], now),
                     )
             self._db.execute("DELETE FROM item_vectors WHERE item_id = ?", (item_id,))
-            if self._centre is not None:
+            self._db.execute("DELETE FROM item_half WHERE item_id = ?", (item_id,))
+            if self._prefilter is not None:
                 self._db.execute("DELETE FROM item_bits WHERE item_id = ?", (item_id,))
         self._db.execute("DELETE FROM items WHERE file_id = ?", (file_id,))
 
@@ -306,6 +329,7 @@ class Store:
         ids: list[int] = []
         # vec0 in sqlite-vec 0.1.9 has no INSERT OR REPLACE: old rows are deleted first, in the same transaction.
         with self._db:
+            self._sync_prefilter()  # under the write lock: another process may have built or rebuilt it
             file_id = self._upsert_file(path, root, kind, size, mtime, sha256=sha256, status="indexed")
             for chunk, vector in zip(chunks, vectors, strict=True):
                 self._db.execute(
@@ -332,15 +356,22 @@ class Store:
         self._db.execute(
             "INSERT INTO item_vectors(item_id, embedding, kind) VALUES (?, ?, ?)", (item_id, vector.tobytes(), kind)
         )
-        if self._centre is not None:
-            self._insert_bits(item_id, vector, kind, self._centre)
+        self._insert_half(item_id, vector)
+        if self._prefilter is not None:
+            cell = int(ann.assign(vector, self._prefilter.centre, self._prefilter.centroids)[0])
+            self._insert_bits(item_id, cell, ann.sign_bits(vector, self._prefilter.centre)[0], kind)
 
-    def _insert_bits(self, item_id: int, vector: np.ndarray, kind: str, centre: np.ndarray) -> None:
-        # The float16 copy rides along as an auxiliary column: the Hamming KNN query returns it with each
-        # candidate, where 200 point lookups into vec0's float table cost 145 ms at 10k (overflow-page walks).
+    def _insert_bits(self, item_id: int, cell: int, bits: np.ndarray, kind: str) -> None:
         self._db.execute(
-            "INSERT INTO item_bits(item_id, embedding, kind, vector) VALUES (?, vec_bit(?), ?, ?)",
-            (item_id, _bits(vector, centre)[0].tobytes(), kind, vector.astype(np.float16).tobytes()),
+            "INSERT INTO item_bits(item_id, cell, embedding, kind) VALUES (?, ?, vec_bit(?), ?)",
+            (item_id, cell, bits.tobytes(), kind),
+        )
+
+    def _insert_half(self, item_id: int, vector: np.ndarray) -> None:
+        # A plain table, not vec0: 200 point lookups into vec0's float table cost 145 ms at 10k (overflow-page
+        # walks); into this one 2.9 ms at 1M.
+        self._db.execute(
+            "INSERT INTO item_half(item_id, vector) VALUES (?, ?)", (item_id, vector.astype(np.float16).tobytes())
         )
 
     @property
@@ -447,34 +478,128 @@ class Store:
             return 0
         return int(self._db.execute("SELECT COUNT(*) FROM items").fetchone()[0])
 
+    def _sync_prefilter(self) -> None:
+        """Load the prefilter's centre and centroids if they are not the ones in the database (first open, or
+        another process built or rebuilt it since). One meta read when nothing changed."""
+        version = self._meta("prefilter_version")
+        if version is None:
+            self._prefilter = None
+            return
+        if self._prefilter is not None and self._prefilter.version == version:
+            return
+        centre = np.frombuffer(bytes.fromhex(self._meta("bit_centre") or ""), dtype=np.float32)
+        blobs = [b for (b,) in self._db.execute("SELECT centroid FROM bit_cells ORDER BY cell")]
+        centroids = np.frombuffer(b"".join(blobs), dtype=np.float32).reshape(len(blobs), -1)
+        self._prefilter = _Prefilter(version, centre, centroids)
+
+    @property
+    def prefilter_cells(self) -> int:
+        """Cells of the prefilter; 0 while the index is small enough for exact search."""
+        self._sync_prefilter()
+        return 0 if self._prefilter is None else len(self._prefilter.centroids)
+
+    def _drop_prefilter(self) -> None:
+        for table in ("item_bits", "bit_cells"):
+            self._db.execute(f"DROP TABLE IF EXISTS {table}")
+        self._db.execute("DELETE FROM meta WHERE key IN ('prefilter_version', 'prefilter_size', 'bit_centre')")
+
     def build_prefilter(self) -> None:
-        """(Re)build the sign-bit table: centre = mean of a sample of the stored vectors."""
+        """(Re)build the prefilter: centre = mean of a sample, cells = k-means of that sample, then every vector's
+        cell and sign bits. One transaction: readers keep the old prefilter until it commits.
+
+        Vectors are read from ``item_half``; the bits go in cell by cell: vec0 keeps a partly filled chunk per
+        cell, and inserting in vector order touched a different chunk each time (the cache spilled to the WAL and
+        a 1M build did not finish in 10 min)."""
         if self._dim is None:
             return
-        sample = [
-            np.frombuffer(b, dtype=np.float32)
-            for (b,) in self._db.execute(
-                "SELECT embedding FROM item_vectors WHERE item_id IN "
-                "(SELECT id FROM items ORDER BY random() LIMIT ?)", (_CENTRE_SAMPLE,)
-            )
-        ]
-        centre = np.mean(sample, axis=0).astype(np.float32) if sample else np.zeros(int(self._dim), np.float32)
         with self._db:
-            self._db.execute("DROP TABLE IF EXISTS item_bits")
-            self._db.execute(
-                f"CREATE VIRTUAL TABLE item_bits USING vec0(item_id INTEGER PRIMARY KEY, embedding bit[{int(self._dim)}],"
-                f" kind TEXT, +vector BLOB)"
+            self._fill_half()
+            count = self.vector_count()
+            sample = self._halves(
+                "SELECT vector FROM item_half WHERE item_id IN (SELECT id FROM items ORDER BY random() LIMIT ?)",
+                (ann.training_size(count),),
             )
-            for item_id, blob, kind in self._db.execute("SELECT item_id, embedding, kind FROM item_vectors").fetchall():
-                self._insert_bits(item_id, np.frombuffer(blob, dtype=np.float32), kind, centre)
-            self.set_meta("bit_centre", centre.tobytes().hex())
-        self._centre = centre
+            centre = sample.mean(axis=0) if len(sample) else np.zeros(int(self._dim), np.float32)
+            centroids = ann.train_cells(sample, centre, ann.cell_count(count)) if len(sample) else centre[None, :]
+            del sample
+            self._drop_prefilter()
+            self._db.execute(
+                f"CREATE VIRTUAL TABLE item_bits USING vec0(item_id INTEGER PRIMARY KEY, cell INTEGER PARTITION KEY, "
+                f"embedding bit[{int(self._dim)}], kind TEXT, chunk_size={ann.CELL_SIZE})"
+            )
+            self._index_cells()
+            self._db.execute("CREATE TABLE bit_cells (cell INTEGER PRIMARY KEY, centroid BLOB NOT NULL)")
+            for cell, centroid in enumerate(centroids):
+                self._db.execute("INSERT INTO bit_cells(cell, centroid) VALUES (?, ?)", (cell, centroid.tobytes()))
+            ids: list[int] = []
+            kinds: list[str] = []
+            cells: list[np.ndarray] = []
+            bits: list[np.ndarray] = []  # 192 bytes a vector at 1536-d: 200 MB at 1M, for the cell-order insert
+            rows = self._db.execute(
+                "SELECT item_half.item_id, items.kind, item_half.vector FROM item_half "
+                "JOIN items ON items.id = item_half.item_id"
+            )
+            while batch := list(islice(rows, _BUILD_BATCH)):
+                vectors = np.frombuffer(b"".join(r[2] for r in batch), dtype=np.float16)
+                vectors = vectors.reshape(len(batch), -1).astype(np.float32)
+                ids += [int(r[0]) for r in batch]
+                kinds += [r[1] for r in batch]
+                cells.append(ann.assign(vectors, centre, centroids))
+                bits.append(ann.sign_bits(vectors, centre))
+            if ids:
+                all_cells = np.concatenate(cells)
+                all_bits = np.concatenate(bits)
+                for i in np.argsort(all_cells, kind="stable"):
+                    self._insert_bits(ids[i], int(all_cells[i]), all_bits[i], kinds[i])
+            # A fresh version each build (a counter would restart after `reset` and fool a reader holding the old).
+            for key, value in (("bit_centre", centre.astype(np.float32).tobytes().hex()),
+                               ("prefilter_size", str(count)), ("prefilter_version", str(time.time_ns()))):
+                self.set_meta(key, value)
+            self._sync_prefilter()
+
+    def _fill_half(self) -> None:
+        """Give every vector its float16 copy (indexes written before ``item_half`` existed): one slow scan of
+        vec0's table, once."""
+        halves = int(self._db.execute("SELECT COUNT(*) FROM item_half").fetchone()[0])
+        if halves == self.vector_count():
+            return
+        for item_id, blob in self._db.execute("SELECT item_id, embedding FROM item_vectors"):
+            self._db.execute(
+                "INSERT OR IGNORE INTO item_half(item_id, vector) VALUES (?, ?)",
+                (item_id, np.frombuffer(blob, dtype=np.float32).astype(np.float16).tobytes()),
+            )
+
+    def _halves(self, sql: str, args: Sequence[object]) -> np.ndarray:
+        blobs = [b for (b,) in self._db.execute(sql, args)]
+        if not blobs:
+            return np.empty((0, int(self._dim or 0)), dtype=np.float32)
+        return np.frombuffer(b"".join(blobs), dtype=np.float16).reshape(len(blobs), -1).astype(np.float32)
+
+    def _index_cells(self) -> None:
+        """Index vec0's list of chunks by cell. Without it every probed cell scans the whole list: 1.5 ms a cell at
+        1M vectors, 0.01 ms with it (benchmarks/stage1_latency.py). The list is vec0's own shadow table (sqlite-vec
+        0.1.9 layout); were it laid out otherwise, queries would stay right, only slower, so that is not fatal."""
+        import apsw
+
+        try:
+            self._db.execute("CREATE INDEX item_bits_chunks_cell ON item_bits_chunks(partition00)")
+        except apsw.SQLError as err:
+            print(f"freeret-tui: prefilter cells stay unindexed ({err})", file=sys.stderr)
 
     def ensure_prefilter(self, minimum: int = PREFILTER_MIN) -> bool:
-        """Build the prefilter once the index reaches ``minimum`` vectors; True when one exists."""
-        if self._centre is None and self._dim is not None and self.vector_count() >= minimum:
+        """Build the prefilter once the index reaches ``minimum`` vectors, and again each time it has grown
+        ``_REBUILD_GROWTH`` times over (amortised: the rebuilds of an index grown to n cost about 2n vector
+        writes in all). True when one exists."""
+        if self._dim is None:
+            return False
+        self._sync_prefilter()
+        count = self.vector_count()
+        built_for = int(self._meta("prefilter_size") or 0)
+        if (self._prefilter is None and count >= minimum) or (
+            self._prefilter is not None and count >= _REBUILD_GROWTH * max(built_for, minimum)
+        ):
             self.build_prefilter()
-        return self._centre is not None
+        return self._prefilter is not None
 
     def maintenance(self) -> dict[str, object]:
         """Integrity check, then rebuild the vector tables and VACUUM to give back the space deletions left."""
@@ -496,7 +621,7 @@ class Store:
                 for item_id, blob, kind in rows:
                     self._db.execute("INSERT INTO item_vectors(item_id, embedding, kind) VALUES (?, ?, ?)",
                                      (item_id, blob, kind))
-            if self._centre is not None:
+            if self._prefilter is not None:
                 self.build_prefilter()
         self._db.execute("VACUUM")
         self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # VACUUM's pages sit in the WAL until then
@@ -522,7 +647,8 @@ class Store:
     ) -> list[tuple[int, float]]:
         """The ``k`` nearest items by cosine similarity, best first: (item id, similarity).
 
-        Exact brute force until the prefilter exists (large indexes), then bits + exact rescore unless ``exact``.
+        Exact brute force until the prefilter exists (large indexes), then cells + bits + exact rescore unless
+        ``exact``.
         """
         if self._dim is None or k < 1:
             return []
@@ -530,23 +656,34 @@ class Store:
         wanted = [kind.value for kind in kinds] if kinds else []
         kind_sql = f" AND kind IN ({', '.join('?' * len(wanted))})" if wanted else ""
         k = min(k, 4096)  # sqlite-vec's ceiling for k
-        if self._centre is not None and not exact:
-            return self._prefiltered(vector, k, wanted, kind_sql)
-        sql = "SELECT item_id, distance FROM item_vectors WHERE embedding MATCH ? AND k = ?" + kind_sql
-        rows = self._db.execute(sql + " ORDER BY distance", [vector.tobytes(), k, *wanted])
+        with self._db:  # one read snapshot: a rebuild committed meanwhile is seen whole or not at all
+            self._sync_prefilter()
+            if self._prefilter is not None and not exact:
+                return self._prefiltered(self._prefilter, vector, k, wanted, kind_sql)
+            sql = "SELECT item_id, distance FROM item_vectors WHERE embedding MATCH ? AND k = ?" + kind_sql
+            rows = self._db.execute(sql + " ORDER BY distance", [vector.tobytes(), k, *wanted]).fetchall()
         return [(int(i), 1.0 - float(d)) for i, d in rows]
 
-    def _prefiltered(self, vector: np.ndarray, k: int, wanted: list[str], kind_sql: str) -> list[tuple[int, float]]:
-        """Hamming candidates from the sign bits, rescored exactly (cosine) with their float vectors."""
-        assert self._centre is not None
-        bits = _bits(vector, self._centre)[0].tobytes()
-        pool = min(4096, k * PREFILTER_OVERSAMPLE)
-        sql = "SELECT item_id, vector FROM item_bits WHERE embedding MATCH vec_bit(?) AND k = ?" + kind_sql
-        rows = self._db.execute(sql, [bits, pool, *wanted]).fetchall()
+    def _prefiltered(
+        self, prefilter: _Prefilter, vector: np.ndarray, k: int, wanted: list[str], kind_sql: str
+    ) -> list[tuple[int, float]]:
+        """Hamming candidates from the sign bits of the nearest cells, rescored exactly (cosine) in float16."""
+        cells = ann.probe(vector, prefilter.centre, prefilter.centroids)
+        bits = ann.sign_bits(vector, prefilter.centre)[0].tobytes()
+        pool = min(4096, max(PREFILTER_POOL, k * PREFILTER_PER_HIT))
+        # A vtab constraint `cell IN (…)` runs one KNN per cell (each returns up to `pool`); merged here.
+        sql = (f"SELECT item_id, distance FROM item_bits WHERE embedding MATCH vec_bit(?) AND k = ? "
+               f"AND cell IN ({', '.join('?' * len(cells))})" + kind_sql)
+        rows = sorted(self._db.execute(sql, [bits, pool, *cells, *wanted]), key=lambda r: r[1])[:pool]
         if not rows:
             return []
-        ids = [int(r[0]) for r in rows]
-        matrix = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float16).reshape(len(ids), -1).astype(np.float32)
+        halves = self._db.execute(
+            f"SELECT item_id, vector FROM item_half WHERE item_id IN ({', '.join('?' * len(rows))})",
+            [r[0] for r in rows],
+        ).fetchall()
+        ids = [int(r[0]) for r in halves]
+        matrix = np.frombuffer(b"".join(r[1] for r in halves), dtype=np.float16).reshape(len(ids), -1)
+        matrix = matrix.astype(np.float32)
         sims = matrix @ vector / (np.linalg.norm(matrix, axis=1) * np.linalg.norm(vector) + 1e-12)
         order = np.argsort(-sims, kind="stable")[:k]
         return [(ids[i], float(sims[i])) for i in order]
