@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from freeret_tui.engine.models import Pooling
-from freeret_tui.engine.prompts import Framing, Side
+from freeret_tui.engine.prompts import Framing, Side, rerank_prompt
 from freeret_tui.engine.types import Content, Kind
 
 from conftest import SAMPLES
@@ -99,6 +99,29 @@ def test_rerank_scores_text_and_image_candidates_from_last_position_only(tiny_mo
     np.testing.assert_allclose(probs, one_by_one, atol=1e-4)
     yesno = tiny_model.rerank(Content("cat"), candidates, Framing.YESNO)
     assert not np.allclose(probs, yesno, atol=1e-4)
+
+
+def test_rerank_runs_the_query_part_once_on_cpu(tiny_model) -> None:
+    """Text candidates: one forward for the prompt's start up to the candidate, kept for the next call with the
+    same query; then each candidate's own tokens only. Scores equal those of each full prompt run alone."""
+    tiny_model._query_prefix = None
+    lengths: list[int] = []
+    handle = tiny_model._model.get_input_embeddings().register_forward_hook(
+        lambda _m, args, _out: lengths.append(int(args[0].shape[-1]))
+    )
+    query = Content("cat")
+    candidates = [Content("a tabby cat asleep"), Content("stock prices fell"), Content("a cat")]
+    try:
+        probs = tiny_model.rerank(query, candidates[:2], Framing.MC)
+        probs += tiny_model.rerank(query, candidates[2:], Framing.MC)  # the next batch of the same search
+    finally:
+        handle.remove()
+    prompts = [rerank_prompt(query, c, Framing.MC) for c in candidates]
+    full = [len(tiny_model._inputs([p])["input_ids"][0]) for p in prompts]
+    assert len(lengths) == 4 and lengths[0] > 0
+    assert lengths[1:] == [n - lengths[0] for n in full]
+    options = [tiny_model._first_token_id(t) for t in ("A", "B")]
+    np.testing.assert_allclose(probs, [tiny_model._score([p], options)[0] for p in prompts], atol=1e-4)
 
 
 def test_generate_streams_and_stops_on_request(tiny_model) -> None:

@@ -101,12 +101,16 @@ def _describe(content: Content) -> str:
     return _clean(content.text)
 
 
+# Everything before it in a rerank prompt depends on the query only (models compute that part once per query).
+CANDIDATE_LABEL = "\nCandidate:"
+
+
 def rerank_prompt(query: Content, candidate: Content, framing: Framing) -> Turn:
     """The pairwise judgement prompt; the model scores the next token after it."""
     lines = [
         "Task: Determine whether the candidate matches the query.",
         f"Query: {_describe(query)}",
-        f"Candidate: {_describe(candidate)}",
+        f"{CANDIDATE_LABEL.lstrip()} {_describe(candidate)}",
     ]
     if framing is Framing.MC:
         lines += [

@@ -20,7 +20,16 @@ from freeret_tui.engine.extract import load_image
 from freeret_tui.engine.models.base import Pooling
 from freeret_tui.engine.models.families import pre_mlp_module_name
 from freeret_tui.engine.models.presets import ModelSource
-from freeret_tui.engine.prompts import IMAGE_MARK, Framing, Side, Turn, answer_tokens, embedding_prompt, rerank_prompt
+from freeret_tui.engine.prompts import (
+    CANDIDATE_LABEL,
+    IMAGE_MARK,
+    Framing,
+    Side,
+    Turn,
+    answer_tokens,
+    embedding_prompt,
+    rerank_prompt,
+)
 from freeret_tui.engine.types import Content, Kind
 from freeret_tui.errors import ModelLoadError, UnsupportedInputError
 
@@ -153,6 +162,8 @@ class HFModel:
         self._last_layer = layer
         self._pre_mlp = getattr(layer, pre_mlp_module_name(text_config.model_type))
         self.dim = int(text_config.hidden_size)
+        # The key/value cache of the last rerank query's prompt start: (its token ids, the cache).
+        self._query_prefix: tuple[tuple[int, ...], Any] | None = None
 
     # -- prompts to tensors ---------------------------------------------------------------------------------
 
@@ -192,6 +203,10 @@ class HFModel:
         else:
             enc = self._tok(texts, padding=True, return_tensors="pt", add_special_tokens=False)
         return enc.to(self.device)
+
+    def prompt_token_ids(self, turn: Turn) -> list[int]:
+        """The tokens the model reads for a text-only turn (benchmarks count costs with them)."""
+        return list(self._tok(self._render(turn), add_special_tokens=False)["input_ids"])
 
     def _batches(self, turns: Sequence[Turn]) -> Iterator[list[int]]:
         """Indices in batches of similar length, text and image prompts apart (less padding, simpler inputs)."""
@@ -256,19 +271,60 @@ class HFModel:
         return int(self._tok.encode(text, add_special_tokens=False)[0])
 
     def rerank(self, query: Content, candidates: Sequence[Content], framing: Framing = Framing.MC) -> list[float]:
-        torch = self._torch
         option_ids = [self._first_token_id(t) for t in answer_tokens(framing)]
         turns = [rerank_prompt(query, c, framing) for c in candidates]
         probs = [0.0] * len(turns)
-        for batch in self._batches(turns):
-            enc = self._inputs([turns[i] for i in batch])
-            with torch.inference_mode():
-                # logits_to_keep=1: the LM head runs on the answer position only, not the whole prompt.
-                logits = self._model(**enc, use_cache=False, logits_to_keep=1).logits[:, -1, :]
-            p = torch.softmax(logits[:, option_ids].float(), dim=-1)[:, 0]
-            for i, value in zip(batch, p.tolist(), strict=True):
-                probs[i] = float(value)
+        rest = list(range(len(turns)))
+        if self.device == "cpu":
+            # On a CPU every token costs the same batched or not, so the prompt's start up to the candidate (chat
+            # template, task line, query) runs once per query, kept between calls, and each candidate runs only
+            # its own tokens (benchmarks/rerank_cost.py).
+            text_only = [i for i in rest if not turns[i].images]
+            for i in text_only:
+                probs[i] = self._score_after_query_prefix(turns[i], option_ids)
+            rest = [i for i in rest if turns[i].images]
+        for batch in self._batches([turns[i] for i in rest]):
+            for i, p in zip(batch, self._score([turns[rest[j]] for j in batch], option_ids), strict=True):
+                probs[rest[i]] = p
         return probs
+
+    def _score(self, turns: Sequence[Turn], option_ids: list[int]) -> list[float]:
+        """P(first option) at the last position of each prompt, in one padded batch."""
+        torch = self._torch
+        enc = self._inputs(turns)
+        with torch.inference_mode():
+            # logits_to_keep=1: the LM head runs on the answer position only, not the whole prompt.
+            logits = self._model(**enc, use_cache=False, logits_to_keep=1).logits[:, -1, :]
+        return torch.softmax(logits[:, option_ids].float(), dim=-1)[:, 0].tolist()
+
+    def _score_after_query_prefix(self, turn: Turn, option_ids: list[int]) -> float:
+        """``_score`` of one text-only rerank prompt, running only the tokens after the query's part when that
+        part's key/value cache is at hand (copied per candidate: a few MB), else computing and keeping it."""
+        import copy
+        import inspect
+
+        torch = self._torch
+        text = self._render(turn)
+        enc = self._tok(text, add_special_tokens=False, return_offsets_mapping=True)
+        ids, offsets = list(enc["input_ids"]), enc["offset_mapping"]
+        label = text.find(CANDIDATE_LABEL)
+        # The tokens wholly before the end of the candidate's label; the last token always runs (it is scored).
+        end = label + len(CANDIDATE_LABEL)
+        shared = min(sum(1 for _, stop in offsets if stop <= end), len(ids) - 1)
+        if label < 0 or shared < 1:
+            return self._score([turn], option_ids)[0]
+        # transformers 5.x renames `past_key_values` to `cache` (the old name goes in 5.40).
+        name = "cache" if "cache" in inspect.signature(self._model.forward).parameters else "past_key_values"
+        key = tuple(ids[:shared])
+        with torch.inference_mode():
+            if self._query_prefix is None or self._query_prefix[0] != key:
+                prefix = torch.tensor([ids[:shared]], device=self.device)
+                out = self._model(input_ids=prefix, use_cache=True, logits_to_keep=1)
+                self._query_prefix = (key, getattr(out, name))
+            tail = torch.tensor([ids[shared:]], device=self.device)
+            cache = copy.deepcopy(self._query_prefix[1])
+            logits = self._model(input_ids=tail, use_cache=True, logits_to_keep=1, **{name: cache}).logits[:, -1, :]
+        return float(torch.softmax(logits[:, option_ids].float(), dim=-1)[0, 0])
 
     # -- answers --------------------------------------------------------------------------------------------
 
