@@ -134,7 +134,8 @@ def run_tui(argv: list[str]) -> int:
         settings = _settings(args)
         from freeret_tui.tui.app import create_app
 
-        app = create_app(args.folders, settings, image_mode=args.image_mode, start_daemon=not args.no_daemon)
+        app = create_app(args.folders, settings, image_mode=args.image_mode, start_daemon=not args.no_daemon,
+                         named_model=args.model)
     except UsageError as err:
         print(f"freeret-tui: error: {err}", file=sys.stderr)
         return 2
@@ -207,7 +208,6 @@ def cmd_index(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _search(args: argparse.Namespace, settings: Settings, text: str) -> tuple[Any, Any, Any]:
-    from freeret_tui.engine.models.presets import resolve
     from freeret_tui.engine.search import Query, Searcher, SearchOptions
 
     if args.image is not None and not args.image.is_file():
@@ -215,10 +215,7 @@ def _search(args: argparse.Namespace, settings: Settings, text: str) -> tuple[An
     store = _open_store()
     if store.model_name is None:
         raise UsageError("the index is empty: run `freeret-tui index FOLDER…` first")
-    if args.model is None and store.model_name != settings.model:
-        settings = settings.with_overrides({"model": store.model_name})  # the model the index was built with
-    if settings.rerank is None:
-        settings = settings.with_overrides({"rerank": resolve(settings.model).rerank_useful})
+    settings = settings.for_index(store.model_name, args.model)
     needs_model = settings.mode != "lexical" or settings.rerank or args.command == "ask"
     model = _load_model(settings) if needs_model else None
     if model is not None:

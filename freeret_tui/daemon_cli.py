@@ -63,8 +63,7 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     try:
         store = Store.in_dir(directory)
         roots = _roots(args, store)
-        if args.model is None and store.model_name is not None:
-            settings = settings.with_overrides({"model": store.model_name})  # keep the index's model
+        settings = settings.for_index(store.model_name, args.model)
         if args.nice:
             os.nice(args.nice)
         _log(f"daemon pid {os.getpid()} watching {', '.join(map(str, roots))}; loading model {settings.model}")

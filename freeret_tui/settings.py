@@ -74,6 +74,19 @@ class Settings:
         """A copy with every non-None value applied (how CLI flags land on top)."""
         return replace(self, **{k: v for k, v in values.items() if v is not None})
 
+    def for_index(self, index_model: str | None, named: str | None) -> Settings:
+        """The settings to search or grow an index built with ``index_model`` (None: a new index): the model named
+        on the command line (``named``) if any, else the index's own model (another model's vectors could not be
+        searched with it), else the configured one; then rerank, if not set, as that model's preset advises."""
+        from freeret_tui.engine.models.presets import resolve
+
+        settings = self
+        if named is None and index_model is not None:
+            settings = settings.with_overrides({"model": index_model})
+        if settings.rerank is None:
+            settings = settings.with_overrides({"rerank": resolve(settings.model).rerank_useful})
+        return settings
+
 
 def _coerce(name: str, raw: str, default: Any) -> Any:
     if isinstance(default, bool) or name == "rerank":

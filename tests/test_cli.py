@@ -70,3 +70,18 @@ def test_uncached_hub_model_offline_names_the_model_and_the_switch() -> None:
     with pytest.raises(ModelLoadError) as err:
         load_model("someone/some-vlm", device="cpu")
     assert "someone/some-vlm" in str(err.value) and "HF_HUB_OFFLINE" in str(err.value)
+
+
+def test_one_rule_picks_the_model_for_an_index(tmp_path: Path) -> None:
+    """CLI search, the daemon and the TUI all go through ``Settings.for_index``: the model named on the command
+    line wins, else the index's own model (even over config.toml), else the configured one; rerank then defaults
+    to what the chosen model's preset says."""
+    from freeret_tui.settings import load_settings
+
+    configured = load_settings({"model": "smollm2"})  # as if config.toml named it
+    assert configured.for_index("default", None).model == "default"  # the index's model, not the config's
+    assert configured.for_index("default", None).rerank is True  # Qwen2-VL reranks usefully
+    assert configured.for_index(None, None).model == "smollm2"  # a new index: the configured model
+    assert configured.for_index(None, None).rerank is False  # SmolLM2 reranks at chance
+    assert configured.for_index("default", "smollm2").model == "smollm2"  # named on the command line
+    assert load_settings({"rerank": True}).for_index(None, None).rerank is True  # an explicit choice stays

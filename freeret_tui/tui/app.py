@@ -64,17 +64,20 @@ def create_app(
     opener: Opener = system_opener,
     image_mode: str = "auto",
     start_daemon: bool = True,
+    named_model: str | None = None,
 ) -> FreeretApp:
-    """The app for ``folders`` (watched by a daemon in this process unless one already runs)."""
-    from freeret_tui.engine.models.presets import resolve
+    """The app for ``folders`` (watched by a daemon in this process unless one already runs). ``named_model``: the
+    model named on the command line, which wins over the one the index was built with."""
+    from freeret_tui.engine.store import Store
 
     missing = [str(f) for f in folders if not f.expanduser().is_dir()]
     if missing:
         raise UsageError(f"not a folder: {', '.join(missing)}")
     if image_mode not in IMAGE_MODES:
         raise UsageError(f"image mode must be one of {', '.join(IMAGE_MODES)}")
-    if settings.rerank is None:
-        settings = settings.with_overrides({"rerank": resolve(settings.model).rerank_useful})
     directory = data_dir()
+    index = Store.in_dir(directory)
+    settings = settings.for_index(index.model_name, named_model)
+    index.close()
     backend = Backend(settings, [f.expanduser().resolve() for f in folders], directory, opener, start_daemon)
     return FreeretApp(backend, image_mode, keymap_from_config(directory))

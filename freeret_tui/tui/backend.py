@@ -175,12 +175,6 @@ class Backend:
             store = self._local.store = Store.in_dir(self.data_dir)
         return store
 
-    @property
-    def model_name(self) -> str:
-        if self.settings.model == "default" and self.store.model_name:
-            return self.store.model_name  # the model the index was built with
-        return self.settings.model
-
     def needs_model(self) -> bool:
         """Whether this session loads the model: dense/hybrid search, rerank, or indexing the folders."""
         s = self.settings
@@ -198,7 +192,7 @@ class Backend:
         from freeret_tui.engine.models import load_model
 
         s = self.settings
-        model = load_model(self.model_name, s.device, s.batch_size, s.max_new_tokens, s.dtype)
+        model = load_model(s.model, s.device, s.batch_size, s.max_new_tokens, s.dtype)
         self.store.bind_model(model.name, model.dim)  # refuses an index built by another model, with the reason
         self.model = _SharedModel(model)
         return self.model

@@ -107,7 +107,7 @@ class SearchScreen(Screen):
         self.refresh_status()
         self.set_interval(1.0, self.refresh_status)
         if self.backend.needs_model():
-            self.model_note = f"model: loading {self.backend.model_name}…"
+            self.model_note = f"model: loading {self.backend.settings.model}…"
             # After the first paint: importing torch in a worker holds the GIL for seconds and delayed the paint
             # from 0.8 s to 1.2 s (benchmarks/cold_start.py).
             self.call_after_refresh(self.load_model)
