@@ -15,6 +15,7 @@ draws from a subtopic. Topics larger than the prefilter's candidate pool (200) m
 find the right 10 among ~1000 members of the same topic.
 
     python benchmarks/stage1_latency.py [--sizes 1000,10000,100000,1000000] [--model smollm2] [--plot F.png]
+        [--mix 1.0] [--probes N] [--assignments N]
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
+from freeret_tui.engine import ann
 from freeret_tui.engine import store as store_module
 from freeret_tui.engine.store import Store
 from freeret_tui.engine.types import Chunk, Kind
@@ -37,15 +39,21 @@ PER_FILE = 1000  # vectors written per put_file call (one "file" of many chunks 
 
 
 def synthetic(n: int, dim: int, rng: np.random.Generator, common: np.ndarray, topics: np.ndarray,
-              subtopics: np.ndarray) -> np.ndarray:
-    """Draws around random subtopics; subtopic s belongs to topic s % len(topics). Built in float32 blocks: at
-    1M x 1536 the float64 temporaries alone would need ~36 GB."""
+              subtopics: np.ndarray, mix: float = 0.0) -> np.ndarray:
+    """Draws around random subtopics; subtopic s belongs to topic s % len(topics). With ``mix``, each draw also
+    leans towards a second, random topic by a weight drawn from [0, mix) (items about two things), which blurs
+    the clusters that the prefilter's cells follow. Built in float32 blocks: at 1M x 1536 the float64
+    temporaries alone would need ~36 GB."""
     out = np.empty((n, dim), dtype=np.float32)
     for start in range(0, n, 20_000):
         m = min(20_000, n - start)
         labels = rng.integers(0, len(subtopics), m)
         out[start : start + m] = common + topics[labels % len(topics)] + 0.7 * subtopics[labels]
         out[start : start + m] += 0.5 * rng.standard_normal((m, dim), dtype=np.float32)
+        if mix:  # drawn only then, so that the default data stay the same draw for draw
+            lean = mix * rng.random((m, 1), dtype=np.float32)
+            other = topics[rng.integers(0, len(topics), m)]
+            out[start : start + m] += lean * (other - topics[labels % len(topics)])
     return out
 
 
@@ -75,13 +83,13 @@ def build(path: Path, vectors: np.ndarray) -> tuple[Store, float]:
     return store, time.perf_counter() - start
 
 
-def run_size(n: int, dim: int, n_queries: int, topic_size: int, seed: int) -> dict[str, object]:
+def run_size(n: int, dim: int, n_queries: int, topic_size: int, seed: int, mix: float) -> dict[str, object]:
     rng = np.random.default_rng(seed)
     common = 3.0 * rng.standard_normal(dim, dtype=np.float32)
     topics = rng.standard_normal((max(n // topic_size, 2), dim), dtype=np.float32)
     subtopics = rng.standard_normal((max(n // 10, 2), dim), dtype=np.float32)
-    vectors = synthetic(n, dim, rng, common, topics, subtopics)
-    queries = synthetic(n_queries, dim, rng, common, topics, subtopics)
+    vectors = synthetic(n, dim, rng, common, topics, subtopics, mix)
+    queries = synthetic(n_queries, dim, rng, common, topics, subtopics, mix)
     with tempfile.TemporaryDirectory() as tmp:
         store, insert_s = build(Path(tmp) / "index.db", vectors)
         searches: dict[int, dict[str, object]] = {}
@@ -172,14 +180,21 @@ def main() -> None:
     parser.add_argument("--model", help="also time query embedding with this model (e.g. smollm2)")
     parser.add_argument("--plot", type=Path, default=Path(__file__).with_name("stage1_latency.png"))
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--probes", type=int, default=ann.PROBES, help="cells a query reads (default: the index's)")
+    parser.add_argument("--assignments", type=int, default=ann.ASSIGNMENTS,
+                        help="cells each vector is filed in (default: the index's)")
+    parser.add_argument("--mix", type=float, default=0.0,
+                        help="lean of each vector towards a second random topic, drawn from [0, MIX)")
     parser.add_argument("--pool", type=int, default=store_module.PREFILTER_POOL,
                         help="Hamming candidates rescored (default: the index's own)")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     store_module.PREFILTER_POOL = args.pool  # read at query time by Store.dense
-    results = [run_size(n, args.dim, args.queries, args.topic_size, args.seed) for n in sizes]
+    ann.PROBES, ann.ASSIGNMENTS = args.probes, args.assignments  # read by the prefilter build and queries
+    results = [run_size(n, args.dim, args.queries, args.topic_size, args.seed, args.mix) for n in sizes]
     report: dict[str, object] = {"dim": args.dim, "queries": args.queries, "topic_size": args.topic_size,
-                                 "prefilter_pool": args.pool, "sizes": results}
+                                 "prefilter_pool": args.pool, "probes": args.probes,
+                                 "assignments": args.assignments, "mix": args.mix, "sizes": results}
     if args.model:
         report["query_embedding"] = embed_times(args.model, args.queries)
     plot(results, args.plot)

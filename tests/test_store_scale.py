@@ -49,7 +49,7 @@ def test_cells_follow_clusters() -> None:
     vectors = (centres[labels] + 0.3 * rng.standard_normal((2000, DIM))).astype(np.float32)
     centre = vectors.mean(axis=0)
     centroids = ann.train_cells(vectors, centre, 8)
-    cells = ann.assign(vectors, centre, centroids)
+    cells = ann.assign(vectors, centre, centroids)[:, 0]  # the nearest of its cells
     # Each cluster lands in one cell, and a query near a cluster probes that cell first.
     assert all(len(set(cells[labels == c])) == 1 for c in range(8))
     assert len(set(cells)) == 8
@@ -107,6 +107,16 @@ def test_prefilter_rebuilt_as_the_index_grows(tmp_path: Path) -> None:
     exact = [[i for i, _ in writer.dense(q, 10, exact=True)] for q in queries]
     assert np.mean([len(set(a) & set(b)) / 10 for a, b in zip(exact, fast, strict=True)]) >= 0.95
     assert before != fast[0]  # the new vectors are among the neighbours now
+
+    def entries() -> int:
+        return int(writer._db.execute("SELECT COUNT(*) FROM item_bits").fetchone()[0])
+
+    # Each vector is filed in its two nearest cells, by the build and by later inserts; removal takes both.
+    path = Path("/data/late.txt")
+    writer.put_file(path, Path("/data"), 1, 0.0, "e" * 64, [Chunk(path, Kind.TEXT, "late")], more[:1])
+    assert entries() == 2 * writer.vector_count()
+    writer.remove_file(path)
+    assert entries() == 2 * writer.vector_count() == 2 * 2500
 
 
 def test_maintenance_gives_space_back_and_keeps_search_right(tmp_path: Path, capsys) -> None:

@@ -4,7 +4,8 @@ keeps what this computes).
 Two quantisers, used one after the other on large indexes:
 
 - **cells** (an inverted file): spherical k-means centroids of the mean-centred vectors split the index into
-  cells of about ``CELL_SIZE`` vectors; a query looks only in the cells of its ``probes`` nearest centroids.
+  cells; each vector is filed in its ``ASSIGNMENTS`` nearest cells, and a query looks only in the cells of its
+  ``PROBES`` nearest centroids.
 - **sign bits**: one bit per dimension of the centred vector; Hamming distance between bit vectors ranks the
   vectors of those cells cheaply, and the best few are rescored exactly with their float vectors.
 
@@ -16,12 +17,17 @@ from __future__ import annotations
 
 import numpy as np
 
-# Vectors per cell, and the size of sqlite-vec's storage chunks, so that a cell is about one chunk.
+# Vectors whose nearest cell it is, per cell. With two assignments a cell holds about twice that many entries,
+# which is the size of sqlite-vec's storage chunks, so that a cell is about one chunk.
 CELL_SIZE = 1024
-# Cells scanned per query. Measured at 1M 1536-d vectors (~1000 cells) on 2 cores: 8 cells 12.5 ms, 16 cells
-# 19.7 ms, recall@10 0.97 either way on clustered synthetic vectors (benchmarks/stage1_latency.py). sqlite-vec's
-# top-k selection costs grow with k x vectors scanned, so each extra cell costs ~0.4-0.8 ms.
-PROBES = 8
+# Cells each vector is filed in. An item about two things sits between clusters; filed only in its nearest
+# cell, its neighbours often sit in another. Measured through the store at 100k with items leaning towards a
+# second random topic (benchmarks/stage1_latency.py --mix 1.0, 30 queries): recall@10 0.74 filed once with 8
+# probes (8.5 ms), 0.88-0.90 filed twice with 4 probes (10-11 ms) — the same number of entries scanned. On clustered
+# vectors (25k) both gave 0.95-0.96.
+ASSIGNMENTS = 2
+# Cells scanned per query: 4 x ~2048 entries. sqlite-vec's top-k selection cost grows with the entries scanned.
+PROBES = 4
 # Training vectors per centroid for k-means (more buys little: the centroids only route queries).
 _TRAIN_PER_CELL = 32
 _ITERATIONS = 8
@@ -82,8 +88,17 @@ def _nearest(points: np.ndarray, centroids: np.ndarray) -> np.ndarray:
 
 
 def assign(vectors: np.ndarray, centre: np.ndarray, centroids: np.ndarray) -> np.ndarray:
-    """The cell of each vector: its nearest centroid by cosine, after centring."""
-    return _nearest(np.atleast_2d(np.asarray(vectors, dtype=np.float32)) - centre, centroids)
+    """The cells of each vector, nearest first: its ``ASSIGNMENTS`` nearest centroids by cosine, after centring;
+    (n, ASSIGNMENTS), or (n, 1) while there is a single cell."""
+    points = np.atleast_2d(np.asarray(vectors, dtype=np.float32)) - centre
+    width = min(ASSIGNMENTS, len(centroids))
+    cells = np.empty((len(points), width), dtype=np.int64)
+    for start in range(0, len(points), _BLOCK):
+        scores = points[start : start + _BLOCK] @ centroids.T
+        best = np.argpartition(-scores, width - 1, axis=1)[:, :width]
+        order = np.argsort(-np.take_along_axis(scores, best, axis=1), axis=1)
+        cells[start : start + _BLOCK] = np.take_along_axis(best, order, axis=1)
+    return cells
 
 
 def probe(query: np.ndarray, centre: np.ndarray, centroids: np.ndarray, probes: int = PROBES) -> list[int]:

@@ -11,8 +11,8 @@ that stores its result, so a killed daemon loses nothing), ``roots`` (watched fo
 (vectors of removed files, kept a while so a moved or renamed file is recognised by its content hash and not
 embedded again), ``item_half`` (a float16 copy of each vector in a plain table, fast to read in bulk or by id)
 and, once the index is large, the prefilter (engine/ann.py computes it): ``bit_cells`` (k-means centroids) and
-``item_bits`` (vec0 of sign bits partitioned by cell, so a query reads only the cells nearest to it), whose
-Hamming candidates are rescored exactly with ``item_half``.
+``item_bits`` (vec0 of sign bits partitioned by cell, each vector filed in its two nearest cells, so a query
+reads only the cells nearest to it), whose Hamming candidates are rescored exactly with ``item_half``.
 """
 
 from __future__ import annotations
@@ -106,6 +106,8 @@ PREFILTER_PER_HIT = 4
 # grow with the index, and each query's scan with them.
 _REBUILD_GROWTH = 2
 _BUILD_BATCH = 4096  # vectors read, quantised and written per step of a prefilter build
+# What an index's prefilter tables look like; one built another way is rebuilt by the next ensure_prefilter.
+_LAYOUT = "cells-v2"
 
 
 @dataclass(frozen=True)
@@ -116,6 +118,7 @@ class _Prefilter:
     version: str
     centre: np.ndarray
     centroids: np.ndarray
+    assignments: int  # entries per vector in item_bits: entry = item id x assignments + slot
 
 
 @dataclass(frozen=True)
@@ -285,7 +288,9 @@ class Store:
             self._db.execute("DELETE FROM item_vectors WHERE item_id = ?", (item_id,))
             self._db.execute("DELETE FROM item_half WHERE item_id = ?", (item_id,))
             if self._prefilter is not None:
-                self._db.execute("DELETE FROM item_bits WHERE item_id = ?", (item_id,))
+                first = item_id * self._prefilter.assignments
+                self._db.execute("DELETE FROM item_bits WHERE entry BETWEEN ? AND ?",
+                                 (first, first + self._prefilter.assignments - 1))
         self._db.execute("DELETE FROM items WHERE file_id = ?", (file_id,))
 
     def _upsert_file(self, path: Path, root: Path, kind: str | None, size: int, mtime: float, **extra: object) -> int:
@@ -357,14 +362,17 @@ class Store:
             "INSERT INTO item_vectors(item_id, embedding, kind) VALUES (?, ?, ?)", (item_id, vector.tobytes(), kind)
         )
         self._insert_half(item_id, vector)
-        if self._prefilter is not None:
-            cell = int(ann.assign(vector, self._prefilter.centre, self._prefilter.centroids)[0])
-            self._insert_bits(item_id, cell, ann.sign_bits(vector, self._prefilter.centre)[0], kind)
+        prefilter = self._prefilter
+        if prefilter is not None:
+            bits = ann.sign_bits(vector, prefilter.centre)[0]
+            cells = ann.assign(vector, prefilter.centre, prefilter.centroids)[0][: prefilter.assignments]
+            for slot, cell in enumerate(cells):
+                self._insert_bits(item_id * prefilter.assignments + slot, int(cell), bits, kind)
 
-    def _insert_bits(self, item_id: int, cell: int, bits: np.ndarray, kind: str) -> None:
+    def _insert_bits(self, entry: int, cell: int, bits: np.ndarray, kind: str) -> None:
         self._db.execute(
-            "INSERT INTO item_bits(item_id, cell, embedding, kind) VALUES (?, ?, vec_bit(?), ?)",
-            (item_id, cell, bits.tobytes(), kind),
+            "INSERT INTO item_bits(entry, cell, embedding, kind) VALUES (?, ?, vec_bit(?), ?)",
+            (entry, cell, bits.tobytes(), kind),
         )
 
     def _insert_half(self, item_id: int, vector: np.ndarray) -> None:
@@ -482,15 +490,15 @@ class Store:
         """Load the prefilter's centre and centroids if they are not the ones in the database (first open, or
         another process built or rebuilt it since). One meta read when nothing changed."""
         version = self._meta("prefilter_version")
-        if version is None:
-            self._prefilter = None
+        if version is None or self._meta("prefilter_layout") != _LAYOUT:
+            self._prefilter = None  # none yet, or an older layout that the next ensure_prefilter replaces
             return
         if self._prefilter is not None and self._prefilter.version == version:
             return
         centre = np.frombuffer(bytes.fromhex(self._meta("bit_centre") or ""), dtype=np.float32)
         blobs = [b for (b,) in self._db.execute("SELECT centroid FROM bit_cells ORDER BY cell")]
         centroids = np.frombuffer(b"".join(blobs), dtype=np.float32).reshape(len(blobs), -1)
-        self._prefilter = _Prefilter(version, centre, centroids)
+        self._prefilter = _Prefilter(version, centre, centroids, int(self._meta("prefilter_assignments") or 1))
 
     @property
     def prefilter_cells(self) -> int:
@@ -501,7 +509,7 @@ class Store:
     def _drop_prefilter(self) -> None:
         for table in ("item_bits", "bit_cells"):
             self._db.execute(f"DROP TABLE IF EXISTS {table}")
-        self._db.execute("DELETE FROM meta WHERE key IN ('prefilter_version', 'prefilter_size', 'bit_centre')")
+        self._db.execute("DELETE FROM meta WHERE key LIKE 'prefilter_%' OR key = 'bit_centre'")
 
     def build_prefilter(self) -> None:
         """(Re)build the prefilter: centre = mean of a sample, cells = k-means of that sample, then every vector's
@@ -524,8 +532,8 @@ class Store:
             del sample
             self._drop_prefilter()
             self._db.execute(
-                f"CREATE VIRTUAL TABLE item_bits USING vec0(item_id INTEGER PRIMARY KEY, cell INTEGER PARTITION KEY, "
-                f"embedding bit[{int(self._dim)}], kind TEXT, chunk_size={ann.CELL_SIZE})"
+                f"CREATE VIRTUAL TABLE item_bits USING vec0(entry INTEGER PRIMARY KEY, cell INTEGER PARTITION KEY, "
+                f"embedding bit[{int(self._dim)}], kind TEXT, chunk_size={ann.CELL_SIZE * ann.ASSIGNMENTS})"
             )
             self._index_cells()
             self._db.execute("CREATE TABLE bit_cells (cell INTEGER PRIMARY KEY, centroid BLOB NOT NULL)")
@@ -546,14 +554,18 @@ class Store:
                 kinds += [r[1] for r in batch]
                 cells.append(ann.assign(vectors, centre, centroids))
                 bits.append(ann.sign_bits(vectors, centre))
+            width = min(ann.ASSIGNMENTS, len(centroids))
             if ids:
-                all_cells = np.concatenate(cells)
+                all_cells = np.concatenate(cells).ravel()  # entry e: vector e // width, its slot e % width
                 all_bits = np.concatenate(bits)
-                for i in np.argsort(all_cells, kind="stable"):
-                    self._insert_bits(ids[i], int(all_cells[i]), all_bits[i], kinds[i])
+                for e in np.argsort(all_cells, kind="stable"):
+                    item = int(e) // width
+                    entry = ids[item] * width + int(e) % width
+                    self._insert_bits(entry, int(all_cells[e]), all_bits[item], kinds[item])
             # A fresh version each build (a counter would restart after `reset` and fool a reader holding the old).
             for key, value in (("bit_centre", centre.astype(np.float32).tobytes().hex()),
-                               ("prefilter_size", str(count)), ("prefilter_version", str(time.time_ns()))):
+                               ("prefilter_size", str(count)), ("prefilter_assignments", str(width)),
+                               ("prefilter_layout", _LAYOUT), ("prefilter_version", str(time.time_ns()))):
                 self.set_meta(key, value)
             self._sync_prefilter()
 
@@ -671,15 +683,17 @@ class Store:
         cells = ann.probe(vector, prefilter.centre, prefilter.centroids)
         bits = ann.sign_bits(vector, prefilter.centre)[0].tobytes()
         pool = min(4096, max(PREFILTER_POOL, k * PREFILTER_PER_HIT))
-        # A vtab constraint `cell IN (…)` runs one KNN per cell (each returns up to `pool`); merged here.
-        sql = (f"SELECT item_id, distance FROM item_bits WHERE embedding MATCH vec_bit(?) AND k = ? "
+        # A vtab constraint `cell IN (…)` runs one KNN per cell (each returns up to `pool`); merged here, where a
+        # vector found through both of its cells counts once.
+        sql = (f"SELECT entry, distance FROM item_bits WHERE embedding MATCH vec_bit(?) AND k = ? "
                f"AND cell IN ({', '.join('?' * len(cells))})" + kind_sql)
-        rows = sorted(self._db.execute(sql, [bits, pool, *cells, *wanted]), key=lambda r: r[1])[:pool]
-        if not rows:
+        found = sorted(self._db.execute(sql, [bits, pool, *cells, *wanted]), key=lambda r: r[1])
+        candidates = list(dict.fromkeys(entry // prefilter.assignments for entry, _ in found))[:pool]
+        if not candidates:
             return []
         halves = self._db.execute(
-            f"SELECT item_id, vector FROM item_half WHERE item_id IN ({', '.join('?' * len(rows))})",
-            [r[0] for r in rows],
+            f"SELECT item_id, vector FROM item_half WHERE item_id IN ({', '.join('?' * len(candidates))})",
+            candidates,
         ).fetchall()
         ids = [int(r[0]) for r in halves]
         matrix = np.frombuffer(b"".join(r[1] for r in halves), dtype=np.float16).reshape(len(ids), -1)
