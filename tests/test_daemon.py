@@ -1,9 +1,11 @@
 """The watching daemon with the tiny random VLM: it converges to the filesystem, survives SIGKILL, keeps offline
-roots, refuses a second instance, and lets a reader search while it writes."""
+roots, refuses a second instance, scans soon after the kernel drops events, and lets a reader search while it
+writes."""
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import stat
@@ -18,6 +20,7 @@ import pytest
 
 import churn
 from freeret_tui.cli import main
+from freeret_tui.engine import daemon as daemon_module
 from freeret_tui.engine.daemon import Daemon, DaemonLock, DaemonRunning, holder_pid, read_status
 from freeret_tui.engine.store import Store
 from freeret_tui.settings import data_dir
@@ -237,3 +240,32 @@ def test_excluded_folders_come_from_the_config(roots: list[Path], idefics3) -> N
     while daemon.step():
         pass
     assert len(store.file_hashes()) == 3 and not any("drafts" in p for p in store.file_hashes())
+
+
+def test_an_inotify_overflow_brings_the_next_scan_forward(roots: list[Path], idefics3, monkeypatch) -> None:
+    """watchdog reports a kernel queue overflow only in its log; the daemon then scans soon (not at the next
+    periodic scan), which finds the changes whose events were lost."""
+    monkeypatch.setattr(daemon_module, "OVERFLOW_RESCAN_SECONDS", 0.2)
+    directory = data_dir()
+    daemon = Daemon(Store(directory / "index.db"), idefics3, roots, directory, debounce=0.2, rescan_seconds=3600)
+    ready = threading.Event()
+    thread = threading.Thread(target=daemon.run, kwargs={"ready": ready.set}, daemon=True)
+    thread.start()
+    assert ready.wait(60), "initial scan did not finish"
+    reader = Store(directory / "index.db")
+    try:
+        monkeypatch.setattr(daemon._inbox, "add", lambda *args, **kwargs: None)  # the events that get lost
+        lost = roots[1] / "lost.txt"
+        lost.write_text("Written while the kernel's event queue was full.\n")
+        time.sleep(1.0)
+        assert reader.file_row(lost) is None
+        logging.getLogger("watchdog.observers.inotify_c").warning("Inotify queue overflowed; filesystem events were lost")
+        deadline = time.time() + 30
+        while reader.file_row(lost) is None and time.time() < deadline:
+            time.sleep(0.2)
+        assert reader.file_row(lost) is not None
+    finally:
+        daemon.stop.set()
+        thread.join(30)
+        reader.close()
+    assert not any(isinstance(h, daemon_module._OverflowAlarm) for h in logging.getLogger("watchdog").handlers)
