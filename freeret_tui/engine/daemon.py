@@ -252,7 +252,6 @@ class Daemon:
         from watchdog.observers import Observer
 
         if self._observer is None:
-            logging.getLogger("watchdog").addHandler(self._alarm)
             self._observer = Observer()
             self._observer.daemon = True
             self._observer.start()
@@ -350,11 +349,12 @@ class Daemon:
         self.store.bind_model(self.model.name, self.model.dim)
         for root in self.roots:
             self.store.set_root(root, online=root.is_dir())
-        self.rescan()
-        if ready:
-            ready()
-        next_scan = time.time() + self.rescan_seconds
+        logging.getLogger("watchdog").addHandler(self._alarm)
         try:
+            self.rescan()
+            if ready:
+                ready()
+            next_scan = time.time() + self.rescan_seconds
             while not self.stop.is_set():
                 if self.paused.is_set():
                     self.stop.wait(0.2)
