@@ -5,13 +5,29 @@ from __future__ import annotations
 import importlib.util
 import os
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
 
 import tiny_models
 
-SAMPLES = Path(__file__).resolve().parents[1].parent / "shared" / "samples" / "photos"
+
+
+def _samples() -> Path:
+    """shared/samples/photos beside the checkout (the project's layout) or, for a fresh clone made elsewhere (a CI
+    check in a temp dir), beside the local repository it was cloned from."""
+    repo = Path(__file__).resolve().parents[1]
+    bases = [repo.parent]
+    origin = subprocess.run(["git", "-C", str(repo), "config", "--get", "remote.origin.url"],
+                            capture_output=True, text=True, check=False).stdout.strip()
+    if origin and "://" not in origin and ":" not in origin.split("/")[0]:  # a local path, not a URL
+        bases.append(Path(origin).resolve().parent)
+    found = [b / "shared" / "samples" / "photos" for b in bases if (b / "shared" / "samples" / "photos").is_dir()]
+    return found[0] if found else bases[0] / "shared" / "samples" / "photos"
+
+
+SAMPLES = _samples()
 
 
 @pytest.fixture(autouse=True)
