@@ -125,7 +125,7 @@ def run_size(n: int, dim: int, n_queries: int, topic_size: int, seed: int, mix: 
         "insert_s": round(insert_s, 2),
         "prefilter_build_s": round(prefilter_build_s, 2),
         "prefilter_cells": store_cells,
-        **{key: value for key, value in searches[10].items()},
+        **searches[10],
         "top50": searches[50],
         "numpy_brute_force": percentiles(numpy_t),
         "fetch_top10": percentiles(fetch_t),

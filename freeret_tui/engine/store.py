@@ -523,10 +523,10 @@ class Store:
         with self._db:
             self._fill_half()
             count = self.vector_count()
-            sample = self._halves(
+            sample = self._halves([b for (b,) in self._db.execute(
                 "SELECT vector FROM item_half WHERE item_id IN (SELECT id FROM items ORDER BY random() LIMIT ?)",
                 (ann.training_size(count),),
-            )
+            )])
             centre = sample.mean(axis=0) if len(sample) else np.zeros(int(self._dim), np.float32)
             centroids = ann.train_cells(sample, centre, ann.cell_count(count)) if len(sample) else centre[None, :]
             del sample
@@ -548,8 +548,7 @@ class Store:
                 "JOIN items ON items.id = item_half.item_id"
             )
             while batch := list(islice(rows, _BUILD_BATCH)):
-                vectors = np.frombuffer(b"".join(r[2] for r in batch), dtype=np.float16)
-                vectors = vectors.reshape(len(batch), -1).astype(np.float32)
+                vectors = self._halves([r[2] for r in batch])
                 ids += [int(r[0]) for r in batch]
                 kinds += [r[1] for r in batch]
                 cells.append(ann.assign(vectors, centre, centroids))
@@ -581,8 +580,8 @@ class Store:
                 (item_id, np.frombuffer(blob, dtype=np.float32).astype(np.float16).tobytes()),
             )
 
-    def _halves(self, sql: str, args: Sequence[object]) -> np.ndarray:
-        blobs = [b for (b,) in self._db.execute(sql, args)]
+    def _halves(self, blobs: Sequence[bytes]) -> np.ndarray:
+        """``item_half`` blobs as a float32 matrix, one row each."""
         if not blobs:
             return np.empty((0, int(self._dim or 0)), dtype=np.float32)
         return np.frombuffer(b"".join(blobs), dtype=np.float16).reshape(len(blobs), -1).astype(np.float32)
@@ -696,8 +695,7 @@ class Store:
             candidates,
         ).fetchall()
         ids = [int(r[0]) for r in halves]
-        matrix = np.frombuffer(b"".join(r[1] for r in halves), dtype=np.float16).reshape(len(ids), -1)
-        matrix = matrix.astype(np.float32)
+        matrix = self._halves([r[1] for r in halves])
         sims = matrix @ vector / (np.linalg.norm(matrix, axis=1) * np.linalg.norm(vector) + 1e-12)
         order = np.argsort(-sims, kind="stable")[:k]
         return [(ids[i], float(sims[i])) for i in order]

@@ -7,6 +7,7 @@ imported here only, inside functions, so importing the engine or the CLI stays c
 
 from __future__ import annotations
 
+import inspect
 import os
 import sys
 import threading
@@ -164,6 +165,9 @@ class HFModel:
         self.dim = int(text_config.hidden_size)
         # The key/value cache of the last rerank query's prompt start: (its token ids, the cache).
         self._query_prefix: tuple[tuple[int, ...], Any] | None = None
+        # transformers 5.x renames `past_key_values` to `cache` (the old name goes in 5.40).
+        forward = inspect.signature(self._model.forward).parameters
+        self._cache_kwarg = "cache" if "cache" in forward else "past_key_values"
 
     # -- prompts to tensors ---------------------------------------------------------------------------------
 
@@ -301,7 +305,6 @@ class HFModel:
         """``_score`` of one text-only rerank prompt, running only the tokens after the query's part when that
         part's key/value cache is at hand (copied per candidate: a few MB), else computing and keeping it."""
         import copy
-        import inspect
 
         torch = self._torch
         text = self._render(turn)
@@ -313,8 +316,7 @@ class HFModel:
         shared = min(sum(1 for _, stop in offsets if stop <= end), len(ids) - 1)
         if label < 0 or shared < 1:
             return self._score([turn], option_ids)[0]
-        # transformers 5.x renames `past_key_values` to `cache` (the old name goes in 5.40).
-        name = "cache" if "cache" in inspect.signature(self._model.forward).parameters else "past_key_values"
+        name = self._cache_kwarg
         key = tuple(ids[:shared])
         with torch.inference_mode():
             if self._query_prefix is None or self._query_prefix[0] != key:
