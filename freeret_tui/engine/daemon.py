@@ -346,7 +346,7 @@ class Daemon:
 
     def run(self, ready: Callable[[], None] | None = None) -> None:
         """Scan, then follow events until ``stop`` is set."""
-        self.store.bind_model(self.model.name, self.model.dim)
+        self.store.bind_model(self.model.name, self.model.dim, self.model.image_max_pixels)
         for root in self.roots:
             self.store.set_root(root, online=root.is_dir())
         logging.getLogger("watchdog").addHandler(self._alarm)

@@ -104,7 +104,7 @@ def _truncate(model: Model, text: str) -> str:
 
 def _build_store(model: Model, data: Dataset, pooling: Pooling) -> Store:
     store = Store(":memory:")
-    store.bind_model(model.name, model.dim)
+    store.bind_model(model.name, model.dim, model.image_max_pixels)
     ids = list(data.corpus)
     chunks = [Chunk(Path(i), Kind.TEXT, _truncate(model, data.corpus[i][1]), data.corpus[i][0]) for i in ids]
     # Title and text both go to the model, as BEIR evaluations do; the title is also an FTS5 column.

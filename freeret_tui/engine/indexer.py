@@ -154,7 +154,7 @@ def index_files(
     ``offline_roots`` that are missing are left alone (an unmounted drive is not a deletion).
     """
     started = time.perf_counter()
-    store.bind_model(model.name, model.dim)
+    store.bind_model(model.name, model.dim, model.image_max_pixels)
     tokenize = getattr(model, "token_spans", word_spans)
     skipped: list[Skip] = []
     pending: list[_Pending] = []

@@ -213,8 +213,9 @@ class Store:
         """``with store.transaction():`` groups writes into one atomic commit (inner writes become savepoints)."""
         return self._db
 
-    def bind_model(self, name: str, dim: int) -> None:
-        """Tie this index to a model; refuse another model's vectors (re-index into a fresh data dir instead)."""
+    def bind_model(self, name: str, dim: int, image_max_pixels: int | None = None) -> None:
+        """Tie this index to a model and the pixels it reads images at (None: a text-only model); refuse another
+        model's vectors, or another image budget's (re-index instead)."""
         stored_name, stored_dim = self._meta("model"), self._meta("dim")
         if stored_name is None:
             with self._db:
@@ -224,16 +225,33 @@ class Store:
                     f"item_id INTEGER PRIMARY KEY, embedding float[{int(dim)}] distance_metric=cosine, kind TEXT)"
                 )
             self._dim = str(dim)
-            return
-        if stored_name != name or stored_dim != str(dim):
+        elif stored_name != name or stored_dim != str(dim):
             raise StoreError(
                 f"this index was built with model {stored_name!r} ({stored_dim}-d vectors), not {name!r} "
                 f"({dim}-d); use that model, or re-index with `freeret-tui index --reindex`"
+            )
+        stored_budget = self.image_max_pixels
+        if image_max_pixels is None:
+            return
+        if stored_budget is None:
+            # A new index, or one made before the budget was recorded (then its images were read at most 1024 px
+            # a side, capped by the model's own processor): from now on this budget is the index's.
+            self.set_meta("image_max_pixels", str(image_max_pixels))
+        elif stored_budget != image_max_pixels:
+            raise StoreError(
+                f"this index reads images at up to {stored_budget} pixels (its image budget), not {image_max_pixels}; "
+                f"use --image-max-pixels {stored_budget}, or re-index with `freeret-tui index --reindex`"
             )
 
     @property
     def model_name(self) -> str | None:
         return self._meta("model")
+
+    @property
+    def image_max_pixels(self) -> int | None:
+        """The image budget this index's vectors were made with (None: not recorded yet)."""
+        value = self._meta("image_max_pixels")
+        return int(value) if value is not None else None
 
     def reset(self) -> None:
         """Forget every file, item and vector (re-index with another model)."""

@@ -65,9 +65,11 @@ def create_app(
     image_mode: str = "auto",
     start_daemon: bool = True,
     named_model: str | None = None,
+    named_image_max_pixels: int | None = None,
 ) -> FreeretApp:
     """The app for ``folders`` (watched by a daemon in this process unless one already runs). ``named_model``: the
-    model named on the command line, which wins over the one the index was built with."""
+    model named on the command line, which wins over the one the index was built with (``named_image_max_pixels``
+    likewise for its image budget)."""
     from freeret_tui.engine.store import Store
 
     missing = [str(f) for f in folders if not f.expanduser().is_dir()]
@@ -77,7 +79,7 @@ def create_app(
         raise UsageError(f"image mode must be one of {', '.join(IMAGE_MODES)}")
     directory = data_dir()
     index = Store.in_dir(directory)
-    settings = settings.for_index(index.model_name, named_model)
+    settings = settings.for_index(index.model_name, named_model, index.image_max_pixels, named_image_max_pixels)
     index.close()
     backend = Backend(settings, [f.expanduser().resolve() for f in folders], directory, opener, start_daemon)
     return FreeretApp(backend, image_mode, keymap_from_config(directory))

@@ -120,7 +120,7 @@ class _SharedModel:
         self._model = model
         self._lock = threading.Lock()
         self.name, self.dim, self.device = model.name, model.dim, model.device
-        self.supports_images = model.supports_images
+        self.supports_images, self.image_max_pixels = model.supports_images, model.image_max_pixels
         self.batch_size = getattr(model, "batch_size", 8)
 
     def embed(self, items: Sequence[Content], side: Side, kinds: Sequence[Kind] | None = None,
@@ -192,8 +192,9 @@ class Backend:
         from freeret_tui.engine.models import load_model
 
         s = self.settings
-        model = load_model(s.model, s.device, s.batch_size, s.max_new_tokens, s.dtype)
-        self.store.bind_model(model.name, model.dim)  # refuses an index built by another model, with the reason
+        model = load_model(s.model, **s.model_options())
+        # Refuses an index built by another model or image budget, with the reason.
+        self.store.bind_model(model.name, model.dim, model.image_max_pixels)
         self.model = _SharedModel(model)
         return self.model
 

@@ -55,6 +55,7 @@ class ModelReady(Message):
 class Failed(Message):
     what: str
     reason: str
+    steps: tuple[str, ...] = ()
 
 
 class SearchScreen(Screen):
@@ -93,6 +94,7 @@ class SearchScreen(Screen):
         yield Input(placeholder="search your files — kind:image in:Notes after:2024-01-01, or an image path",
                     id="query")
         yield Static(id="state")
+        yield Static(id="notice")
         with Horizontal(id="main"):
             yield ResultList(id="results")
             with Vertical(id="side"):
@@ -103,6 +105,7 @@ class SearchScreen(Screen):
 
     def on_mount(self) -> None:
         self.query_one("#answer", AnswerPane).display = False
+        self.query_one("#notice", Static).display = False
         self.query_one("#query", Input).focus()
         self.refresh_status()
         self.set_interval(1.0, self.refresh_status)
@@ -120,7 +123,7 @@ class SearchScreen(Screen):
             model = self.backend.load_model()
             note = self.backend.ensure_daemon()
         except FreeretError as err:
-            self.post_message(Failed("model", str(err)))
+            self.post_message(Failed("model", str(err), err.steps))
             return
         self.post_message(ModelReady(f"{model.name.split('/')[-1]} · {model.device} · {note}"))
 
@@ -132,7 +135,17 @@ class SearchScreen(Screen):
 
     def on_failed(self, message: Failed) -> None:
         if message.what == "model":
+            # Kept on screen, not a toast: without the model only word search works, and the person needs the
+            # way out in front of them until they act on it.
             self.model_note = "model: failed (lexical search only)"
+            notice = Text("The model could not be loaded: searching by words only.\n", style="bold")
+            notice.append(message.reason)
+            for step in message.steps:
+                notice.append(f"\n  • {step}")
+            self.query_one("#notice", Static).update(notice)
+            self.query_one("#notice", Static).display = True
+            self.refresh_status()
+            return
         self.notify(message.reason, title=f"{message.what} failed", severity="error", timeout=10)
 
     def refresh_status(self) -> None:

@@ -4,14 +4,22 @@ from __future__ import annotations
 
 from freeret_tui.engine.models.base import Model, Pooling
 from freeret_tui.engine.models.presets import PRESETS, resolve
+from freeret_tui.engine.models.processors import DEFAULT_IMAGE_MAX_PIXELS
 
-__all__ = ["PRESETS", "Model", "Pooling", "load_model", "resolve"]
+__all__ = ["DEFAULT_IMAGE_MAX_PIXELS", "PRESETS", "Model", "Pooling", "load_model", "resolve"]
 
 
 def load_model(
-    spec: str, device: str = "auto", batch_size: int = 0, max_new_tokens: int = 256, dtype: str = "auto"
+    spec: str,
+    device: str = "auto",
+    batch_size: int = 0,
+    max_new_tokens: int = 256,
+    dtype: str = "auto",
+    image_max_pixels: int = DEFAULT_IMAGE_MAX_PIXELS,
 ) -> Model:
-    """Load a preset name, hub id, local directory or .gguf file (raises ModelLoadError with the reason)."""
+    """Load a preset name, hub id, local directory or .gguf file (raises ModelLoadError with the reason).
+    ``image_max_pixels``: the most pixels each image is read at (see processors.apply_image_budget)."""
     from freeret_tui.engine.models.hf import HFModel
 
-    return HFModel(resolve(spec), device=device, batch_size=batch_size, max_new_tokens=max_new_tokens, dtype=dtype)
+    return HFModel(resolve(spec), device=device, batch_size=batch_size, max_new_tokens=max_new_tokens, dtype=dtype,
+                   image_max_pixels=image_max_pixels)

