@@ -143,13 +143,21 @@ def test_store_round_trip_replace_and_model_guard(tmp_path: Path) -> None:
 
 
 def test_store_rolls_back_a_failed_write(tmp_path: Path) -> None:
+    """vec0 refuses the vector only after the file, item and FTS rows of the new version are written: the whole
+    replacement rolls back and the old version of the file stays searchable."""
+    import apsw
+
     store = Store(tmp_path / "index.db")
     store.bind_model("m", 4)
-    chunks = [Chunk(Path("/r/a.txt"), Kind.TEXT, "one"), Chunk(Path("/r/a.txt"), Kind.TEXT, "two")]
+    path = Path("/r/a.txt")
+    store.put_file(path, Path("/r"), 1, 1.0, "old", [Chunk(path, Kind.TEXT, "zero")], np.ones((1, 4), np.float32))
+    chunks = [Chunk(path, Kind.TEXT, "one"), Chunk(path, Kind.TEXT, "two")]
     bad = np.ones((2, 3), dtype=np.float32)  # wrong width: vec0 rejects the first insert
-    with pytest.raises(Exception):
-        store.put_file(Path("/r/a.txt"), Path("/r"), 1, 1.0, "h", chunks, bad)
-    assert store.counts() == {"items": 0} and store.lexical("one", 5) == []
+    with pytest.raises(apsw.SQLError, match="Dimension mismatch"):
+        store.put_file(path, Path("/r"), 2, 2.0, "new", chunks, bad)
+    assert store.counts() == {"indexed": 1, "items": 1} and store.lexical("one", 5) == []
+    (kept, _), = store.lexical("zero", 5)
+    assert store.items([kept])[kept].chunk.text == "zero" and len(store.dense(np.ones(4, np.float32), 5)) == 1
 
 
 def test_extract_skips_bad_files_with_reasons(tmp_path: Path) -> None:
