@@ -250,6 +250,33 @@ def test_a_first_run_offline_says_what_to_do_and_following_it_works(tmp_path: Pa
     asyncio.run(following_the_advice())
 
 
+def test_any_worker_failure_is_shown_and_the_state_line_reset(tmp_path: Path) -> None:
+    """Not only the engine's own errors: whatever a worker raises reaches the screen, once, in one place."""
+    folder = tmp_path / "empty"
+    folder.mkdir()
+    app = create_app([folder], load_settings({"mode": "lexical", "rerank": False}), opener=lambda p: None,
+                     image_mode="halfcell", start_daemon=False)
+
+    def broken(*_args: object) -> None:
+        raise RuntimeError("disk on fire")
+
+    async def scenario() -> None:
+        async with app.run_test(size=SIZE) as pilot:
+            app.backend.candidates = broken
+            await pilot.press(*"lighthouse", "enter")
+            await wait_for(pilot, lambda: "failed" in state(app))
+            assert state(app) == "search failed: RuntimeError: disk on fire"
+
+            app.backend.load_model = broken
+            app.screen.load_model()
+            notice = app.screen.query_one("#notice")
+            await wait_for(pilot, lambda: notice.display)
+            assert "RuntimeError: disk on fire" in str(notice.render())
+            assert "lexical search only" in app.screen.model_note
+
+    asyncio.run(scenario())
+
+
 def test_keys_can_be_rebound_in_config(tmp_path: Path) -> None:
     from freeret_tui.settings import data_dir
 

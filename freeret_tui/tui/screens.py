@@ -19,7 +19,7 @@ from textual.containers import Horizontal, Vertical
 from textual.message import Message
 from textual.screen import ModalScreen, Screen
 from textual.widgets import DataTable, Footer, Input, Static
-from textual.worker import get_current_worker
+from textual.worker import Worker, WorkerState, get_current_worker
 
 from freeret_tui.engine.search import Query
 from freeret_tui.errors import FreeretError
@@ -49,13 +49,6 @@ class AnswerPiece(Message):
 @dataclass
 class ModelReady(Message):
     note: str
-
-
-@dataclass
-class Failed(Message):
-    what: str
-    reason: str
-    steps: tuple[str, ...] = ()
 
 
 class SearchScreen(Screen):
@@ -89,6 +82,7 @@ class SearchScreen(Screen):
         self.hits: list[ShownHit] = []
         self.stop = threading.Event()
         self.model_note = "model: not loaded"
+        self._workers: dict[str, Worker] = {}  # the latest search and answer workers, whose failures are shown
 
     def compose(self) -> ComposeResult:
         yield Input(placeholder="search your files — kind:image in:Notes after:2024-01-01, or an image path",
@@ -119,12 +113,8 @@ class SearchScreen(Screen):
 
     @work(thread=True, group="model", exit_on_error=False)
     def load_model(self) -> None:
-        try:
-            model = self.backend.load_model()
-            note = self.backend.ensure_daemon()
-        except FreeretError as err:
-            self.post_message(Failed("model", str(err), err.steps))
-            return
+        model = self.backend.load_model()
+        note = self.backend.ensure_daemon()
         self.post_message(ModelReady(f"{model.name.split('/')[-1]} · {model.device} · {note}"))
 
     def on_model_ready(self, message: ModelReady) -> None:
@@ -133,20 +123,35 @@ class SearchScreen(Screen):
         if self.query_ is not None:  # a query typed while the model loaded: run it again, fully
             self.run_search(self.query_, self.filters)
 
-    def on_failed(self, message: Failed) -> None:
-        if message.what == "model":
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        """Every worker's failure lands here, whatever it raised: the person reads what failed and the state line
+        never stays at "searching…" (a failure of a search or answer that a newer one replaced is dropped)."""
+        worker = event.worker
+        if event.state is not WorkerState.ERROR or worker.group in ("search", "answer") and worker is not (
+            self._workers.get(worker.group)
+        ):
+            return
+        err = worker.error
+        reason = str(err) if isinstance(err, FreeretError) else f"{type(err).__name__}: {err}"
+        if worker.group == "model":
             # Kept on screen, not a toast: without the model only word search works, and the person needs the
             # way out in front of them until they act on it.
             self.model_note = "model: failed (lexical search only)"
             notice = Text("The model could not be loaded: searching by words only.\n", style="bold")
-            notice.append(message.reason)
-            for step in message.steps:
+            notice.append(reason)
+            for step in getattr(err, "steps", ()):
                 notice.append(f"\n  • {step}")
             self.query_one("#notice", Static).update(notice)
             self.query_one("#notice", Static).display = True
             self.refresh_status()
             return
-        self.notify(message.reason, title=f"{message.what} failed", severity="error", timeout=10)
+        if worker.group == "preview":
+            self.query_one(Preview).clear(f"cannot show this hit: {reason}")
+            return
+        self.set_state(f"{worker.group} failed: {reason}")
+        if worker.group == "answer":
+            self.query_one(AnswerPane).finish((), stopped=True)
+        self.notify(reason, title=f"{worker.group} failed", severity="error", timeout=10)
 
     def refresh_status(self) -> None:
         try:
@@ -184,32 +189,29 @@ class SearchScreen(Screen):
         self.stop.set()  # an answer or rerank still running for the old query stops
         self.stop = threading.Event()
         self.set_state("searching…")
-        self.search_worker(self.serial, query, filters, self.stop)
+        self._workers["search"] = self.search_worker(self.serial, query, filters, self.stop)
 
     @work(thread=True, exclusive=True, group="search", exit_on_error=False)
     def search_worker(self, serial: int, query: Query, filters: Filters, stop: threading.Event) -> None:
         worker = get_current_worker()
+        hits = self.backend.candidates(query, filters)
+        reranking = bool(hits) and self.backend.options(filters).rerank
+        stage = "reranking" if reranking else "candidates"
+        self.post_message(Hits(serial, hits, {}, stage))  # stage-1 hits at once; image decoding after
+        thumbs = _thumbs(hits)
+        if thumbs:
+            self.post_message(Hits(serial, hits, thumbs, stage))
+        if not reranking:
+            return
+        self.backend.pause_indexing(True)
         try:
-            hits = self.backend.candidates(query, filters)
-            reranking = bool(hits) and self.backend.options(filters).rerank
-            stage = "reranking" if reranking else "candidates"
-            self.post_message(Hits(serial, hits, {}, stage))  # stage-1 hits at once; image decoding after
-            thumbs = _thumbs(hits)
-            if thumbs:
-                self.post_message(Hits(serial, hits, thumbs, stage))
-            if not reranking:
-                return
-            self.backend.pause_indexing(True)
-            try:
-                for step in self.backend.rerank_steps(query, hits, filters):
-                    if worker.is_cancelled or stop.is_set():
-                        return
-                    self.post_message(Hits(serial, step, thumbs, "reranking"))
-                self.post_message(Hits(serial, step, thumbs, "reranked"))
-            finally:
-                self.backend.pause_indexing(False)
-        except FreeretError as err:
-            self.post_message(Failed("search", str(err)))
+            for step in self.backend.rerank_steps(query, hits, filters):
+                if worker.is_cancelled or stop.is_set():
+                    return
+                self.post_message(Hits(serial, step, thumbs, "reranking"))
+            self.post_message(Hits(serial, step, thumbs, "reranked"))
+        finally:
+            self.backend.pause_indexing(False)
 
     def on_hits(self, message: Hits) -> None:
         if message.serial != self.serial:
@@ -309,7 +311,7 @@ class SearchScreen(Screen):
         self.query_one(AnswerPane).start(question)
         self.stop.set()
         self.stop = threading.Event()
-        self.answer_worker(self.serial, question, [h.hit for h in self.hits], self.stop)
+        self._workers["answer"] = self.answer_worker(self.serial, question, [h.hit for h in self.hits], self.stop)
 
     @work(thread=True, exclusive=True, group="answer", exit_on_error=False)
     def answer_worker(self, serial: int, question: str, hits: list[Any], stop: threading.Event) -> None:
@@ -317,8 +319,6 @@ class SearchScreen(Screen):
         try:
             for chunk in self.backend.answer(question, hits, stop):
                 self.post_message(AnswerPiece(serial, chunk.text, chunk.done, chunk.citations, stop.is_set()))
-        except FreeretError as err:
-            self.post_message(Failed("answer", str(err)))
         finally:
             self.backend.pause_indexing(False)
 

@@ -111,7 +111,7 @@ class Preview(VerticalScroll):
 
     def clear(self, message: str = "") -> None:
         self._drop_image()
-        self.query_one("#preview-head", Static).update(message)
+        self.query_one("#preview-head", Static).update(Text(message))  # a file name is text, never markup
         self.query_one("#preview-body", Static).update("")
 
     def _drop_image(self) -> None:
