@@ -30,6 +30,32 @@ def _samples() -> Path:
 SAMPLES = _samples()
 
 
+def embed_with_reference(model, branch_end, embed):  # -> (embedding, reference vector)
+    """Run ``embed()`` while recording the last decoder layer's input and the output of ``branch_end`` (the module
+    that ends its attention branch); returns the embedding and, rebuilt independently of the product's hook, the
+    normalised "layer input + attention branch" at the last position: what the pre-MLP vector must equal."""
+    import torch
+
+    layer = model._model.get_decoder().layers[-1]
+    seen: dict[str, torch.Tensor] = {}
+
+    def layer_input(_module, args, kwargs) -> None:
+        seen["input"] = args[0] if args else kwargs["hidden_states"]
+
+    def branch_output(_module, _args, out) -> None:
+        seen["branch"] = out[0] if isinstance(out, tuple) else out
+
+    hooks = [layer.register_forward_pre_hook(layer_input, with_kwargs=True),
+             branch_end.register_forward_hook(branch_output)]
+    try:
+        vector = embed()
+    finally:
+        for h in hooks:
+            h.remove()
+    reference = torch.nn.functional.normalize((seen["input"] + seen["branch"])[0, -1].float(), dim=-1).numpy()
+    return vector, reference
+
+
 @pytest.fixture(autouse=True)
 def isolated_data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Every test gets its own FREERET_DATA_DIR and an offline, empty Hugging Face cache."""

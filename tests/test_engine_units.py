@@ -12,7 +12,15 @@ from freeret_tui.engine.chunking import chunk_text, word_spans
 from freeret_tui.engine.evaluation import load_beir, metrics
 from freeret_tui.engine.extract import extract
 from freeret_tui.engine.fusion import convex, rrf
-from freeret_tui.engine.prompts import EMBED_SYSTEM, NOISE_LINE, TASK_LINE, Framing, Side, embedding_prompt, rerank_prompt
+from freeret_tui.engine.prompts import (
+    EMBED_SYSTEM,
+    NOISE_LINE,
+    TASK_LINE,
+    Framing,
+    Side,
+    embedding_prompt,
+    rerank_prompt,
+)
 from freeret_tui.engine.store import Store
 from freeret_tui.engine.types import Chunk, Content, Kind, Skip
 from freeret_tui.errors import DatasetError, StoreError, UsageError

@@ -7,13 +7,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
+from conftest import SAMPLES, embed_with_reference
 
 from freeret_tui.engine.models import Pooling
 from freeret_tui.engine.prompts import Framing, Side, rerank_prompt
 from freeret_tui.engine.types import Content, Kind
-
-from conftest import SAMPLES
 
 
 def _decoder_layer(model):
@@ -28,24 +26,10 @@ def test_premlp_vector_is_the_residual_after_attention(tiny_model) -> None:
     """
     layer = _decoder_layer(tiny_model)
     gemma = hasattr(layer, "pre_feedforward_layernorm")
-    seen: dict[str, torch.Tensor] = {}
-
-    def layer_input(_module, args, kwargs) -> None:
-        seen["input"] = args[0] if args else kwargs["hidden_states"]
-
-    def branch_output(_module, _args, out) -> None:
-        seen["branch"] = out[0] if isinstance(out, tuple) else out
-
-    hooks = [
-        layer.register_forward_pre_hook(layer_input, with_kwargs=True),
-        (layer.post_attention_layernorm if gemma else layer.self_attn).register_forward_hook(branch_output),
-    ]
-    try:
-        vec = tiny_model.embed([Content("a cat sleeping on a sofa")], Side.QUERY)[0]
-    finally:
-        for h in hooks:
-            h.remove()
-    expected = torch.nn.functional.normalize((seen["input"] + seen["branch"])[0, -1].float(), dim=-1).numpy()
+    vec, expected = embed_with_reference(
+        tiny_model, layer.post_attention_layernorm if gemma else layer.self_attn,
+        lambda: tiny_model.embed([Content("a cat sleeping on a sofa")], Side.QUERY)[0],
+    )
     np.testing.assert_allclose(vec, expected, atol=1e-5)
 
 

@@ -10,10 +10,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
-
 import tiny_models
-from conftest import SAMPLES
+from conftest import SAMPLES, embed_with_reference
+
 from freeret_tui.cli import main
 from freeret_tui.engine.models import load_model
 from freeret_tui.engine.prompts import Framing, Side, rerank_prompt
@@ -58,22 +57,8 @@ def test_premlp_vector_is_the_residual_after_attention(qwen, item: Content) -> N
     """Rebuild "layer input + attention branch" (full or linear attention) at the last position independently."""
     layer = qwen._model.get_decoder().layers[-1]
     attention = getattr(layer, "self_attn", None) or layer.linear_attn
-    seen: dict[str, torch.Tensor] = {}
-
-    def layer_input(_module, args, kwargs) -> None:
-        seen["input"] = args[0] if args else kwargs["hidden_states"]
-
-    def branch_output(_module, _args, out) -> None:
-        seen["branch"] = out[0] if isinstance(out, tuple) else out
-
-    hooks = [layer.register_forward_pre_hook(layer_input, with_kwargs=True),
-             attention.register_forward_hook(branch_output)]
-    try:
-        vec = qwen.embed([item], Side.CANDIDATE, [Kind.IMAGE if item.is_image else Kind.TEXT])[0]
-    finally:
-        for h in hooks:
-            h.remove()
-    expected = torch.nn.functional.normalize((seen["input"] + seen["branch"])[0, -1].float(), dim=-1).numpy()
+    kind = Kind.IMAGE if item.is_image else Kind.TEXT
+    vec, expected = embed_with_reference(qwen, attention, lambda: qwen.embed([item], Side.CANDIDATE, [kind])[0])
     np.testing.assert_allclose(vec, expected, atol=1e-5)
 
 
