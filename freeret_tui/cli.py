@@ -18,7 +18,7 @@ from typing import Any, NoReturn
 
 from freeret_tui import __version__
 from freeret_tui.engine.fusion import FUSIONS
-from freeret_tui.errors import FreeretError, UsageError
+from freeret_tui.errors import FreeretError, NotReadyError, UsageError
 from freeret_tui.settings import DTYPES, MODES, Settings, data_dir, load_settings
 
 COMMANDS = ("index", "search", "ask", "eval", "models", "daemon", "maintenance")
@@ -220,7 +220,7 @@ def _search(args: argparse.Namespace, settings: Settings, text: str) -> tuple[An
         raise UsageError(f"no such image: {args.image}")
     store = _open_store()
     if store.model_name is None:
-        raise UsageError("the index is empty: run `freeret-tui index FOLDER…` first")
+        raise NotReadyError("the index is empty: run `freeret-tui index FOLDER…` first")
     settings = settings.for_index(store.model_name, args.model, store.image_max_pixels, args.image_max_pixels)
     needs_model = settings.mode != "lexical" or settings.rerank or args.command == "ask"
     model = _load_model(settings) if needs_model else None
@@ -346,7 +346,7 @@ def cmd_maintenance(args: argparse.Namespace, _settings: Settings) -> int:
     from freeret_tui.engine.daemon import holder_pid
 
     if holder_pid(data_dir()) is not None:
-        raise UsageError("stop the daemon first (`freeret-tui daemon stop`): maintenance rewrites the index")
+        raise NotReadyError("stop the daemon first (`freeret-tui daemon stop`): maintenance rewrites the index")
     report = _open_store().maintenance()
     if args.json:
         print(json.dumps(report))

@@ -25,6 +25,11 @@ class UsageError(FreeretError):
     """A bad flag or argument combination (CLI exit status 2)."""
 
 
+class NotReadyError(FreeretError):
+    """Not possible right now, though nothing was typed wrong: the model is still loading, the index is empty, a
+    file is gone, the daemon holds the index (CLI exit status 1, not 2)."""
+
+
 class ModelLoadError(FreeretError):
     """A model could not be found, downloaded or loaded."""
 

@@ -41,7 +41,7 @@ def test_usage_errors_from_settings_and_paths(tmp_path: Path, capsys: pytest.Cap
     assert "k must be at least 1" in capsys.readouterr().err
     assert main(["index", str(tmp_path / "missing")]) == 2
     assert "no such file or folder" in capsys.readouterr().err
-    assert main(["search", "x"]) == 2
+    assert main(["search", "x"]) == 1  # nothing typed wrong: the index is not there yet (not a usage error)
     assert "index is empty" in capsys.readouterr().err
     assert main([str(tmp_path / "missing")]) == 2  # the TUI's folders
     assert "not a folder" in capsys.readouterr().err

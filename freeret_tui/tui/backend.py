@@ -26,7 +26,7 @@ from freeret_tui.engine.prompts import Framing, Side
 from freeret_tui.engine.search import Query, Searcher, SearchOptions
 from freeret_tui.engine.store import Store
 from freeret_tui.engine.types import AnswerChunk, Content, Hit, Kind
-from freeret_tui.errors import UsageError
+from freeret_tui.errors import NotReadyError, UsageError
 from freeret_tui.settings import Settings
 
 Opener = Callable[[Path], None]
@@ -148,7 +148,7 @@ def system_opener(path: Path) -> None:
         subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                          start_new_session=True)
     except FileNotFoundError:
-        raise UsageError(f"no {command[0]} on this system to open files with") from None
+        raise NotReadyError(f"no {command[0]} on this system to open files with") from None
 
 
 @dataclass
@@ -250,7 +250,7 @@ class Backend:
     def candidates(self, query: Query, filters: Filters) -> list[ShownHit]:
         """Stage 1, filtered (folder and date filters need more candidates: the pool is 5x k)."""
         if query.image is not None and self.model is None:
-            raise UsageError("searching by image needs the model: it is still loading")
+            raise NotReadyError("searching by image needs the model: it is still loading")
         opts = self.options(filters)
         searcher = Searcher(self.store, self.model)
         hits = searcher.candidates(query, replace(opts, k=opts.pool, rerank=False))
@@ -267,12 +267,12 @@ class Backend:
         from freeret_tui.engine.answer import answer
 
         if self.model is None:
-            raise UsageError("the model is still loading")
+            raise NotReadyError("the model is still loading")
         yield from answer(self.model, question, hits, stop)
 
     def open(self, path: Path) -> None:
         if not path.exists():
-            raise UsageError(f"{path} is no longer there")
+            raise NotReadyError(f"{path} is no longer there")
         self.opener(path)
 
 
