@@ -63,7 +63,8 @@ def flops_per_token(model, avg_context: float) -> float:
 
 def pipeline(model, folder: Path, work: Path) -> dict[str, float]:
     """``index_files`` over a folder, with the time inside ``model.embed`` counted apart."""
-    from freeret_tui.engine.indexer import index_files, walk
+    from freeret_tui.engine.indexer import index_files
+    from freeret_tui.engine.scan import walk
     from freeret_tui.engine.store import Store
 
     work.mkdir(parents=True, exist_ok=True)

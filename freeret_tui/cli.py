@@ -161,17 +161,18 @@ def _settings(args: argparse.Namespace) -> Settings:
     return load_settings(values)
 
 
-def _load_model(settings: Settings) -> Any:
-    from freeret_tui.engine.models import load_model
+def _session(args: argparse.Namespace, settings: Settings, reset: bool = False) -> Any:
+    """The engine session for this command: the index in the data dir, with the model the command line names or
+    else the index's own."""
+    from freeret_tui.engine.session import Session
 
-    print(f"loading model {settings.model}…", file=sys.stderr)
-    return load_model(settings.model, **settings.model_options())
+    config = settings.session_config(getattr(args, "model", None), getattr(args, "image_max_pixels", None))
+    return Session(data_dir(), config, reset=reset)
 
 
-def _open_store() -> Any:
-    from freeret_tui.engine.store import Store
-
-    return Store.in_dir(data_dir())
+def _load_model(session: Any) -> Any:
+    print(f"loading model {session.config.model}…", file=sys.stderr)
+    return session.load_model()
 
 
 class _ProgressLine:
@@ -188,21 +189,12 @@ class _ProgressLine:
 
 
 def cmd_index(args: argparse.Namespace, settings: Settings) -> int:
-    from freeret_tui.engine.indexer import index_files, sweep, walk
-
     missing = [str(p) for p in args.paths if not p.expanduser().exists()]
     if missing:
         raise UsageError(f"no such file or folder: {', '.join(missing)}")
-    store = _open_store()
-    if args.reindex:
-        store.reset()
-    settings = settings.for_index(store.model_name, args.model, store.image_max_pixels, args.image_max_pixels)
-    model = _load_model(settings)
-    exclude = frozenset(settings.exclude)
-    files = list(walk(args.paths, exclude))
-    stats = index_files(store, model, files, settings.chunk_tokens, settings.chunk_overlap, _ProgressLine(),
-                        exclude=exclude)
-    removed = sweep(store, args.paths, [p for _, p in files])
+    session = _session(args, settings, reset=args.reindex)
+    _load_model(session)
+    stats, removed = session.index(args.paths, _ProgressLine())
     print(file=sys.stderr)
     print(
         f"{stats.files_indexed} indexed, {stats.files_unchanged} unchanged, {len(stats.skipped)} skipped, "
@@ -213,22 +205,19 @@ def cmd_index(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _search(args: argparse.Namespace, settings: Settings, text: str) -> tuple[Any, Any, Any]:
-    from freeret_tui.engine.search import Query, Searcher, SearchOptions
+def _search(args: argparse.Namespace, settings: Settings, text: str) -> tuple[Any, Any]:
+    from freeret_tui.engine.query import Query, parse_query
 
     if args.image is not None and not args.image.is_file():
         raise UsageError(f"no such image: {args.image}")
-    store = _open_store()
-    if store.model_name is None:
+    query, filters = parse_query(text)
+    query = Query(query.text, args.image or query.image)
+    session = _session(args, settings)
+    if session.store.model_name is None:
         raise NotReadyError("the index is empty: run `freeret-tui index FOLDER…` first")
-    settings = settings.for_index(store.model_name, args.model, store.image_max_pixels, args.image_max_pixels)
-    needs_model = settings.mode != "lexical" or settings.rerank or args.command == "ask"
-    model = _load_model(settings) if needs_model else None
-    if model is not None:
-        store.bind_model(model.name, model.dim, model.image_max_pixels)
-    opts = SearchOptions(k=settings.k, mode=settings.mode, rerank=bool(settings.rerank), rerank_k=settings.rerank_k)
-    result = Searcher(store, model).search(Query(text, args.image), opts)
-    return result, model, settings
+    if session.needs_model(answering=args.command == "ask") or query.image is not None:
+        _load_model(session)
+    return session.search(query, filters), session
 
 
 def _hit_json(rank: int, hit: Any) -> dict[str, Any]:
@@ -247,13 +236,13 @@ def _hit_json(rank: int, hit: Any) -> dict[str, Any]:
 
 
 def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
-    result, _model, settings = _search(args, settings, args.query)
-    no_match = result.no_good_match(settings.match_threshold)
+    result, session = _search(args, settings, args.query)
+    no_match = session.no_good_match(result.hits)
     if args.json:
         print(json.dumps({
             "query": args.query,
             "image": str(args.image) if args.image else None,
-            "mode": settings.mode,
+            "mode": session.options().mode,
             "reranked": result.reranked,
             "no_good_match": no_match,
             "hits": [_hit_json(n, h) for n, h in enumerate(result.hits, start=1)],
@@ -271,13 +260,11 @@ def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
-    from freeret_tui.engine.answer import answer
-
-    result, model, settings = _search(args, settings, args.question)
+    result, session = _search(args, settings, args.question)
     stop = threading.Event()
     text, cited = "", ()
     try:
-        for chunk in answer(model, args.question, result.hits, stop):
+        for chunk in session.answer(args.question, result.hits, stop):
             text += chunk.text
             cited = chunk.citations if chunk.done else cited
             if not args.json:
@@ -300,9 +287,11 @@ def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
     from freeret_tui.engine.evaluation import evaluate, load_beir
     from freeret_tui.engine.models import Pooling
     from freeret_tui.engine.prompts import Framing
+    from freeret_tui.engine.session import open_model
 
     data = load_beir(args.corpus, args.queries, args.qrels)
-    model = _load_model(settings)
+    print(f"loading model {settings.model}…", file=sys.stderr)
+    model = open_model(settings.session_config())
     report = evaluate(
         model,
         data,
@@ -342,12 +331,12 @@ def cmd_daemon(args: argparse.Namespace, settings: Settings) -> int:
     return daemon_cli.run(args, settings)
 
 
-def cmd_maintenance(args: argparse.Namespace, _settings: Settings) -> int:
+def cmd_maintenance(args: argparse.Namespace, settings: Settings) -> int:
     from freeret_tui.engine.daemon import holder_pid
 
     if holder_pid(data_dir()) is not None:
         raise NotReadyError("stop the daemon first (`freeret-tui daemon stop`): maintenance rewrites the index")
-    report = _open_store().maintenance()
+    report = _session(args, settings).maintenance()
     if args.json:
         print(json.dumps(report))
         return 0

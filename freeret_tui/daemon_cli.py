@@ -17,8 +17,8 @@ import time
 from pathlib import Path
 from types import FrameType
 
-from freeret_tui.engine.daemon import Daemon, DaemonLock, holder_pid, read_status
-from freeret_tui.engine.store import Store
+from freeret_tui.engine.daemon import DaemonLock, holder_pid
+from freeret_tui.engine.session import Session
 from freeret_tui.errors import FreeretError, UsageError
 from freeret_tui.settings import Settings, data_dir
 
@@ -33,14 +33,19 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     return {"start": _start, "run": _run, "stop": _stop, "status": _status}[args.action](args, settings)
 
 
-def _roots(args: argparse.Namespace, store: Store) -> list[Path]:
+def _session(args: argparse.Namespace, settings: Settings) -> Session:
+    config = settings.session_config(getattr(args, "model", None), getattr(args, "image_max_pixels", None))
+    return Session(data_dir(), config)
+
+
+def _roots(args: argparse.Namespace, session: Session) -> list[Path]:
     """The folders to watch: those named, else those watched last time."""
     if args.paths:
         missing = [str(p) for p in args.paths if not p.expanduser().is_dir()]
         if missing:
             raise UsageError(f"not a folder: {', '.join(missing)}")
         return [p.expanduser().resolve() for p in args.paths]
-    roots = [path for path, _online, _scanned in store.roots()]
+    roots = [path for path, _online, _scanned in session.store.roots()]
     if not roots:
         raise UsageError("no folders to watch yet: name them, e.g. `freeret-tui daemon start ~/Pictures`")
     return roots
@@ -54,22 +59,18 @@ def _check_flags(args: argparse.Namespace) -> None:
 
 
 def _run(args: argparse.Namespace, settings: Settings) -> int:
-    from freeret_tui.engine.models import load_model
-
     _check_flags(args)
     directory = data_dir()
     lock = DaemonLock(directory)
     lock.acquire()  # before the model loads, so a second daemon is refused at once
     try:
-        store = Store.in_dir(directory)
-        roots = _roots(args, store)
-        settings = settings.for_index(store.model_name, args.model, store.image_max_pixels, args.image_max_pixels)
+        session = _session(args, settings)
+        roots = _roots(args, session)
         if args.nice:
             os.nice(args.nice)
-        _log(f"daemon pid {os.getpid()} watching {', '.join(map(str, roots))}; loading model {settings.model}")
-        model = load_model(settings.model, **settings.model_options())
-        daemon = Daemon(store, model, roots, directory, settings.chunk_tokens, settings.chunk_overlap,
-                        rescan_seconds=args.rescan_minutes * 60, exclude=frozenset(settings.exclude), log=_log)
+        _log(f"daemon pid {os.getpid()} watching {', '.join(map(str, roots))}; loading model {session.config.model}")
+        session.load_model()
+        daemon = session.daemon(roots, rescan_seconds=args.rescan_minutes * 60, log=_log)
 
         def stop(signum: int, _frame: FrameType | None) -> None:
             _log(f"signal {signal.Signals(signum).name}: stopping after the batch in flight")
@@ -94,12 +95,10 @@ def _start(args: argparse.Namespace, settings: Settings) -> int:
     pid = holder_pid(directory)
     if pid is not None:
         raise FreeretError(f"a daemon is already running for {directory} (pid {pid})")
-    store = Store.in_dir(directory)
-    roots = _roots(args, store)
-    store.close()
+    roots = _roots(args, _session(args, settings))
     command = [sys.executable, "-m", "freeret_tui", "daemon", "run", *map(str, roots),
                "--nice", str(args.nice), "--rescan-minutes", str(args.rescan_minutes)]
-    for flag in ("model", "device", "dtype", "batch_size"):
+    for flag in ("model", "device", "dtype", "batch_size", "image_max_pixels"):
         value = getattr(args, flag)
         if value is not None:
             command += [f"--{flag.replace('_', '-')}", str(value)]
@@ -137,10 +136,9 @@ def _stop(_args: argparse.Namespace, _settings: Settings) -> int:
     raise FreeretError(f"the daemon (pid {pid}) is still finishing after {STOP_WAIT_S:.0f}s; try again")
 
 
-def _status(args: argparse.Namespace, _settings: Settings) -> int:
+def _status(args: argparse.Namespace, settings: Settings) -> int:
     directory = data_dir()
-    store = Store.in_dir(directory)
-    status = read_status(store, directory)
+    status = _session(args, settings).status()
     if args.json:
         print(json.dumps(status.as_dict()))
         return 0

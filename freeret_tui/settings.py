@@ -8,19 +8,20 @@ from __future__ import annotations
 
 import os
 import tomllib
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from freeret_tui.engine.indexer import IndexOptions
 from freeret_tui.engine.models.processors import DEFAULT_IMAGE_MAX_PIXELS
+from freeret_tui.engine.scan import DEFAULT_EXCLUDE
+from freeret_tui.engine.session import SessionConfig
 from freeret_tui.errors import UsageError
 
 MODES = ("dense", "lexical", "hybrid")
 # The smallest image budget: 2x2 merged Qwen-VL patches (4 image tokens); below that a photo is a blur.
 MIN_IMAGE_MAX_PIXELS = 56 * 56
 DTYPES = ("auto", "float32", "bfloat16", "float16")
-# Folders nobody searches their own files in (hidden folders, ".git", ".cache", …, are always skipped).
-DEFAULT_EXCLUDE = ("node_modules", "__pycache__", "venv", "site-packages", "$RECYCLE.BIN")
 
 
 def data_dir() -> Path:
@@ -59,6 +60,9 @@ class Settings:
     image_max_pixels: int = DEFAULT_IMAGE_MAX_PIXELS
     # Folder names never indexed, wherever they are (config.toml: a list; FREERET_EXCLUDE: comma-separated).
     exclude: tuple[str, ...] = DEFAULT_EXCLUDE
+    # The TUI's key bindings, `[keys]` in config.toml: binding id -> keys, e.g. ask = "ctrl+a" (ids: query, ask,
+    # open, copy, failures, cancel, help, quit).
+    keys: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -82,32 +86,22 @@ class Settings:
         """A copy with every non-None value applied (how CLI flags land on top)."""
         return replace(self, **{k: v for k, v in values.items() if v is not None})
 
-    def for_index(
-        self,
-        index_model: str | None,
-        named: str | None,
-        index_image_max_pixels: int | None = None,
-        named_image_max_pixels: int | None = None,
-    ) -> Settings:
-        """The settings to search or grow an index built with ``index_model`` at ``index_image_max_pixels`` (None:
-        a new index, or one without images): what the command line names (``named…``) if anything, else the index's
-        own model and image budget (another model's or budget's vectors could not be searched with it), else the
-        configured ones; then rerank, if not set, as that model's preset advises."""
-        from freeret_tui.engine.models.presets import resolve
+    def session_config(self, named_model: str | None = None, named_image_max_pixels: int | None = None,
+                       flush_items: int = IndexOptions.flush_items) -> SessionConfig:
+        """What the engine's session is opened with. ``named_…``: given on the command line, so they win over the
+        model and image budget the index was built with."""
+        return SessionConfig(
+            model=named_model or self.model, model_named=named_model is not None,
+            image_max_pixels=named_image_max_pixels or self.image_max_pixels,
+            image_budget_named=named_image_max_pixels is not None,
+            device=self.device, dtype=self.dtype, batch_size=self.batch_size, max_new_tokens=self.max_new_tokens,
+            mode=self.mode, rerank=self.rerank, rerank_k=self.rerank_k, k=self.k,
+            match_threshold=self.match_threshold, index=self.index_options(flush_items),
+        )
 
-        settings = self
-        if named is None and index_model is not None:
-            settings = settings.with_overrides({"model": index_model})
-        if named_image_max_pixels is None and index_image_max_pixels is not None:
-            settings = settings.with_overrides({"image_max_pixels": index_image_max_pixels})
-        if settings.rerank is None:
-            settings = settings.with_overrides({"rerank": resolve(settings.model).rerank_useful})
-        return settings
-
-    def model_options(self) -> dict[str, Any]:
-        """What ``load_model`` takes besides the model's name."""
-        return {"device": self.device, "batch_size": self.batch_size, "max_new_tokens": self.max_new_tokens,
-                "dtype": self.dtype, "image_max_pixels": self.image_max_pixels}
+    def index_options(self, flush_items: int = IndexOptions.flush_items) -> IndexOptions:
+        """How the indexer chunks and batches, from these settings (``flush_items``: chunks per model call)."""
+        return IndexOptions(self.chunk_tokens, self.chunk_overlap, frozenset(self.exclude), flush_items)
 
 
 def _coerce(name: str, raw: str, default: Any) -> Any:
@@ -140,12 +134,17 @@ def load_settings(cli: dict[str, Any] | None = None) -> Settings:
             raise UsageError(f"{config}: not valid TOML ({err})") from None
         for key, value in table.items():
             if key == "keys":
-                continue  # the TUI's key bindings (tui/app.py: keymap_from_config)
+                if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+                    raise UsageError(f'{config}: [keys] maps a binding id to keys, e.g. ask = "ctrl+a"')
+                values["keys"] = dict(value)
+                continue
             name = key.replace("-", "_")
             if name not in known:
                 raise UsageError(f"{config}: unknown setting {key!r}")
             values[name] = value
     for name, default in known.items():
+        if name == "keys":
+            continue  # config.toml only
         raw = os.environ.get(f"FREERET_{name.upper()}")
         if raw is not None:
             values[name] = _coerce(name, raw, default)

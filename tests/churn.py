@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from freeret_tui.engine.daemon import STATUS_KEY, holder_pid
-from freeret_tui.engine.indexer import indexable, walk
+from freeret_tui.engine.scan import indexable, walk
 from freeret_tui.engine.store import Store
 
 WORDS = ("harbour lighthouse tide kelp granite orchard cider ledger invoice sonata violin glacier moraine "

@@ -9,7 +9,8 @@ from pathlib import Path
 
 from freeret_tui.engine.chunking import word_spans
 from freeret_tui.engine.extract import extract
-from freeret_tui.engine.indexer import index_files, walk
+from freeret_tui.engine.indexer import index_files
+from freeret_tui.engine.scan import walk
 from freeret_tui.engine.store import Store
 from freeret_tui.engine.types import Skip
 

@@ -73,15 +73,21 @@ def test_uncached_hub_model_offline_names_the_model_and_the_switch() -> None:
 
 
 def test_one_rule_picks_the_model_for_an_index(tmp_path: Path) -> None:
-    """CLI search, the daemon and the TUI all go through ``Settings.for_index``: the model named on the command
-    line wins, else the index's own model (even over config.toml), else the configured one; rerank then defaults
-    to what the chosen model's preset says."""
+    """Every command opens the engine's Session, which picks by one rule: the model named on the command line
+    wins, else the index's own model (even over config.toml), else the configured one; the image budget likewise;
+    rerank then defaults to what the chosen model's preset says."""
+    from freeret_tui.engine.session import choose
     from freeret_tui.settings import load_settings
 
     configured = load_settings({"model": "smollm2"})  # as if config.toml named it
-    assert configured.for_index("default", None).model == "default"  # the index's model, not the config's
-    assert configured.for_index("default", None).rerank is True  # Qwen2-VL reranks usefully
-    assert configured.for_index(None, None).model == "smollm2"  # a new index: the configured model
-    assert configured.for_index(None, None).rerank is False  # SmolLM2 reranks at chance
-    assert configured.for_index("default", "smollm2").model == "smollm2"  # named on the command line
-    assert load_settings({"rerank": True}).for_index(None, None).rerank is True  # an explicit choice stays
+    config = configured.session_config()
+    assert choose(config, "default", None).model == "default"  # the index's model, not the config's
+    assert choose(config, "default", None).rerank is True  # Qwen2-VL reranks usefully
+    assert choose(config, None, None).model == "smollm2"  # a new index: the configured model
+    assert choose(config, None, None).rerank is False  # SmolLM2 reranks at chance
+    named = configured.session_config(named_model="smollm2", named_image_max_pixels=5000)
+    assert choose(named, "default", 200704).model == "smollm2"  # named on the command line
+    assert choose(named, "default", 200704).image_max_pixels == 5000
+    assert choose(config, "default", 200704).image_max_pixels == 200704  # the index's budget
+    assert choose(load_settings({"rerank": True}).session_config(), None, None).rerank is True  # explicit stays
+    assert choose(load_settings({"model": "pypi:missing/x.gguf"}).session_config(), None, None).rerank is False

@@ -235,7 +235,7 @@ def test_excluded_folders_come_from_the_config(roots: list[Path], idefics3) -> N
     (roots[0] / "drafts").mkdir()
     (roots[0] / "drafts" / "wip.txt").write_text("An unfinished draft about kelp.\n")
     store = Store(data_dir() / "index.db")
-    daemon = Daemon(store, idefics3, roots, data_dir(), debounce=0.0, exclude=frozenset(settings.exclude))
+    daemon = Daemon(store, idefics3, roots, data_dir(), settings.index_options(), debounce=0.0)
     daemon.rescan()
     while daemon.step():
         pass

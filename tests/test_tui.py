@@ -17,7 +17,7 @@ import pytest
 from freeret_tui.engine.types import Kind
 from freeret_tui.settings import load_settings
 from freeret_tui.tui.app import FreeretApp, create_app
-from freeret_tui.tui.backend import parse_query
+from freeret_tui.engine.query import parse_query
 from freeret_tui.tui.screens import FailuresScreen, HelpScreen, SearchScreen
 from freeret_tui.tui.widgets import AnswerPane, ResultList, StatusBar
 
@@ -152,7 +152,8 @@ def test_an_image_path_in_the_query_searches_by_image(photos: Path) -> None:
 @pytest.fixture()
 def snapshot_app(photos: Path, idefics3) -> FreeretApp:
     """Lexical search over a pre-built index, no model and no daemon: every pixel is deterministic."""
-    from freeret_tui.engine.indexer import index_files, walk
+    from freeret_tui.engine.indexer import index_files
+    from freeret_tui.engine.scan import walk
     from freeret_tui.engine.store import Store
     from freeret_tui.settings import data_dir
 

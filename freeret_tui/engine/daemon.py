@@ -23,14 +23,16 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from freeret_tui.engine.indexer import JUNK_DIRS, TRASH_SECONDS, index_files, indexable, reconcile, walk
+from freeret_tui.engine.indexer import IndexOptions, index_files
 from freeret_tui.engine.models.base import Model
+from freeret_tui.engine.scan import TRASH_SECONDS, indexable, reconcile, walk
 from freeret_tui.engine.store import Store
 from freeret_tui.engine.types import Skip
+from freeret_tui.engine.watch import OVERFLOW_RESCAN_SECONDS, Inbox, OverflowAlarm, handler
 from freeret_tui.errors import FreeretError
 
 LOCK_NAME = "daemon.lock"
@@ -90,78 +92,6 @@ def holder_pid(data_dir: Path) -> int | None:
 
 
 @dataclass
-class _Inbox:
-    """Paths the watchdog thread saw, waiting for the daemon thread to queue them (deduplicated)."""
-
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    files: dict[str, Path] = field(default_factory=dict)  # path -> root
-    folders: dict[str, Path] = field(default_factory=dict)  # a folder appeared, vanished or moved: rescan it
-    wake: threading.Event = field(default_factory=threading.Event)
-    overflowed: threading.Event = field(default_factory=threading.Event)  # events were lost: scan again
-
-    def add(self, root: Path, path: str, folder: bool) -> None:
-        with self.lock:
-            (self.folders if folder else self.files)[path] = root
-        self.wake.set()
-
-    def take(self) -> tuple[dict[str, Path], dict[str, Path]]:
-        with self.lock:
-            files, folders = self.files, self.folders
-            self.files, self.folders = {}, {}
-        return files, folders
-
-
-# After an inotify overflow, the scan that finds what was lost waits this long, so that a burst that overflows
-# the queue again and again is scanned once it calms down rather than once per overflow. Measured
-# (benchmarks/daemon_load.py, 10k files dropped + 1000 ops/s): without it the 288 files whose events were lost
-# waited for the periodic scan, and the index converged after 605 s instead of ~150 s.
-OVERFLOW_RESCAN_SECONDS = 10.0
-
-
-class _OverflowAlarm(logging.Handler):
-    """watchdog rebuilds its watches after the kernel's inotify queue overflows but tells only its logger (no
-    event reaches a handler); this hears that warning and tells the daemon."""
-
-    def __init__(self, inbox: _Inbox):
-        super().__init__(logging.WARNING)
-        self.inbox = inbox
-
-    def emit(self, record: logging.LogRecord) -> None:
-        if "overflow" in record.getMessage().lower():
-            self.inbox.overflowed.set()
-            self.inbox.wake.set()
-
-
-# Event types that mean content may have changed; opened / closed-without-writing (the indexer's own reads)
-# and attribute changes are ignored.
-_RELEVANT = frozenset({"created", "modified", "moved", "deleted", "closed"})
-
-
-def _handler(root: Path, inbox: _Inbox, data_dir: Path) -> Any:
-    from watchdog.events import FileSystemEventHandler
-
-    class Handler(FileSystemEventHandler):
-        def on_any_event(self, event: Any) -> None:
-            if event.event_type not in _RELEVANT:
-                return
-            if event.is_directory and event.event_type == "modified":
-                # A folder's own mtime changes with every file created in it; those files have their own events.
-                # Treating it as "rescan the folder" walked all 10k files of a root per event under load
-                # (benchmarks/daemon_load.py: nothing indexed for the first 18 s of a 1000 ops/s burst).
-                return
-            paths = [event.src_path]
-            if event.event_type == "moved":
-                paths.append(event.dest_path)  # the destination is where the file now is (editors' saves too)
-            for raw in paths:
-                path = os.fsdecode(raw)
-                if Path(path).is_relative_to(data_dir):
-                    continue  # our own database and logs
-                inbox.add(root, path, event.is_directory)
-
-    return Handler()
-
-
-@dataclass
 class DaemonStatus:
     """What ``daemon status`` reports, read from the database by any process."""
 
@@ -216,30 +146,25 @@ class Daemon:
         model: Model,
         roots: Iterable[Path],
         data_dir: Path,
-        chunk_tokens: int = 256,
-        overlap: int = 32,
+        options: IndexOptions = IndexOptions(),
         debounce: float = DEBOUNCE_SECONDS,
         rescan_seconds: float = 600.0,
-        exclude: frozenset[str] = JUNK_DIRS,
         log: Callable[[str], None] = lambda message: None,
-        flush_items: int = 64,
     ):
         self.store = store
         self.model = model
         self.roots = [Path(r).expanduser().resolve() for r in roots]
         self.data_dir = data_dir.resolve()
-        self.chunk_tokens = chunk_tokens
-        self.overlap = overlap
+        self.options = options
+        self.exclude = options.exclude
         self.debounce = debounce
         self.rescan_seconds = rescan_seconds
-        self.exclude = exclude
         self.log = log
-        self.flush_items = flush_items  # chunks per model call; the TUI asks for small ones (shared CPU)
         self.stop = threading.Event()
         self.paused = threading.Event()
-        self._inbox = _Inbox()
+        self._inbox = Inbox()
         self._observer: Any = None
-        self._alarm = _OverflowAlarm(self._inbox)
+        self._alarm = OverflowAlarm(self._inbox)
         self._watched: dict[Path, Any] = {}
         self._offline: set[Path] = set()
         self._done_times: list[tuple[float, int]] = []  # (time, files) of recent commits, for the rate
@@ -256,7 +181,7 @@ class Daemon:
             self._observer.daemon = True
             self._observer.start()
         if root not in self._watched:
-            self._watched[root] = self._observer.schedule(_handler(root, self._inbox, self.data_dir), str(root),
+            self._watched[root] = self._observer.schedule(handler(root, self._inbox, self.data_dir), str(root),
                                                           recursive=True)
 
     def _unwatch(self, root: Path) -> None:
@@ -324,9 +249,8 @@ class Daemon:
             counted = done
 
         stats = index_files(
-            self.store, self.model, [(root, path) for root, path, _ in batch], self.chunk_tokens, self.overlap,
-            progress=progress, flush_items=self.flush_items, on_commit=dequeue, offline_roots=frozenset(self._offline),
-            exclude=self.exclude,
+            self.store, self.model, [(root, path) for root, path, _ in batch], self.options,
+            progress=progress, on_commit=dequeue, offline_roots=frozenset(self._offline),
         )
         for skip in stats.skipped:
             self._log_skip(skip)

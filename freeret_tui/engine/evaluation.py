@@ -175,7 +175,7 @@ def evaluate(
         store.close()
     return {
         "model": model.name,
-        "dtype": getattr(model, "dtype", None),
+        "dtype": model.dtype,
         "queries": len(qids),
         "corpus": len(data.corpus),
         "rerank_k": rerank_k,

@@ -9,25 +9,18 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 
 import numpy as np
 
 from freeret_tui.engine.fusion import fuse
 from freeret_tui.engine.models.base import Model, Pooling
 from freeret_tui.engine.prompts import Framing, Side
+from freeret_tui.engine.query import Filters, Query
 from freeret_tui.engine.store import Store
-from freeret_tui.engine.types import Content, Hit, Kind
-from freeret_tui.errors import UsageError
+from freeret_tui.engine.types import Hit
+from freeret_tui.errors import NotReadyError, UsageError
 
-
-@dataclass(frozen=True)
-class Query:
-    text: str = ""
-    image: Path | None = None
-
-    def content(self) -> Content:
-        return Content(text=self.text, image=self.image)
+__all__ = ["Filters", "Query", "SearchOptions", "SearchResult", "Searcher"]
 
 
 @dataclass(frozen=True)
@@ -44,7 +37,7 @@ class SearchOptions:
     # lexical-only with a weak dense side).
     fusion: str = "convex"
     dense_weight: float = 0.2
-    kinds: tuple[Kind, ...] = ()
+    filters: Filters = Filters()
 
 
 @dataclass(frozen=True)
@@ -59,8 +52,13 @@ class SearchResult:
 
     def no_good_match(self, threshold: float) -> bool:
         """True when reranked and no hit reaches ``threshold`` (also when nothing was found at all)."""
-        best = self.best_probability()
-        return not self.hits or (best is not None and best < threshold)
+        return no_good_match(self.hits, threshold)
+
+
+def no_good_match(hits: Sequence[Hit], threshold: float) -> bool:
+    """The one rule for "no good match": nothing found, or reranked and no probability reaches ``threshold``."""
+    probs = [h.rerank_prob for h in hits if h.rerank_prob is not None]
+    return not hits or (bool(probs) and max(probs) < threshold)
 
 
 class Searcher:
@@ -72,7 +70,7 @@ class Searcher:
 
     def query_vector(self, query: Query, pooling: Pooling = Pooling.PREMLP) -> np.ndarray:
         if self.model is None:
-            raise UsageError("dense search needs a model")
+            raise NotReadyError("dense search needs the model")
         return self.model.embed([query.content()], Side.QUERY, pooling=pooling)[0]
 
     def candidates(self, query: Query, opts: SearchOptions, vector: np.ndarray | None = None) -> list[Hit]:
@@ -82,27 +80,30 @@ class Searcher:
         if query.image is None and not query.text.strip():
             raise UsageError("the query is empty")
         want = max(opts.k, opts.rerank_k if opts.rerank else 0)
-        pool = max(opts.pool, want)
+        # Folder and date filters drop candidates after fusion: fetch five times as many to keep enough.
+        pool = max(opts.pool, want) * (5 if opts.filters.on_files else 1)
+        kinds = opts.filters.kinds or None
         dense: list[tuple[int, float]] = []
         lexical: list[tuple[int, float]] = []
         if opts.mode in ("dense", "hybrid") and self.model is not None:
             if vector is None:
                 vector = self.query_vector(query, opts.pooling)
-            dense = self.store.dense(vector, pool, opts.kinds or None)
+            dense = self.store.dense(vector, pool, kinds)
         if opts.mode in ("lexical", "hybrid") and query.text.strip():
-            lexical = self.store.lexical(query.text, pool)
-            if opts.kinds:
-                stored = self.store.items([i for i, _ in lexical])
-                lexical = [(i, s) for i, s in lexical if i in stored and stored[i].chunk.kind in opts.kinds]
+            lexical = self.store.lexical(query.text, pool, kinds)
         if opts.mode == "dense" and self.model is None:
-            raise UsageError("dense search needs a model")
-        fused = fuse(opts.fusion, dense, lexical, opts.dense_weight)[:want]
+            raise NotReadyError("dense search needs the model")
+        fused = fuse(opts.fusion, dense, lexical, opts.dense_weight)
         dense_scores, lexical_scores = dict(dense), dict(lexical)
-        stored = self.store.items([i for i, _ in fused])
+        after, before = opts.filters.mtime_range()
+        # Only items that pass the filters come back (and none deleted since the candidates were read).
+        stored = self.store.items([i for i, _ in fused], opts.filters.folder, after, before)
         hits = []
         for item_id, score in fused:
+            if len(hits) == want:
+                break
             if item_id not in stored:
-                continue  # deleted between the two queries (daemon running)
+                continue
             chunk = stored[item_id].chunk
             hits.append(
                 Hit(
@@ -116,6 +117,7 @@ class Searcher:
                     dense_score=dense_scores.get(item_id),
                     lexical_score=lexical_scores.get(item_id),
                     image=chunk.content().image,
+                    modified=stored[item_id].mtime,
                 )
             )
         return hits
@@ -126,10 +128,10 @@ class Searcher:
         Reranked hits come first by probability; hits still waiting keep their stage-1 order after them.
         """
         if self.model is None:
-            raise UsageError("rerank needs a model")
+            raise NotReadyError("rerank needs the model")
         top = list(hits[: opts.rerank_k])
         rest = list(hits[opts.rerank_k :])
-        batch = max(1, getattr(self.model, "batch_size", 8))
+        batch = max(1, self.model.batch_size)
         scored: list[Hit] = []
         for start in range(0, len(top), batch):
             part = top[start : start + batch]

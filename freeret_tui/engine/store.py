@@ -125,6 +125,7 @@ class _Prefilter:
 class StoredItem:
     item_id: int
     chunk: Chunk
+    mtime: float | None = None  # the file's, when it was indexed
 
 
 @dataclass(frozen=True)
@@ -718,30 +719,55 @@ class Store:
         order = np.argsort(-sims, kind="stable")[:k]
         return [(ids[i], float(sims[i])) for i in order]
 
-    def lexical(self, text: str, k: int) -> list[tuple[int, float]]:
-        """The ``k`` best BM25 matches for any of the words in ``text``, best first: (item id, -bm25)."""
+    def lexical(self, text: str, k: int, kinds: Iterable[Kind] | None = None) -> list[tuple[int, float]]:
+        """The ``k`` best BM25 matches for any of the words in ``text`` (of ``kinds`` only, if given), best first:
+        (item id, -bm25)."""
         terms = list(dict.fromkeys(t.lower() for t in _TOKEN.findall(text)))[:_MAX_QUERY_TERMS]
         if not terms or k < 1:
             return []
         query = " OR ".join('"' + t.replace('"', '""') + '"' for t in terms)
-        rows = self._db.execute(
-            "SELECT rowid, bm25(items_fts) FROM items_fts WHERE items_fts MATCH ? ORDER BY rank LIMIT ?", (query, k)
-        )
+        if kinds:
+            wanted = [kind.value for kind in kinds]
+            rows = self._db.execute(
+                "SELECT items_fts.rowid, bm25(items_fts) FROM items_fts JOIN items ON items.id = items_fts.rowid "
+                f"WHERE items_fts MATCH ? AND items.kind IN ({', '.join('?' * len(wanted))}) "
+                "ORDER BY bm25(items_fts) LIMIT ?", (query, *wanted, k)
+            )
+        else:
+            rows = self._db.execute(
+                "SELECT rowid, bm25(items_fts) FROM items_fts WHERE items_fts MATCH ? ORDER BY rank LIMIT ?",
+                (query, k),
+            )
         return [(int(i), -float(score)) for i, score in rows]
 
-    def items(self, ids: Sequence[int]) -> dict[int, StoredItem]:
+    def items(self, ids: Sequence[int], folder: str = "", after: float | None = None,
+              before: float | None = None) -> dict[int, StoredItem]:
+        """The stored items among ``ids`` whose file is in a folder whose path contains ``folder`` (any case)
+        and was modified at or after ``after`` and before ``before`` (timestamps)."""
         if not ids:
             return {}
+        where = [f"items.id IN ({', '.join('?' * len(ids))})"]
+        params: list[object] = list(ids)
+        if folder:
+            # rtrim(path, path-without-slashes) drops the file name, leaving the folder with its trailing slash.
+            where.append("instr(lower(rtrim(files.path, replace(files.path, '/', ''))), lower(?)) > 0")
+            params.append(folder)
+        if after is not None:
+            where.append("files.mtime >= ?")
+            params.append(after)
+        if before is not None:
+            where.append("files.mtime < ?")
+            params.append(before)
         rows = self._db.execute(
             "SELECT items.id, files.path, items.kind, items.title, items.text, items.page, items.line_start, "
-            f"items.line_end, items.chunk_no FROM items JOIN files ON files.id = items.file_id "
-            f"WHERE items.id IN ({', '.join('?' * len(ids))})",
-            list(ids),
+            "items.line_end, items.chunk_no, files.mtime FROM items JOIN files ON files.id = items.file_id "
+            f"WHERE {' AND '.join(where)}",
+            params,
         )
         out: dict[int, StoredItem] = {}
-        for item_id, path, kind, title, text, page, line_start, line_end, chunk_no in rows:
+        for item_id, path, kind, title, text, page, line_start, line_end, chunk_no, mtime in rows:
             chunk = Chunk(Path(path), Kind(kind), text, title, page, line_start, line_end, chunk_no)
-            out[int(item_id)] = StoredItem(int(item_id), chunk)
+            out[int(item_id)] = StoredItem(int(item_id), chunk, float(mtime))
         return out
 
     def paths_under(self, roots: Sequence[Path]) -> list[str]:

@@ -95,6 +95,7 @@ class Hit:
     lexical_score: float | None = None
     rerank_prob: float | None = None
     image: Picture | None = None
+    modified: float | None = None  # the file's modification time when it was indexed
 
     def content(self) -> Content:
         return Content(text=self.text, image=self.image)

@@ -5,7 +5,6 @@ Importing this module does not import torch: the model loads in a worker after t
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 
 from textual.app import App
@@ -43,21 +42,6 @@ class FreeretApp(App):
                 for _, binding, _enabled, _tooltip in self.screen.active_bindings.values() if binding.show]
 
 
-def keymap_from_config(directory: Path) -> dict[str, str]:
-    """``[keys]`` in config.toml: binding id -> keys, e.g. ``ask = "ctrl+a"`` (ids: query, ask, open, copy,
-    failures, cancel, help, quit)."""
-    path = directory / "config.toml"
-    if not path.is_file():
-        return {}
-    try:
-        keys = tomllib.loads(path.read_text()).get("keys", {})
-    except tomllib.TOMLDecodeError as err:
-        raise UsageError(f"{path}: {err}") from None
-    if not isinstance(keys, dict) or not all(isinstance(v, str) for v in keys.values()):
-        raise UsageError(f"{path}: [keys] maps a binding id to keys, e.g. ask = \"ctrl+a\"")
-    return dict(keys)
-
-
 def create_app(
     folders: list[Path],
     settings: Settings,
@@ -70,16 +54,13 @@ def create_app(
     """The app for ``folders`` (watched by a daemon in this process unless one already runs). ``named_model``: the
     model named on the command line, which wins over the one the index was built with (``named_image_max_pixels``
     likewise for its image budget)."""
-    from freeret_tui.engine.store import Store
+    from freeret_tui.engine.session import Session
 
     missing = [str(f) for f in folders if not f.expanduser().is_dir()]
     if missing:
         raise UsageError(f"not a folder: {', '.join(missing)}")
     if image_mode not in IMAGE_MODES:
         raise UsageError(f"image mode must be one of {', '.join(IMAGE_MODES)}")
-    directory = data_dir()
-    index = Store.in_dir(directory)
-    settings = settings.for_index(index.model_name, named_model, index.image_max_pixels, named_image_max_pixels)
-    index.close()
-    backend = Backend(settings, [f.expanduser().resolve() for f in folders], directory, opener, start_daemon)
-    return FreeretApp(backend, image_mode, keymap_from_config(directory))
+    session = Session(data_dir(), settings.session_config(named_model, named_image_max_pixels))
+    backend = Backend(session, [f.expanduser().resolve() for f in folders], opener, start_daemon)
+    return FreeretApp(backend, image_mode, settings.keys)

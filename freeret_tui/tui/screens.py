@@ -21,12 +21,10 @@ from textual.screen import ModalScreen, Screen
 from textual.widgets import DataTable, Footer, Input, Static
 from textual.worker import Worker, WorkerState, get_current_worker
 
-from freeret_tui.engine.search import Query
+from freeret_tui.engine.query import Filters, Query, parse_query
 from freeret_tui.errors import FreeretError
-from freeret_tui.tui.backend import Backend, Filters, ShownHit, parse_query
+from freeret_tui.tui.backend import Backend, ShownHit
 from freeret_tui.tui.widgets import AnswerPane, Preview, ResultList, StatusBar, thumbnail
-
-# A best rerank probability under the settings' match_threshold shows "no good match".
 
 
 @dataclass
@@ -104,7 +102,7 @@ class SearchScreen(Screen):
         self.refresh_status()
         self.set_interval(1.0, self.refresh_status)
         if self.backend.needs_model():
-            self.model_note = f"model: loading {self.backend.settings.model}…"
+            self.model_note = f"model: loading {self.backend.config.model}…"
             # After the first paint: importing torch in a worker holds the GIL for seconds and delayed the paint
             # from 0.8 s to 1.2 s (benchmarks/cold_start.py).
             self.call_after_refresh(self.load_model)
@@ -195,7 +193,7 @@ class SearchScreen(Screen):
     def search_worker(self, serial: int, query: Query, filters: Filters, stop: threading.Event) -> None:
         worker = get_current_worker()
         hits = self.backend.candidates(query, filters)
-        reranking = bool(hits) and self.backend.options(filters).rerank
+        reranking = bool(hits) and self.backend.reranking(filters)
         stage = "reranking" if reranking else "candidates"
         self.post_message(Hits(serial, hits, {}, stage))  # stage-1 hits at once; image decoding after
         thumbs = _thumbs(hits)
@@ -216,19 +214,18 @@ class SearchScreen(Screen):
     def on_hits(self, message: Hits) -> None:
         if message.serial != self.serial:
             return  # a newer query is on screen
-        self.hits = message.hits[: self.backend.settings.k]
+        self.hits = message.hits[: self.backend.config.k]
         self.query_one(ResultList).show(self.hits, message.thumbs, new_query=message.serial != self.shown_serial)
         self.shown_serial = message.serial
         probs = [h.hit.rerank_prob for h in self.hits if h.hit.rerank_prob is not None]
-        threshold = self.backend.settings.match_threshold
         if not self.hits:
             state = "no match"
-        elif message.stage == "reranked" and max(probs, default=0.0) < threshold:
+        elif message.stage == "reranked" and self.backend.no_good_match(self.hits):
             state = f"reranked: no good match (best p={max(probs, default=0.0):.2f}); the closest candidates"
         else:
             state = {"candidates": f"{len(self.hits)} hits",
                      "reranking": f"{len(self.hits)} hits · reranking {len(probs)}/"
-                                  f"{min(len(message.hits), self.backend.settings.rerank_k)}…",
+                                  f"{min(len(message.hits), self.backend.config.rerank_k)}…",
                      "reranked": f"{len(self.hits)} hits · reranked"}[message.stage]
         filters = self.filters.describe()
         self.set_state(state + (f" · filters {filters}" if filters else ""))

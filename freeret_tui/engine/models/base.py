@@ -30,6 +30,8 @@ class Model(Protocol):
     device: str
     # The most pixels an image is read at; None for text-only models. An index records it (vectors depend on it).
     image_max_pixels: int | None
+    batch_size: int  # items per forward pass (rerank yields after each batch)
+    dtype: str  # "float32", "bfloat16", …: reported with measurements
 
     def embed(
         self,

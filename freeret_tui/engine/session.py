@@ -1,0 +1,201 @@
+"""The engine's one front door: a Session opens the index in a data dir, picks the model for it, loads it, and
+offers every step the CLI, the daemon and the TUI run — index, search in stages, answer, status, the daemon.
+
+Configuration flows one way: the caller's settings become a ``SessionConfig``; the session resolves what the
+index itself decides (an index built with a model and an image budget keeps them unless the command line names
+others) and hands plain options to the engine's modules.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from freeret_tui.engine.daemon import Daemon, DaemonStatus, read_status
+from freeret_tui.engine.indexer import IndexOptions, Progress, index_files
+from freeret_tui.engine.models import DEFAULT_IMAGE_MAX_PIXELS, Model, Pooling, load_model
+from freeret_tui.engine.models.presets import resolve
+from freeret_tui.engine.prompts import Framing, Side
+from freeret_tui.engine.query import Filters, Query
+from freeret_tui.engine.scan import sweep, walk
+from freeret_tui.engine.search import Searcher, SearchOptions, SearchResult, no_good_match
+from freeret_tui.engine.store import Store
+from freeret_tui.engine.types import AnswerChunk, Content, Hit, IndexStats, Kind
+from freeret_tui.errors import ModelLoadError, NotReadyError
+
+
+@dataclass(frozen=True)
+class SessionConfig:
+    """What a session is opened with. ``model_named`` / ``image_budget_named``: the command line named them, so
+    they win over what the index was built with (which then needs a re-index)."""
+
+    model: str = "default"
+    model_named: bool = False
+    image_max_pixels: int = DEFAULT_IMAGE_MAX_PIXELS
+    image_budget_named: bool = False
+    device: str = "auto"
+    dtype: str = "auto"
+    batch_size: int = 0
+    max_new_tokens: int = 256
+    mode: str = "hybrid"
+    rerank: bool | None = None  # None: as the model's preset advises
+    rerank_k: int = 10
+    k: int = 10
+    match_threshold: float = 0.5
+    index: IndexOptions = IndexOptions()
+
+
+def choose(config: SessionConfig, index_model: str | None, index_budget: int | None) -> SessionConfig:
+    """The one rule for an index's model: the one named on the command line, else the index's own (another
+    model's vectors could not be searched with it), else the configured one; likewise the image budget; then
+    rerank, if not set, as that model's preset advises."""
+    if not config.model_named and index_model is not None:
+        config = replace(config, model=index_model)
+    if not config.image_budget_named and index_budget is not None:
+        config = replace(config, image_max_pixels=index_budget)
+    if config.rerank is None:
+        try:
+            useful = resolve(config.model).rerank_useful
+        except ModelLoadError:
+            useful = False  # the model cannot be had; loading it says why, with the way out
+        config = replace(config, rerank=useful)
+    return config
+
+
+class SharedModel:
+    """One loaded model used by several threads (search workers, the daemon), one call at a time: its
+    embedding hook and rerank cache are per call."""
+
+    def __init__(self, model: Model):
+        self._model = model
+        self._lock = threading.Lock()
+        self.name, self.dim, self.device, self.dtype = model.name, model.dim, model.device, model.dtype
+        self.supports_images, self.image_max_pixels = model.supports_images, model.image_max_pixels
+        self.batch_size = model.batch_size
+
+    def embed(self, items: Sequence[Content], side: Side, kinds: Sequence[Kind] | None = None,
+              pooling: Pooling = Pooling.PREMLP) -> np.ndarray:
+        with self._lock:
+            return self._model.embed(items, side, kinds, pooling)
+
+    def rerank(self, query: Content, candidates: Sequence[Content], framing: Framing = Framing.MC) -> list[float]:
+        with self._lock:
+            return self._model.rerank(query, candidates, framing)
+
+    def generate(self, system: str, text: str, images: Sequence[object],
+                 stop: threading.Event | None = None) -> Iterator[str]:
+        with self._lock:
+            yield from self._model.generate(system, text, images, stop)
+
+    def token_spans(self, text: str) -> list[tuple[int, int]]:
+        with self._lock:
+            return self._model.token_spans(text)
+
+
+def open_model(config: SessionConfig) -> Model:
+    """The configured model with no index (evaluation builds its own)."""
+    return load_model(config.model, config.device, config.batch_size, config.max_new_tokens, config.dtype,
+                      config.image_max_pixels)
+
+
+class Session:
+    """The index in ``data_dir`` and, once loaded, its model. Safe to share between threads: each thread gets
+    its own connection to the index (apsw refuses one connection used by two threads at once)."""
+
+    def __init__(self, data_dir: Path, config: SessionConfig, reset: bool = False):
+        self.data_dir = data_dir
+        self._local = threading.local()
+        if reset:
+            self.store.reset()
+        self.config = choose(config, self.store.model_name, self.store.image_max_pixels)
+        self.model: Model | None = None
+
+    @property
+    def store(self) -> Store:
+        """This thread's connection to the index."""
+        store = getattr(self._local, "store", None)
+        if store is None:
+            store = self._local.store = Store.in_dir(self.data_dir)
+        return store
+
+    # -- the model ------------------------------------------------------------------------------------------
+
+    def needs_model(self, answering: bool = False) -> bool:
+        """Whether searching (or answering) needs the model: dense or hybrid candidates, rerank, answers."""
+        return self.config.mode != "lexical" or bool(self.config.rerank) or answering
+
+    def load_model(self) -> Model:
+        """Load the model and tie the index to it (refused, with the reason, if the index holds another's)."""
+        model = open_model(self.config)
+        self.store.bind_model(model.name, model.dim, model.image_max_pixels)
+        self.model = SharedModel(model)
+        return self.model
+
+    # -- indexing -------------------------------------------------------------------------------------------
+
+    def index(self, paths: Sequence[Path], progress: Progress | None = None) -> tuple[IndexStats, int]:
+        """Index ``paths`` once (the model loaded first); returns the stats and how many stored files went."""
+        if self.model is None:
+            raise NotReadyError("load the model first")
+        options = self.config.index
+        files = list(walk(paths, options.exclude))
+        stats = index_files(self.store, self.model, files, options, progress)
+        removed = sweep(self.store, paths, [p for _, p in files])
+        return stats, removed
+
+    def daemon(self, roots: Iterable[Path], flush_items: int | None = None, rescan_seconds: float = 600.0,
+               log: Callable[[str], None] = lambda message: None) -> Daemon:
+        """A daemon over ``roots`` with its own connection (it runs in its own thread or process)."""
+        if self.model is None:
+            raise NotReadyError("load the model first")
+        options = self.config.index if flush_items is None else replace(self.config.index, flush_items=flush_items)
+        return Daemon(Store.in_dir(self.data_dir), self.model, roots, self.data_dir, options,
+                      rescan_seconds=rescan_seconds, log=log)
+
+    def status(self) -> DaemonStatus:
+        return read_status(self.store, self.data_dir)
+
+    def failures(self, limit: int = 200) -> list[tuple[str, str]]:
+        return self.store.skips(limit)
+
+    def maintenance(self) -> dict[str, object]:
+        """Check the index and rebuild its vector tables (the daemon must not be running)."""
+        return self.store.maintenance()
+
+    # -- searching ------------------------------------------------------------------------------------------
+
+    def options(self, filters: Filters = Filters()) -> SearchOptions:
+        """Search options from the config; lexical only (and no rerank) until the model is loaded."""
+        c = self.config
+        return SearchOptions(k=c.k, mode=c.mode if self.model is not None else "lexical",
+                             rerank=bool(c.rerank) and self.model is not None, rerank_k=c.rerank_k, filters=filters)
+
+    def candidates(self, query: Query, filters: Filters = Filters()) -> list[Hit]:
+        """Stage 1: the fused candidates, filtered (enough for the shown list and the rerank)."""
+        if query.image is not None and self.model is None:
+            raise NotReadyError("searching by image needs the model: it is not loaded (yet)")
+        return Searcher(self.store, self.model).candidates(query, replace(self.options(filters), rerank=True))
+
+    def rerank_steps(self, query: Query, hits: Sequence[Hit], filters: Filters = Filters()) -> Iterator[list[Hit]]:
+        """Stage 2, batch by batch: the list reordered with the scores known so far."""
+        return Searcher(self.store, self.model).rerank_steps(query, hits, self.options(filters))
+
+    def search(self, query: Query, filters: Filters = Filters()) -> SearchResult:
+        """Both stages to the end (the CLI); the index must exist."""
+        if self.store.model_name is None:
+            raise NotReadyError("the index is empty: run `freeret-tui index FOLDER…` first")
+        return Searcher(self.store, self.model).search(query, self.options(filters))
+
+    def no_good_match(self, hits: Sequence[Hit]) -> bool:
+        return no_good_match(hits, self.config.match_threshold)
+
+    def answer(self, question: str, hits: Sequence[Hit], stop: threading.Event) -> Iterator[AnswerChunk]:
+        from freeret_tui.engine.answer import answer
+
+        if self.model is None:
+            raise NotReadyError("answers need the model: it is not loaded (yet)")
+        yield from answer(self.model, question, hits, stop)
