@@ -59,7 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="most pixels a photo is read at (its image tokens); fixed per index")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
-    p = sub.add_parser("index", parents=[common], help="index folders once, with progress (`daemon start` keeps them indexed)")
+    p = sub.add_parser("index", parents=[common],
+                       help="index folders once, with progress (`daemon start` keeps them indexed)")
     p.add_argument("paths", nargs="+", type=Path, metavar="PATH")
     p.add_argument("--reindex", action="store_true", help="forget the current index first (e.g. to change model)")
     p.add_argument("--chunk-tokens", type=int)
@@ -152,8 +153,8 @@ def run_tui(argv: list[str]) -> int:
 
 
 def _settings(args: argparse.Namespace) -> Settings:
-    names = ("model", "device", "dtype", "batch_size", "mode", "rerank", "rerank_k", "k", "chunk_tokens", "max_new_tokens",
-             "image_max_pixels")
+    names = ("model", "device", "dtype", "batch_size", "mode", "rerank", "rerank_k", "k", "chunk_tokens",
+             "max_new_tokens", "image_max_pixels")
     values = {n: getattr(args, n, None) for n in names}
     values["chunk_overlap"] = getattr(args, "chunk_overlap", None)
     if isinstance(values["mode"], list):  # eval takes lists; its own code handles them

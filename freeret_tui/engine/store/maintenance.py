@@ -1,0 +1,42 @@
+"""Maintenance: an integrity check, then the vector tables rebuilt and the file vacuumed to give back what
+deletions left (the daemon must not run meanwhile)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+
+class Maintenance:
+    """``freeret-tui maintenance``; part of ``Store``."""
+
+    path: str
+    _db: Any
+    _dim: str | None
+
+    def maintenance(self) -> dict[str, object]:
+        """Integrity check, then rebuild the vector tables and VACUUM to give back the space deletions left."""
+        problems = [r[0] for r in self._db.execute("PRAGMA integrity_check")]
+        size_before = self._bytes_on_disk()
+        with self._db:
+            orphans = self._drop_orphan_fts()
+            if self._dim is not None:
+                self._rebuild_vector_table(self.live_item_ids())
+        if self._dim is not None and self._prefilter is not None:
+            self.build_prefilter()
+        self._db.execute("VACUUM")
+        self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # VACUUM's pages sit in the WAL until then
+        size_after = self._bytes_on_disk()
+        return {
+            "integrity": "ok" if problems == ["ok"] else problems,
+            "orphan_fts_rows_removed": orphans,
+            "bytes_before": size_before,
+            "bytes_after": size_after,
+        }
+
+    def _bytes_on_disk(self) -> int:
+        """The database and its WAL, as a person's disk sees them."""
+        if self.path == ":memory:":
+            return 0
+        files = [Path(self.path), Path(self.path + "-wal")]
+        return sum(f.stat().st_size for f in files if f.exists())
