@@ -29,6 +29,16 @@ def _samples() -> Path:
 
 SAMPLES = _samples()
 
+# Fixtures that load a real model (tiny random or SmolLM2): a test that uses one needs torch.
+_TORCH_FIXTURES = frozenset({"tiny_dirs", "tiny_model", "idefics3", "smollm2", "qwen", "qwen_dirs"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test that needs torch, so `-m "not torch"` is the torch-free tier (FakeModel and the rest)."""
+    for item in items:
+        if _TORCH_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.torch)
+
 
 def embed_with_reference(model, branch_end, embed):  # -> (embedding, reference vector)
     """Run ``embed()`` while recording the last decoder layer's input and the output of ``branch_end`` (the module

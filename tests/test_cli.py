@@ -64,6 +64,7 @@ def test_model_sources_resolve_without_torch(tmp_path: Path) -> None:
         resolve("not-a-model")
 
 
+@pytest.mark.torch
 def test_uncached_hub_model_offline_names_the_model_and_the_switch() -> None:
     from freeret_tui.engine.models import load_model
 

@@ -109,11 +109,20 @@ def test_rerank_runs_the_query_part_once_on_cpu(tiny_model) -> None:
 
 
 def test_generate_streams_and_stops_on_request(tiny_model) -> None:
-    pieces = list(tiny_model.generate("Be brief.", "Describe <image> now", [SAMPLES / "coffee.png"]))
-    assert pieces and all(isinstance(p, str) for p in pieces)
-    stop = threading.Event()
-    stop.set()
-    assert len("".join(tiny_model.generate("", "hello", [], stop))) <= len("".join(pieces))
+    """The same prompt runs to max_new_tokens (12) forward passes, or stops after the first token when asked:
+    counted at the LM head, which runs once per generated token."""
+    calls: list[int] = []
+    handle = tiny_model._model.get_output_embeddings().register_forward_hook(lambda *_: calls.append(1))
+    try:
+        pieces = list(tiny_model.generate("Be brief.", "Describe <image> now", [SAMPLES / "coffee.png"]))
+        full = len(calls)
+        stop = threading.Event()
+        stop.set()
+        list(tiny_model.generate("Be brief.", "Describe <image> now", [SAMPLES / "coffee.png"], stop))
+    finally:
+        handle.remove()
+    assert pieces and full == tiny_model.max_new_tokens
+    assert len(calls) - full == 1
 
 
 def test_token_spans_cover_the_text(tiny_model) -> None:

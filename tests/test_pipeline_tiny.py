@@ -8,6 +8,7 @@ real-weights tests' job.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -76,8 +77,10 @@ def test_index_search_ask_with_a_tiny_vlm(folder: Path, tiny_dirs: dict[str, Pat
     code, out, err = _run(capsys, "ask", "What did we eat in Lisbon?", "--json", "--rerank-k", "2")
     assert code == 0, err
     answer = json.loads(out)
-    assert isinstance(answer["answer"], str) and len(answer["sources"]) == 5
-    assert all(1 <= c <= 5 for c in answer["citations"])
+    assert answer["answer"].strip() and len(answer["sources"]) == 5
+    # The citations reported are exactly the in-range [n] the text holds (the fake-model tier checks a real one).
+    cited = [int(n) for n in re.findall(r"\[(\d+)\]", answer["answer"]) if 1 <= int(n) <= 5]
+    assert answer["citations"] == list(dict.fromkeys(cited))
 
 
 def test_index_refuses_a_different_model(folder: Path, tiny_dirs: dict[str, Path], capsys) -> None:

@@ -219,6 +219,7 @@ def test_end_to_end_in_tmux(tmp_path: Path, photos: Path, tiny_dirs: dict[str, P
         subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
 
 
+@pytest.mark.torch
 def test_a_first_run_offline_says_what_to_do_and_following_it_works(tmp_path: Path, photos: Path) -> None:
     """No network, nothing cached, no --model (the default Qwen2-VL from the hub): the screen keeps the reason and
     the next steps in view; the offline one (SmolLM2 from PyPI, installed in CI) then indexes and finds a note."""

@@ -10,12 +10,13 @@ from freeret_tui.engine.models.base import Model
 from freeret_tui.engine.prompts import answer_prompt
 from freeret_tui.engine.types import AnswerChunk, Hit
 
-_CITATION = re.compile(r"\[(\d+)\]")
+# A citation of hit n in an answer: "[n]" (the TUI turns each into a link to hit n).
+CITATION = re.compile(r"\[(\d+)\]")
 
 
 def citations(text: str, n_sources: int) -> tuple[int, ...]:
     """Distinct cited source numbers in order of first mention, ignoring numbers outside 1..n_sources."""
-    seen = dict.fromkeys(int(m) for m in _CITATION.findall(text) if 1 <= int(m) <= n_sources)
+    seen = dict.fromkeys(int(m) for m in CITATION.findall(text) if 1 <= int(m) <= n_sources)
     return tuple(seen)
 
 

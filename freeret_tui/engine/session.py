@@ -106,8 +106,11 @@ class Session:
     """The index in ``data_dir`` and, once loaded, its model. Safe to share between threads: each thread gets
     its own connection to the index (apsw refuses one connection used by two threads at once)."""
 
-    def __init__(self, data_dir: Path, config: SessionConfig, reset: bool = False):
+    def __init__(self, data_dir: Path, config: SessionConfig, reset: bool = False,
+                 loader: Callable[[SessionConfig], Model] = open_model):
+        """``loader`` turns the resolved config into a model (tests pass a deterministic fake)."""
         self.data_dir = data_dir
+        self.loader = loader
         self._local = threading.local()
         if reset:
             self.store.reset()
@@ -130,7 +133,7 @@ class Session:
 
     def load_model(self) -> Model:
         """Load the model and tie the index to it (refused, with the reason, if the index holds another's)."""
-        model = open_model(self.config)
+        model = self.loader(self.config)
         self.store.bind_model(model.name, model.dim, model.image_max_pixels)
         self.model = SharedModel(model)
         return self.model

@@ -5,10 +5,13 @@ Importing this module does not import torch: the model loads in a worker after t
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from textual.app import App
 
+from freeret_tui.engine.models.base import Model
+from freeret_tui.engine.session import SessionConfig
 from freeret_tui.errors import UsageError
 from freeret_tui.settings import Settings, data_dir
 from freeret_tui.tui.backend import Backend, Opener, system_opener
@@ -50,10 +53,11 @@ def create_app(
     start_daemon: bool = True,
     named_model: str | None = None,
     named_image_max_pixels: int | None = None,
+    loader: Callable[[SessionConfig], Model] | None = None,
 ) -> FreeretApp:
     """The app for ``folders`` (watched by a daemon in this process unless one already runs). ``named_model``: the
     model named on the command line, which wins over the one the index was built with (``named_image_max_pixels``
-    likewise for its image budget)."""
+    likewise for its image budget). ``loader``: how the model is made (tests pass a fake)."""
     from freeret_tui.engine.session import Session
 
     missing = [str(f) for f in folders if not f.expanduser().is_dir()]
@@ -61,6 +65,7 @@ def create_app(
         raise UsageError(f"not a folder: {', '.join(missing)}")
     if image_mode not in IMAGE_MODES:
         raise UsageError(f"image mode must be one of {', '.join(IMAGE_MODES)}")
-    session = Session(data_dir(), settings.session_config(named_model, named_image_max_pixels))
+    config = settings.session_config(named_model, named_image_max_pixels)
+    session = Session(data_dir(), config, loader=loader) if loader else Session(data_dir(), config)
     backend = Backend(session, [f.expanduser().resolve() for f in folders], opener, start_daemon)
     return FreeretApp(backend, image_mode, settings.keys)

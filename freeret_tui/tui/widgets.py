@@ -17,6 +17,7 @@ from textual.markup import escape
 from textual.widgets import OptionList, Static
 from textual.widgets.option_list import Option
 
+from freeret_tui.engine.answer import CITATION
 from freeret_tui.engine.types import Kind
 from freeret_tui.tui.backend import ShownHit
 
@@ -176,13 +177,12 @@ class AnswerPane(Static):
 
     def _render_text(self, tail: str = "") -> None:
         markup = f"[b]Q: {escape(self._question)}[/]\n"
-        for piece in re.split(r"(\[\d+\])", self.text + tail):
-            match = re.fullmatch(r"\[(\d+)\]", piece)
-            if match:
-                markup += f"[b $accent @click=screen.jump({match.group(1)})]\\[{match.group(1)}][/]"
-            else:
-                markup += escape(piece)
-        self.update(Content.from_markup(markup))
+        text, done = self.text + tail, 0
+        for match in CITATION.finditer(text):
+            n = match.group(1)
+            markup += escape(text[done:match.start()]) + f"[b $accent @click=screen.jump({n})]\\[{n}][/]"
+            done = match.end()
+        self.update(Content.from_markup(markup + escape(text[done:])))
 
 
 class StatusBar(Static):

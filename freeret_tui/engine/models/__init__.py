@@ -5,6 +5,7 @@ from __future__ import annotations
 from freeret_tui.engine.models.base import Model, Pooling
 from freeret_tui.engine.models.presets import PRESETS, resolve
 from freeret_tui.engine.models.processors import DEFAULT_IMAGE_MAX_PIXELS
+from freeret_tui.errors import ModelLoadError
 
 __all__ = ["DEFAULT_IMAGE_MAX_PIXELS", "PRESETS", "Model", "Pooling", "load_model", "resolve"]
 
@@ -19,6 +20,14 @@ def load_model(
 ) -> Model:
     """Load a preset name, hub id, local directory or .gguf file (raises ModelLoadError with the reason).
     ``image_max_pixels``: the most pixels each image is read at (see processors.apply_image_budget)."""
+    try:
+        import torch  # noqa: F401
+        import transformers  # noqa: F401
+    except ImportError as err:
+        raise ModelLoadError(
+            f"cannot load a model: {err.name} is not installed",
+            ["install the project with its model dependencies: `pip install torch==2.13.0 && pip install -e .`"],
+        ) from None
     from freeret_tui.engine.models.hf import HFModel
 
     return HFModel(resolve(spec), device=device, batch_size=batch_size, max_new_tokens=max_new_tokens, dtype=dtype,

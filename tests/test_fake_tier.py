@@ -1,0 +1,202 @@
+"""The engine and the TUI with the deterministic FakeModel: indexing, search in stages, fusion, filters, answers,
+the daemon and TUI flows, with no torch at all (`python -m pytest -m "not torch"` runs these in a venv without it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import threading
+import time
+from datetime import date, datetime
+from pathlib import Path
+
+import pytest
+from fake_model import ANSWER, FakeModel
+
+from freeret_tui.cli import main
+from freeret_tui.engine.query import Filters, Query, parse_query
+from freeret_tui.engine.session import Session, SessionConfig
+from freeret_tui.engine.types import Kind
+from freeret_tui.settings import data_dir, load_settings
+
+NOTES = {
+    "lighthouse.txt": "The lighthouse at the harbour guides the fishing boats at night.",
+    "orchard.md": "# Orchard\nApples, pears and cider in the autumn orchard.",
+    "ledger.txt": "Invoice ledger for March: three invoices paid in full.",
+}
+
+
+def _stamp(path: Path, day: date) -> None:
+    ts = datetime.combine(day, datetime.min.time()).timestamp() + 3600
+    os.utime(path, (ts, ts))
+
+
+@pytest.fixture()
+def library(tmp_path: Path, photos: Path) -> Path:
+    """Notes in two folders with known dates, and two photos."""
+    root = tmp_path / "library"
+    (root / "Work").mkdir(parents=True)
+    for name, text in NOTES.items():
+        (root / ("Work" if name == "ledger.txt" else "") / name).write_text(text)
+    (root / "Work" / "harbour-fees.txt").write_text("Harbour fees for the fishing boats, paid at the lighthouse.")
+    shutil.copy(photos / "chelsea.png", root / "cat.png")
+    shutil.copy(photos / "rocket.jpg", root / "Work" / "rocket.jpg")
+    for path in root.rglob("*"):
+        if path.is_file():
+            _stamp(path, date(2024, 5, 10))
+    _stamp(root / "Work" / "harbour-fees.txt", date(2024, 7, 1))
+    return root
+
+
+def _session(**config: object) -> Session:
+    return Session(data_dir(), SessionConfig(model="fake-model", **config), loader=lambda _c: FakeModel())
+
+
+def _names(hits: list) -> list[str]:
+    return [h.path.name for h in hits]
+
+
+def test_index_then_search_in_stages_ranks_the_note_with_the_query_words(library: Path) -> None:
+    session = _session(rerank=True, k=5, rerank_k=3)
+    session.load_model()
+    stats, removed = session.index([library])
+    assert stats.files_indexed == 6 and not stats.skipped and removed == 0
+    assert session.config.model == "fake-model" and session.store.model_name == "fake-model"
+
+    result = session.search(Query("lighthouse harbour boats"))
+    assert result.reranked and _names(result.hits)[0] in ("lighthouse.txt", "harbour-fees.txt")
+    assert set(_names(result.hits)[:2]) == {"lighthouse.txt", "harbour-fees.txt"}
+    probs = [h.rerank_prob for h in result.hits[:3]]
+    assert all(p is not None for p in probs) and probs == sorted(probs, reverse=True)
+    assert all(h.dense_score is not None for h in result.hits) and result.hits[0].lexical_score is not None
+    assert not session.no_good_match(result.hits)
+    # Words no file has: the rerank says so.
+    assert session.no_good_match(session.search(Query("zebra unicorn")).hits)
+
+    # Stage 2 step by step: each step the whole list, the reranked first.
+    query = Query("apples cider")
+    hits = session.candidates(query)
+    steps = list(session.rerank_steps(query, hits))
+    assert [len(s) for s in steps] == [len(hits)] * len(steps) and _names(steps[-1])[0] == "orchard.md"
+
+    # Unchanged files are not embedded again; a deleted one leaves the index.
+    (library / "orchard.md").unlink()
+    stats, removed = session.index([library])
+    assert stats.files_indexed == 0 and stats.files_unchanged == 5 and removed == 1
+    assert "orchard.md" not in _names(session.search(Query("apples cider")).hits)
+
+
+def test_filters_narrow_inside_the_index(library: Path) -> None:
+    session = _session(rerank=False, k=10)
+    session.load_model()
+    session.index([library])
+
+    def found(raw: str) -> list[str]:
+        query, filters = parse_query(raw)
+        return sorted(_names(session.search(query, filters).hits))
+
+    assert found("lighthouse kind:image cat") == ["cat.png", "rocket.jpg"]
+    assert found("harbour lighthouse in:work") == ["harbour-fees.txt", "ledger.txt", "rocket.jpg"]
+    assert found("harbour lighthouse after:2024-06-01") == ["harbour-fees.txt"]
+    assert "harbour-fees.txt" not in found("harbour lighthouse before:2024-06-01")
+    assert found("harbour after:2024-05-10 before:2024-05-11 in:Work kind:text") == ["ledger.txt"]
+    # The date shown for a hit is the one stored when it was indexed, not read from the disk again.
+    hits = session.search(Query("lighthouse"), Filters(kinds=(Kind.TEXT,))).hits
+    days = {h.path.name: date.fromtimestamp(h.modified) for h in hits if h.modified is not None}
+    assert days["lighthouse.txt"] == date(2024, 5, 10) and days["harbour-fees.txt"] == date(2024, 7, 1)
+
+
+def test_cli_search_takes_the_same_filters(library: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    session = _session()
+    session.load_model()
+    session.index([library])
+    # Lexical search needs no model: the CLI answers from the index alone.
+    code = main(["search", "harbour lighthouse in:Work before:2024-06-01", "--mode", "lexical", "--no-rerank",
+                 "--json"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert json.loads(out)["hits"] == []  # the harbour fees are from July; the lighthouse note is not in Work
+    code = main(["search", "harbour lighthouse in:Work after:2024-06-01", "--mode", "lexical", "--no-rerank",
+                 "--json"])
+    assert code == 0 and [Path(h["path"]).name for h in json.loads(capsys.readouterr().out)["hits"]] == [
+        "harbour-fees.txt"]
+    assert main(["search", "fees after:yesterday", "--mode", "lexical"]) == 2
+    assert "dates are YYYY-MM-DD" in capsys.readouterr().err
+
+
+def test_answer_streams_cites_and_stops(library: Path) -> None:
+    session = _session()
+    with pytest.raises(Exception, match="answers need the model"):
+        list(session.answer("why?", [], threading.Event()))
+    session.load_model()
+    session.index([library])
+    hits = session.search(Query("lighthouse")).hits
+    chunks = list(session.answer("Where do the boats go?", hits, threading.Event()))
+    assert "".join(c.text for c in chunks) == ANSWER and chunks[-1].done and chunks[-1].citations == (1,)
+    stop = threading.Event()
+    stop.set()
+    stopped = list(session.answer("Where?", hits, stop))
+    assert [c.text for c in stopped] == [""] and stopped[-1].citations == ()
+
+
+def test_the_daemon_follows_new_and_deleted_files(tmp_path: Path) -> None:
+    folder = tmp_path / "notes"
+    folder.mkdir()
+    (folder / "first.txt").write_text("a first note about sailing")
+    session = _session()
+    session.load_model()
+    daemon = session.daemon([folder], rescan_seconds=3600)
+    daemon.debounce = 0.1
+    thread = threading.Thread(target=daemon.run, daemon=True)
+    thread.start()
+
+    def wait(condition, what: str) -> None:
+        deadline = time.monotonic() + 30
+        while not condition():
+            assert time.monotonic() < deadline, what
+            time.sleep(0.05)
+
+    try:
+        wait(lambda: session.status().counts["indexed"] == 1, "the first scan")
+        (folder / "second.txt").write_text("kayaks on the lake at dawn")
+        wait(lambda: _names(session.search(Query("kayaks")).hits)[:1] == ["second.txt"], "a new file")
+        (folder / "first.txt").unlink()
+        wait(lambda: session.status().counts["indexed"] == 1 and "first.txt" not in _names(
+            session.search(Query("sailing")).hits), "a deleted file")
+    finally:
+        daemon.stop.set()
+        thread.join(10)
+
+
+def test_tui_search_rerank_ask_and_jump(tmp_path: Path, library: Path) -> None:
+    from freeret_tui.tui.app import create_app
+    from freeret_tui.tui.widgets import AnswerPane, ResultList
+
+    settings = load_settings({"model": "fake-model", "rerank": True, "k": 5, "rerank_k": 3})
+    app = create_app([library], settings, opener=lambda p: None, image_mode="halfcell",
+                     loader=lambda _c: FakeModel())
+
+    async def scenario() -> None:
+        async with app.run_test(size=(120, 36)) as pilot:
+            deadline = time.monotonic() + 30
+            while app.backend.model is None or app.backend.status().counts["indexed"] < 6:
+                assert time.monotonic() < deadline, "indexing did not finish"
+                await pilot.pause(0.1)
+            await pilot.press(*"apples cider", "enter")
+            screen = app.screen
+            while "reranked" not in str(screen.query_one("#state").render()):
+                assert time.monotonic() < deadline + 30
+                await pilot.pause(0.1)
+            assert screen.hits[0].hit.path.name == "orchard.md" and screen.hits[0].when == "2024-05-10"
+            await pilot.press("a")
+            answer = screen.query_one(AnswerPane)
+            while "cites" not in str(answer.render()):
+                await pilot.pause(0.1)
+            assert "cites [1]" in str(answer.render())
+            await pilot.press("j", "j", "1")  # the citation's number jumps back to hit 1
+            assert screen.query_one(ResultList).highlighted == 0
+
+    asyncio.run(scenario())
