@@ -16,11 +16,38 @@ from freeret_tui.errors import ModelLoadError
 def test_importing_the_cli_and_engine_does_not_import_torch() -> None:
     code = (
         "import sys, freeret_tui.cli, freeret_tui.engine.search, freeret_tui.engine.indexer, "
-        "freeret_tui.engine.evaluation, freeret_tui.engine.models\n"
+        "freeret_tui.engine.evaluation, freeret_tui.engine.models, freeret_tui.engine.session\n"
         "bad = sorted(m for m in ('torch', 'transformers', 'textual') if m in sys.modules)\n"
         "assert not bad, bad"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_configuration_flows_one_way_and_models_load_only_through_the_session() -> None:
+    """The engine never imports the settings, textual or rich (its callers hand it a SessionConfig); the CLI and
+    the TUI never load a model themselves (they ask the engine's Session)."""
+    import ast
+
+    package = Path(__file__).resolve().parents[1] / "freeret_tui"
+
+    def imported(path: Path) -> set[str]:
+        names: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names.add(node.module)
+            elif isinstance(node, ast.Import):
+                names.update(alias.name for alias in node.names)
+        return names
+
+    for path in (package / "engine").rglob("*.py"):
+        bad = {m for m in imported(path) if m == "freeret_tui.settings" or m.split(".")[0] in ("textual", "rich")}
+        assert not bad, (path, bad)
+    callers = [package / "cli.py", package / "daemon_cli.py", *(package / "tui").glob("*.py")]
+    for path in callers:
+        tree = ast.parse(path.read_text())
+        loads = [n for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module == "freeret_tui.engine.models"
+                 and any(a.name == "load_model" for a in n.names)]
+        assert not loads, path
 
 
 @pytest.mark.parametrize(
