@@ -15,10 +15,10 @@ from typing import Any
 from freeret_tui.engine.indexer import IndexOptions
 from freeret_tui.engine.models.processors import DEFAULT_IMAGE_MAX_PIXELS
 from freeret_tui.engine.scan import DEFAULT_EXCLUDE
+from freeret_tui.engine.search import MODES
 from freeret_tui.engine.session import SessionConfig
 from freeret_tui.errors import UsageError
 
-MODES = ("dense", "lexical", "hybrid")
 # The smallest image budget: 2x2 merged Qwen-VL patches (4 image tokens); below that a photo is a blur.
 MIN_IMAGE_MAX_PIXELS = 56 * 56
 DTYPES = ("auto", "float32", "bfloat16", "float16")

@@ -20,7 +20,10 @@ from freeret_tui.engine.store import Store
 from freeret_tui.engine.types import Hit
 from freeret_tui.errors import NotReadyError, UsageError
 
-__all__ = ["Filters", "Query", "SearchOptions", "SearchResult", "Searcher"]
+__all__ = ["MODES", "Filters", "Query", "SearchOptions", "SearchResult", "Searcher"]
+
+# Where stage-1 candidates come from: vectors, BM25, or both fused.
+MODES = ("dense", "lexical", "hybrid")
 
 
 @dataclass(frozen=True)
@@ -75,7 +78,7 @@ class Searcher:
 
     def candidates(self, query: Query, opts: SearchOptions, vector: np.ndarray | None = None) -> list[Hit]:
         """Stage 1: fused dense + lexical candidates, best first (``opts.k`` or ``opts.rerank_k``, the larger)."""
-        if opts.mode not in ("dense", "lexical", "hybrid"):
+        if opts.mode not in MODES:
             raise UsageError(f"unknown mode {opts.mode!r}")
         if query.image is None and not query.text.strip():
             raise UsageError("the query is empty")

@@ -13,18 +13,15 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-import numpy as np
-
 from freeret_tui.engine.daemon import Daemon, DaemonStatus, read_status
 from freeret_tui.engine.indexer import IndexOptions, Progress, index_files
-from freeret_tui.engine.models import DEFAULT_IMAGE_MAX_PIXELS, Model, Pooling, load_model
+from freeret_tui.engine.models import DEFAULT_IMAGE_MAX_PIXELS, Model, load_model
 from freeret_tui.engine.models.presets import resolve
-from freeret_tui.engine.prompts import Framing, Side
 from freeret_tui.engine.query import Filters, Query
 from freeret_tui.engine.scan import sweep, walk
 from freeret_tui.engine.search import Searcher, SearchOptions, SearchResult, no_good_match
 from freeret_tui.engine.store import Store
-from freeret_tui.engine.types import AnswerChunk, Content, Hit, IndexStats, Kind
+from freeret_tui.engine.types import AnswerChunk, Hit, IndexStats
 from freeret_tui.errors import ModelLoadError, NotReadyError
 
 
@@ -66,36 +63,6 @@ def choose(config: SessionConfig, index_model: str | None, index_budget: int | N
     return config
 
 
-class SharedModel:
-    """One loaded model used by several threads (search workers, the daemon), one call at a time: its
-    embedding hook and rerank cache are per call."""
-
-    def __init__(self, model: Model):
-        self._model = model
-        self._lock = threading.Lock()
-        self.name, self.dim, self.device, self.dtype = model.name, model.dim, model.device, model.dtype
-        self.supports_images, self.image_max_pixels = model.supports_images, model.image_max_pixels
-        self.batch_size = model.batch_size
-
-    def embed(self, items: Sequence[Content], side: Side, kinds: Sequence[Kind] | None = None,
-              pooling: Pooling = Pooling.PREMLP) -> np.ndarray:
-        with self._lock:
-            return self._model.embed(items, side, kinds, pooling)
-
-    def rerank(self, query: Content, candidates: Sequence[Content], framing: Framing = Framing.MC) -> list[float]:
-        with self._lock:
-            return self._model.rerank(query, candidates, framing)
-
-    def generate(self, system: str, text: str, images: Sequence[object],
-                 stop: threading.Event | None = None) -> Iterator[str]:
-        with self._lock:
-            yield from self._model.generate(system, text, images, stop)
-
-    def token_spans(self, text: str) -> list[tuple[int, int]]:
-        with self._lock:
-            return self._model.token_spans(text)
-
-
 def open_model(config: SessionConfig) -> Model:
     """The configured model with no index (evaluation builds its own)."""
     return load_model(config.model, config.device, config.batch_size, config.max_new_tokens, config.dtype,
@@ -135,8 +102,8 @@ class Session:
         """Load the model and tie the index to it (refused, with the reason, if the index holds another's)."""
         model = self.loader(self.config)
         self.store.bind_model(model.name, model.dim, model.image_max_pixels)
-        self.model = SharedModel(model)
-        return self.model
+        self.model = model
+        return model
 
     # -- indexing -------------------------------------------------------------------------------------------
 

@@ -24,6 +24,9 @@ class Pooling(str, Enum):
 
 
 class Model(Protocol):
+    """What the engine asks of a model. Implementations are safe to share between threads (the TUI's search
+    workers and its daemon use one model): calls run one at a time."""
+
     name: str
     dim: int
     supports_images: bool

@@ -7,19 +7,19 @@ imported here only, inside functions, so importing the engine or the CLI stays c
 
 from __future__ import annotations
 
+import functools
 import inspect
-import os
-import sys
 import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
 from freeret_tui.engine.extract import load_image
 from freeret_tui.engine.models.base import Pooling
 from freeret_tui.engine.models.families import pre_mlp_module_name
+from freeret_tui.engine.models.hub import hub_snapshot
 from freeret_tui.engine.models.presets import ModelSource
 from freeret_tui.engine.models.processors import DEFAULT_IMAGE_MAX_PIXELS, apply_image_budget, load_processor
 from freeret_tui.engine.prompts import (
@@ -33,40 +33,12 @@ from freeret_tui.engine.prompts import (
     rerank_prompt,
 )
 from freeret_tui.engine.types import Content, Kind
-from freeret_tui.errors import OFFLINE_START, ModelLoadError, UnsupportedInputError
-
-# Only what inference needs: skips ONNX/GGUF/original-checkpoint copies that many hub repos also carry.
-_HUB_PATTERNS = ["*.json", "*.safetensors", "*.jinja", "*.model", "*.txt", "*.tiktoken", "tokenizer*"]
+from freeret_tui.errors import ModelLoadError, UnsupportedInputError
 
 
 class _Captured(Exception):
     """Raised by the embedding hook to stop the forward pass once the vector is read: the last MLP, the final
     norm and the LM head never run (they cost time and, per the paper, hurt embedding quality)."""
-
-
-def _hub_snapshot(repo_id: str) -> str:
-    """Local path of a hub model: from the HF cache, or downloaded once with a progress bar."""
-    from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
-
-    try:
-        return snapshot_download(repo_id, allow_patterns=_HUB_PATTERNS, local_files_only=True)
-    except LocalEntryNotFoundError:
-        pass
-    steps = (
-        OFFLINE_START,
-        f"or start once with network: {repo_id} downloads into the Hugging Face cache, and later starts need none",
-        f"or pass `--model` a local model directory or .gguf file (`hf download {repo_id} --local-dir DIR` makes one "
-        "on a machine with network)",
-    )
-    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
-    if offline:
-        raise ModelLoadError(f"model {repo_id} is not in the Hugging Face cache, and HF_HUB_OFFLINE is set", steps)
-    print(f"Downloading {repo_id} into the Hugging Face cache (once)…", file=sys.stderr)
-    try:
-        return snapshot_download(repo_id, allow_patterns=_HUB_PATTERNS)
-    except (HfHubHTTPError, LocalEntryNotFoundError, OSError) as err:
-        raise ModelLoadError(f"could not download model {repo_id} ({type(err).__name__}: no network?)", steps) from None
 
 
 def _cpu_has_native_bf16() -> bool:
@@ -109,8 +81,22 @@ def default_batch_size(device: str) -> int:
     return 2 if device == "cpu" else 16
 
 
+_Method = TypeVar("_Method", bound=Any)
+
+
+def _one_at_a_time(method: _Method) -> _Method:
+    """Serialise calls: the search workers and the daemon thread share one model, whose embedding hook and rerank
+    cache are per call."""
+    @functools.wraps(method)
+    def serialised(self: HFModel, *args: Any, **kwargs: Any) -> Any:
+        with self._lock:
+            return method(self, *args, **kwargs)
+
+    return serialised  # type: ignore[return-value]
+
+
 class HFModel:
-    """One loaded model. Not thread-safe: callers serialise use (the engine runs one job at a time)."""
+    """One loaded model, safe to share between threads (one call runs at a time)."""
 
     def __init__(
         self,
@@ -132,6 +118,7 @@ class HFModel:
         self.batch_size = batch_size or default_batch_size(self.device)
         self.dtype = str(torch_dtype).removeprefix("torch.")
         self._torch = torch
+        self._lock = threading.Lock()
         try:
             if source.kind == "gguf":
                 path = Path(source.location)
@@ -139,7 +126,7 @@ class HFModel:
                 location = str(path.parent)
             else:
                 kwargs = {}
-                location = _hub_snapshot(source.location) if source.kind == "hub" else source.location
+                location = hub_snapshot(source.location) if source.kind == "hub" else source.location
             config = transformers.AutoConfig.from_pretrained(location, **kwargs)
             self.supports_images = config.model_type in MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
             if self.supports_images:
@@ -230,6 +217,7 @@ class HFModel:
 
     # -- stage 1: embeddings --------------------------------------------------------------------------------
 
+    @_one_at_a_time
     def embed(
         self,
         items: Sequence[Content],
@@ -278,6 +266,7 @@ class HFModel:
     def _first_token_id(self, text: str) -> int:
         return int(self._tok.encode(text, add_special_tokens=False)[0])
 
+    @_one_at_a_time
     def rerank(self, query: Content, candidates: Sequence[Content], framing: Framing = Framing.MC) -> list[float]:
         option_ids = [self._first_token_id(t) for t in answer_tokens(framing)]
         turns = [rerank_prompt(query, c, framing) for c in candidates]
@@ -344,6 +333,13 @@ class HFModel:
     def generate(
         self, system: str, text: str, images: Sequence[Path], stop: threading.Event | None = None
     ) -> Iterator[str]:
+        """Stream the reply; the model stays held (other callers wait) until the stream ends or is closed."""
+        with self._lock:
+            yield from self._generate(system, text, images, stop)
+
+    def _generate(
+        self, system: str, text: str, images: Sequence[Path], stop: threading.Event | None = None
+    ) -> Iterator[str]:
         import torch
         from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
 
@@ -387,6 +383,7 @@ class HFModel:
 
     # -- chunking support -----------------------------------------------------------------------------------
 
+    @_one_at_a_time
     def token_spans(self, text: str) -> list[tuple[int, int]]:
         enc = self._tok(text, add_special_tokens=False, return_offsets_mapping=True)
         return [(int(a), int(b)) for a, b in enc["offset_mapping"]]

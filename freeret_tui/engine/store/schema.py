@@ -127,7 +127,8 @@ class Schema:
     def _add_meta(self, key: str, amount: int) -> None:
         """Add to a counter in ``meta`` (inside the caller's transaction)."""
         self._db.execute("INSERT INTO meta(key, value) VALUES (?, ?) "
-                         "ON CONFLICT(key) DO UPDATE SET value = CAST(value AS INTEGER) + ?", (key, str(amount), amount))
+                         "ON CONFLICT(key) DO UPDATE SET value = CAST(value AS INTEGER) + ?",
+                         (key, str(amount), amount))
 
     def _forget_meta(self, *prefixes: str) -> None:
         """Delete the ``meta`` entries whose key starts with any of ``prefixes``."""
