@@ -3,7 +3,8 @@
 Not a mock of FreeRet: it ranks by shared words so that engine tests can check real behaviour (a passage with the
 query's words comes first, a filter removes what it should, citations reach the screen) in milliseconds.
 - embed: the normalised sum of one hash-seeded random vector per word (an image's words: its file name, plus a
-  vector seeded by its bytes), so cosine similarity grows with shared words;
+  vector seeded by its decoded pixels: like a real model, it reads every image and PDF page when it embeds),
+  so cosine similarity grows with shared words;
 - rerank: P(match) from the share of the query's words the candidate contains (0.05 to 0.95);
 - generate: a canned answer, streamed word by word, citing source [1]; it stops when asked.
 """
@@ -19,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from freeret_tui.engine.chunking import word_spans
+from freeret_tui.engine.extract import load_image
 from freeret_tui.engine.models.base import Pooling
 from freeret_tui.engine.prompts import Framing, Side
 from freeret_tui.engine.types import Content, Kind, PageImage
@@ -53,13 +55,15 @@ class FakeModel:
         self.batch_size = 4
         self.image_max_pixels: int | None = 200_704 if supports_images else None
         self.generated: list[str] = []  # the prompts generate() was given (tests read them)
+        self.before_embed: list[object] = []  # callables run at the start of each embed() (tests break files there)
 
     def _vector(self, content: Content) -> np.ndarray:
         vector = np.zeros(self.dim, dtype=np.float32)
         for word in _words(content):
             vector += _seeded(word, self.dim)
-        if isinstance(content.image, Path) and content.image.is_file():
-            vector += 0.5 * _seeded(hashlib.sha256(content.image.read_bytes()).hexdigest(), self.dim)
+        if content.image is not None:
+            pixels = np.asarray(load_image(content.image, max_side=16))
+            vector += 0.5 * _seeded(hashlib.sha256(pixels.tobytes()).hexdigest(), self.dim)
         if not vector.any():
             vector = _seeded("<empty>", self.dim)
         return vector / np.linalg.norm(vector)
@@ -68,6 +72,8 @@ class FakeModel:
               pooling: Pooling = Pooling.PREMLP) -> np.ndarray:
         from freeret_tui.errors import UnsupportedInputError
 
+        for hook in self.before_embed:
+            hook()  # type: ignore[operator]
         if not self.supports_images and any(c.is_image for c in items):
             raise UnsupportedInputError(f"model {self.name!r} is text-only and cannot read images")
         return np.stack([self._vector(c) for c in items]) if items else np.empty((0, self.dim), np.float32)

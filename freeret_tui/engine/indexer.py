@@ -5,8 +5,10 @@ from ``scan.py``. This module has no threads of its own.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
+import stat
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -15,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from freeret_tui.engine.chunking import word_spans
-from freeret_tui.engine.extract import extract
+from freeret_tui.engine.extract import extract, load_image_or_reason
 from freeret_tui.engine.models.base import Model
 from freeret_tui.engine.prompts import Side
 from freeret_tui.engine.scan import JUNK_DIRS, indexable
@@ -60,9 +62,33 @@ def _text_only(chunks: list[Chunk], model_name: str) -> list[Chunk] | Skip:
     return Skip(chunks[0].path, f"model {model_name!r} is text-only; use a vision model to index {what}")
 
 
+def _not_followed(root: Path, path: Path, st: os.stat_result) -> str | None:
+    """Why ``path`` is not read at all: only regular files are (a FIFO would block, a device never ends), and a
+    symbolic link only to a file inside its own watched folder (not /etc/shadow, /proc/self/environ…)."""
+    if not stat.S_ISREG(st.st_mode):
+        return "not a regular file (a FIFO, device or socket): not read"
+    if path.is_symlink() and not path.resolve().is_relative_to(root.resolve()):
+        return "symbolic link to a file outside the watched folder: not followed"
+    return None
+
+
+def _unreadable(p: _Pending) -> str | None:
+    """Why the images or pages of ``p`` cannot be loaded now, if they cannot."""
+    for chunk in p.chunks:
+        picture = chunk.content().image
+        if picture is not None and isinstance(reason := load_image_or_reason(picture), str):
+            return reason
+    return None
+
+
 def _sha256(path: Path) -> str:
+    """The content hash, read from a regular file only: opened without blocking and checked after opening, so a
+    file swapped for a FIFO or a device since it was listed raises instead of hanging or reading forever."""
     digest = hashlib.sha256()
-    with path.open("rb") as f:
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file")
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
@@ -95,16 +121,41 @@ def index_files(
     settled: list[Path] = []
     indexed = unchanged = items = done = removed = 0
 
+    def embed(files: list[_Pending]) -> None:
+        chunks = [c for p in files for c in p.chunks]
+        if not chunks:
+            return
+        vectors = model.embed([c.content() for c in chunks], Side.CANDIDATE, [c.kind for c in chunks])
+        offset = 0
+        for p in files:
+            p.vectors = vectors[offset : offset + len(p.chunks)]
+            offset += len(p.chunks)
+
+    def fail(p: _Pending, reason: str) -> None:
+        skip = Skip(p.path, reason, failed=True)
+        skipped.append(skip)
+        writes.append(lambda p=p, s=skip: store.put_skip(p.path, p.root, p.size, p.mtime, s.reason, failed=True))
+
     def flush() -> None:
         nonlocal indexed, items
         fresh = [p for p in pending if p.same_as is None and p.vectors is None]
+        try:  # the model runs outside the transaction: readers are never blocked by it
+            embed(fresh)
+        except Exception:
+            # Images and PDF pages are read again now: one deleted, truncated or unrenderable since the scan fails
+            # alone (recorded), and the rest of the batch is embedded without it. A failure no file explains is
+            # the model's own and goes up.
+            unreadable = {id(p): reason for p in fresh if (reason := _unreadable(p))}
+            if not unreadable:
+                raise
+            for p in list(pending):
+                source = p.same_as or p
+                if id(source) in unreadable:
+                    fail(p, f"cannot read it to embed: {unreadable[id(source)]}")
+                    pending.remove(p)
+            fresh = [p for p in fresh if id(p) not in unreadable]
+            embed(fresh)
         chunks = [c for p in fresh for c in p.chunks]
-        if chunks:  # the model runs outside the transaction: readers are never blocked by it
-            vectors = model.embed([c.content() for c in chunks], Side.CANDIDATE, [c.kind for c in chunks])
-            offset = 0
-            for p in fresh:
-                p.vectors = vectors[offset : offset + len(p.chunks)]
-                offset += len(p.chunks)
         with store.transaction():
             for p in pending:
                 source = p.same_as or p
@@ -136,6 +187,11 @@ def index_files(
             skip = Skip(path, f"cannot read: {err.strerror or err}", failed=True)
             skipped.append(skip)
             writes.append(lambda s=skip, r=root: store.put_skip(s.path, r, 0, 0.0, s.reason, failed=True))
+            continue
+        if st is not None and (reason := _not_followed(root, path, st)):
+            skip = Skip(path, reason)
+            skipped.append(skip)
+            writes.append(lambda s=skip, r=root, st=st: store.put_skip(s.path, r, st.st_size, st.st_mtime, s.reason))
             continue
         if st is None or not indexable(root, path, options.exclude):  # gone, or excluded since it was stored
             if store.file_row(path) is not None and not any(path.is_relative_to(r) for r in offline_roots):

@@ -30,10 +30,10 @@ def indexable(root: Path, path: Path, exclude: frozenset[str] = JUNK_DIRS) -> bo
         return False
     if any(part.startswith(".") for part in parts) or any(part in exclude for part in parts[:-1]):
         return False
-    return kind_of(path) is not None and _encodable(str(path))
+    return kind_of(path) is not None and encodable(str(path))
 
 
-def _encodable(name: str) -> bool:
+def encodable(name: str) -> bool:
     """File names that are not valid UTF-8 (old Latin-1 archives) cannot be stored as SQLite text."""
     try:
         name.encode("utf-8")
@@ -63,7 +63,7 @@ def walk(
                 path = Path(folder, name)
                 if name.startswith(".") or kind_of(path) is None:
                     continue
-                if not _encodable(str(path)):
+                if not encodable(str(path)):
                     if on_skip:
                         shown = os.fsencode(path).decode("utf-8", "backslashreplace")
                         on_skip(Skip(Path(shown), "file name is not valid UTF-8; rename it to index it", True))
