@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from freeret_tui import __version__
+from freeret_tui.display import visible
 from freeret_tui.engine.fusion import FUSIONS
 from freeret_tui.errors import FreeretError, NotReadyError, UsageError
 from freeret_tui.settings import DTYPES, MODES, Settings, data_dir, load_settings
@@ -28,7 +29,7 @@ class _Parser(argparse.ArgumentParser):
     """argparse that reports a bad flag in one line (and exit status 2) instead of a usage block."""
 
     def error(self, message: str) -> NoReturn:
-        print(f"{self.prog}: error: {message} (see --help)", file=sys.stderr)
+        print(f"{self.prog}: error: {visible(message)} (see --help)", file=sys.stderr)
         raise SystemExit(2)
 
 
@@ -142,7 +143,7 @@ def run_tui(argv: list[str]) -> int:
         app = create_app(args.folders, settings, image_mode=args.image_mode, start_daemon=not args.no_daemon,
                          named_model=args.model, named_image_max_pixels=args.image_max_pixels)
     except UsageError as err:
-        print(f"freeret-tui: error: {err}", file=sys.stderr)
+        print(f"freeret-tui: error: {visible(str(err))}", file=sys.stderr)
         return 2
     # textual-image asks the terminal what graphics it supports when first imported; done here, before Textual
     # owns the terminal, the answers cannot arrive later as key presses (a stray "?" opened the help dialog).
@@ -202,7 +203,7 @@ def cmd_index(args: argparse.Namespace, settings: Settings) -> int:
         f"{removed} removed; {stats.items_added} items in {stats.seconds:.1f}s"
     )
     for skip in stats.skipped:
-        print(f"  skipped {skip.path}: {skip.reason}")
+        print(f"  skipped {visible(str(skip.path))}: {visible(skip.reason)}")
     return 0
 
 
@@ -254,8 +255,8 @@ def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
         print("no good match" + (" (best candidates below)" if result.hits else ""))
     for n, hit in enumerate(result.hits, start=1):
         score = f"p={hit.rerank_prob:.2f}" if hit.rerank_prob is not None else f"score={hit.fused_score:.3f}"
-        where = f"{hit.path}" + (f" ({hit.location})" if hit.location else "")
-        snippet = " ".join(hit.text.split())[:100]
+        where = visible(str(hit.path)) + (f" ({hit.location})" if hit.location else "")
+        snippet = visible(" ".join(hit.text.split())[:100])
         print(f"{n:>2}. {score}  {where}" + (f"\n      {snippet}" if snippet else ""))
     return 0
 
@@ -269,7 +270,7 @@ def cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
             text += chunk.text
             cited = chunk.citations if chunk.done else cited
             if not args.json:
-                print(chunk.text, end="", flush=True)
+                print(visible(chunk.text, lines=True), end="", flush=True)
     except KeyboardInterrupt:
         stop.set()
         print("\n[stopped]", file=sys.stderr)
@@ -280,7 +281,7 @@ def cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
     print()
     for s in sources:
         mark = "*" if s["rank"] in cited else " "
-        print(f"{mark}[{s['rank']}] {s['path']}" + (f" ({s['location']})" if s["location"] else ""))
+        print(f"{mark}[{s['rank']}] {visible(s['path'])}" + (f" ({s['location']})" if s["location"] else ""))
     return 0
 
 
@@ -370,8 +371,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = _settings(args)
         return HANDLERS[args.command](args, settings)
     except UsageError as err:
-        print(f"freeret-tui: error: {err}", file=sys.stderr)
+        print(f"freeret-tui: error: {visible(str(err))}", file=sys.stderr)
         return 2
     except FreeretError as err:
-        print(f"freeret-tui: {err.explain()}", file=sys.stderr)
+        print(f"freeret-tui: {visible(err.explain(), lines=True)}", file=sys.stderr)
         return 1

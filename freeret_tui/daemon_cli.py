@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 from types import FrameType
 
+from freeret_tui.display import visible
 from freeret_tui.engine.daemon import DaemonLock, holder_pid
 from freeret_tui.engine.session import Session
 from freeret_tui.errors import FreeretError, UsageError
@@ -86,7 +87,7 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _log(message: str) -> None:
-    print(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}", file=sys.stderr, flush=True)
+    print(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {visible(message)}", file=sys.stderr, flush=True)
 
 
 def _start(args: argparse.Namespace, settings: Settings) -> int:
@@ -103,7 +104,7 @@ def _start(args: argparse.Namespace, settings: Settings) -> int:
         if value is not None:
             command += [f"--{flag.replace('_', '-')}", str(value)]
     log_path = directory / LOG_NAME
-    with log_path.open("ab") as log:
+    with os.fdopen(os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600), "ab") as log:
         child = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                  start_new_session=True)  # survives the terminal closing
     deadline = time.monotonic() + START_WAIT_S
@@ -145,12 +146,12 @@ def _status(args: argparse.Namespace, settings: Settings) -> int:
     running = f"running (pid {status.running_pid})" if status.running_pid else "not running"
     print(f"daemon: {running}; data dir {directory}")
     for root in status.roots:
-        print(f"  {root['path']}" + ("" if root["online"] else "  (offline: entries kept)"))
+        print(f"  {visible(root['path'])}" + ("" if root["online"] else "  (offline: entries kept)"))
     c = status.counts
     print(f"indexed {c['indexed']}, queued {c['queued']}, failed {c['failed']}, skipped {c['skipped']}; "
           f"{c['items']} items")
     if status.rate_files_per_s and status.queued:
         print(f"rate {status.rate_files_per_s:.1f} files/s, ETA {status.eta_s:.0f}s")
     for error in status.last_errors:
-        print(f"  {error['path']}: {error['reason']}")
+        print(f"  {visible(error['path'])}: {visible(error['reason'])}")
     return 0

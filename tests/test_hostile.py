@@ -125,3 +125,85 @@ def test_chunk_lines_match_a_plain_count_on_long_text() -> None:
     for window in chunk_text(text, word_spans, 64, 8):
         assert window.line_start == text.count("\n", 0, window.start) + 1
         assert window.line_end == text.count("\n", 0, window.end) + 1
+
+
+def test_the_index_is_private_by_default(tmp_path: Path) -> None:
+    import stat
+
+    folder = tmp_path / "notes"
+    folder.mkdir()
+    (folder / "a.txt").write_text("private words")
+    directory = data_dir()
+    directory.chmod(0o755)  # as earlier versions left it
+    directory = data_dir()
+    session = Session(directory, SessionConfig(model="fake-model"), loader=lambda _c: FakeModel())
+    session.load_model()
+    session.index([folder])
+    assert stat.S_IMODE(directory.stat().st_mode) == 0o700
+    for name in ("index.db", "index.db-wal", "index.db-shm"):
+        assert stat.S_IMODE((directory / name).stat().st_mode) == 0o600, name
+
+
+HOSTILE_NAME = "evil\x1b]52;c;cHduZWQ=\x07\x1b[2J[@click=app.quit]x[b]\u202eatad.txt"
+HOSTILE_TEXT = "lighthouse \x1b]0;pwned\x07 keeper \x1b[2J [red]not markup[/red]"
+
+
+def _hostile_index(tmp_path: Path) -> Path:
+    folder = tmp_path / "notes"
+    folder.mkdir()
+    (folder / HOSTILE_NAME).write_text(HOSTILE_TEXT)
+    (folder / "broken\x1b[2J[@click=app.quit]q[b].png").write_bytes(b"not a png")  # a recorded failure
+    fd = os.open(os.fsencode(folder) + b"/caf\xe9 [x].txt", os.O_WRONLY | os.O_CREAT)  # reported, never stored
+    os.close(fd)
+    session = Session(data_dir(), SessionConfig(model="fake-model", rerank=False), loader=lambda _c: FakeModel())
+    session.load_model()
+    session.index([folder])
+    return folder
+
+
+def test_the_cli_prints_hostile_names_and_contents_as_plain_text(tmp_path: Path, capsys) -> None:
+    from freeret_tui.cli import main
+
+    _hostile_index(tmp_path)
+    assert main(["search", "lighthouse keeper", "--mode", "lexical", "--no-rerank"]) == 0
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and "\x07" not in out and "\u202e" not in out
+    assert "evil\\x1b]52;c;cHduZWQ=\\x07" in out and "\\u202eatad.txt" in out and "[red]not markup[/red]" in out
+    assert main(["daemon", "status"]) == 0
+    assert "\x1b" not in capsys.readouterr().out
+    assert main(["search", "x", "--image", str(tmp_path / "no\x1b[2Jsuch.png")]) == 2
+    assert "\x1b" not in capsys.readouterr().err
+
+
+def test_the_tui_shows_hostile_names_as_text_in_the_list_preview_failures_and_toasts(tmp_path: Path) -> None:
+    import asyncio
+
+    from freeret_tui.settings import load_settings
+    from freeret_tui.tui.app import create_app
+    from freeret_tui.tui.screens import FailuresScreen
+
+    folder = _hostile_index(tmp_path)
+    copied: list[str] = []
+    app = create_app([folder], load_settings({"mode": "lexical", "rerank": False}), opener=lambda p: None,
+                     image_mode="halfcell", start_daemon=False)
+
+    async def scenario() -> None:
+        async with app.run_test(size=(120, 36)) as pilot:
+            app.copy_to_clipboard = copied.append  # the path the person asked for, as it is
+            await pilot.press(*"lighthouse keeper", "enter")
+            screen = app.screen
+            while not screen.hits:
+                await pilot.pause(0.05)
+            shown = str(screen.query_one("#results").render_line(0)) + str(screen.query_one("#preview-body").render())
+            head = str(screen.query_one("#preview-head").render())
+            assert "\x1b" not in shown + head and "\\x1b" in head and "[red]not markup[/red]" in shown
+            await pilot.press("y")  # a toast naming the file: no markup error, no escape
+            await pilot.press("F")
+            assert isinstance(app.screen, FailuresScreen)
+            table = app.screen.query_one("#failures")
+            await pilot.pause(0.1)
+            row = " ".join(str(cell) for cell in table.get_row_at(0))
+            assert "broken\\x1b[2J[@click=app.quit]q[b].png" in row and "\x1b" not in row
+
+    asyncio.run(scenario())
+    assert copied and copied[0].endswith(HOSTILE_NAME)

@@ -21,6 +21,7 @@ from textual.screen import ModalScreen, Screen
 from textual.widgets import DataTable, Footer, Input, Static
 from textual.worker import Worker, WorkerState, get_current_worker
 
+from freeret_tui.display import visible
 from freeret_tui.engine.query import Filters, Query, parse_query
 from freeret_tui.errors import FreeretError
 from freeret_tui.tui.backend import Backend, ShownHit
@@ -130,7 +131,7 @@ class SearchScreen(Screen):
         ):
             return
         err = worker.error
-        reason = str(err) if isinstance(err, FreeretError) else f"{type(err).__name__}: {err}"
+        reason = visible(str(err) if isinstance(err, FreeretError) else f"{type(err).__name__}: {err}")
         if worker.group == "model":
             # Kept on screen, not a toast: without the model only word search works, and the person needs the
             # way out in front of them until they act on it.
@@ -138,7 +139,7 @@ class SearchScreen(Screen):
             notice = Text("The model could not be loaded: searching by words only.\n", style="bold")
             notice.append(reason)
             for step in getattr(err, "steps", ()):
-                notice.append(f"\n  • {step}")
+                notice.append(f"\n  • {visible(step)}")
             self.query_one("#notice", Static).update(notice)
             self.query_one("#notice", Static).display = True
             self.refresh_status()
@@ -149,7 +150,7 @@ class SearchScreen(Screen):
         self.set_state(f"{worker.group} failed: {reason}")
         if worker.group == "answer":
             self.query_one(AnswerPane).finish((), stopped=True)
-        self.notify(reason, title=f"{worker.group} failed", severity="error", timeout=10)
+        self.notify(reason, title=f"{worker.group} failed", severity="error", timeout=10, markup=False)
 
     def refresh_status(self) -> None:
         try:
@@ -175,7 +176,7 @@ class SearchScreen(Screen):
         try:
             query, filters = parse_query(event.value)
         except FreeretError as err:
-            self.notify(str(err), severity="warning")
+            self.notify(visible(str(err)), severity="warning", markup=False)
             return
         self.query_, self.filters = query, filters
         self.terms = query.text.split()
@@ -280,15 +281,15 @@ class SearchScreen(Screen):
         try:
             self.backend.open(hit.hit.path)
         except FreeretError as err:
-            self.notify(str(err), severity="error")
+            self.notify(visible(str(err)), severity="error", markup=False)
             return
-        self.notify(f"opened {hit.hit.path.name}")
+        self.notify(f"opened {visible(hit.hit.path.name)}", markup=False)
 
     def action_copy_path(self) -> None:
         hit = self.selected()
         if hit is not None:
             self.app.copy_to_clipboard(str(hit.hit.path))
-            self.notify(f"copied {hit.hit.path}")
+            self.notify(f"copied {visible(str(hit.hit.path))}", markup=False)
 
     def action_jump(self, n: int) -> None:
         if 1 <= n <= len(self.hits):
@@ -366,7 +367,7 @@ class FailuresScreen(ModalScreen):
             table: DataTable = DataTable(cursor_type="row", id="failures")
             table.add_columns("file", "reason")
             for path, reason in self.failures:
-                table.add_row(Path(path).name, reason, key=path)
+                table.add_row(Text(visible(Path(path).name)), Text(visible(reason)), key=path)
             yield table
 
 

@@ -17,6 +17,7 @@ from textual.markup import escape
 from textual.widgets import OptionList, Static
 from textual.widgets.option_list import Option
 
+from freeret_tui.display import visible
 from freeret_tui.engine.answer import CITATION
 from freeret_tui.engine.types import Kind
 from freeret_tui.tui.backend import ShownHit
@@ -47,10 +48,10 @@ def hit_row(n: int, hit: ShownHit, thumb: RenderableType | None) -> RenderableTy
     grid.add_column(width=THUMB_CELLS[0])
     grid.add_column(ratio=1)
     grid.add_column(width=7, justify="right")
-    where = f"{h.path.parent.name}/ · {_ICONS.get(h.kind, '?')}" + (f" · {h.location}" if h.location else "")
+    where = f"{visible(h.path.parent.name)}/ · {_ICONS.get(h.kind, '?')}" + (f" · {h.location}" if h.location else "")
     where += f" · {hit.when}" if hit.when else " · (gone)"
-    title = Text(h.path.name, style="bold")
-    snippet = Text(" ".join(h.text.split())[:160], style="italic dim") if h.text else Text("")
+    title = Text(visible(h.path.name), style="bold")
+    snippet = Text(visible(" ".join(h.text.split())[:160]), style="italic dim") if h.text else Text("")
     grid.add_row(Text(f"{n}."), thumb or Text(""),
                  Group(title, Text(where, style="cyan"), snippet), score_text(hit))
     return grid
@@ -112,7 +113,7 @@ class Preview(VerticalScroll):
 
     def clear(self, message: str = "") -> None:
         self._drop_image()
-        self.query_one("#preview-head", Static).update(Text(message))  # a file name is text, never markup
+        self.query_one("#preview-head", Static).update(Text(visible(message)))  # a file name is text, never markup
         self.query_one("#preview-body", Static).update("")
 
     def _drop_image(self) -> None:
@@ -122,7 +123,7 @@ class Preview(VerticalScroll):
     def show_text(self, hit: ShownHit, terms: Sequence[str]) -> None:
         self._drop_image()
         self.query_one("#preview-head", Static).update(_head(hit))
-        self.query_one("#preview-body", Static).update(highlight(hit.hit.text, terms))
+        self.query_one("#preview-body", Static).update(highlight(visible(hit.hit.text, lines=True), terms))
 
     def show_image(self, hit: ShownHit, picture: Any) -> None:
         from textual_image.widget import HalfcellImage
@@ -137,7 +138,7 @@ class Preview(VerticalScroll):
 
 def _head(hit: ShownHit) -> Text:
     h = hit.hit
-    head = Text(str(h.path), style="bold")
+    head = Text(visible(str(h.path)), style="bold")
     details = [d for d in (h.location, hit.when, _score_line(hit)) if d]
     head.append("\n" + "  ·  ".join(details), style="cyan")
     return head

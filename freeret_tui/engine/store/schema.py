@@ -4,6 +4,7 @@ and which model and image budget an index belongs to.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from freeret_tui.errors import StoreError
@@ -66,10 +67,27 @@ SCHEMA_VERSION = len(MIGRATIONS)
 INDEX_FILE = "index.db"
 
 
+def _private(path: str) -> None:
+    """Create the database file (and fix an older one, its WAL and shared memory) readable by its owner only:
+    it holds document text. SQLite gives the WAL and -shm files it creates the database file's mode."""
+    try:
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+    except OSError as err:
+        raise StoreError(f"cannot open index database {path}: {err.strerror or err}") from None
+    for name in (path, path + "-wal", path + "-shm"):
+        try:
+            if os.stat(name).st_mode & 0o077:
+                os.chmod(name, 0o600)
+        except FileNotFoundError:
+            continue
+
+
 def _connect(path: str):  # -> apsw.Connection
     import apsw
     import sqlite_vec
 
+    if path != ":memory:":
+        _private(path)
     try:
         conn = apsw.Connection(path)
         conn.enable_load_extension(True)
