@@ -207,3 +207,38 @@ def test_the_tui_shows_hostile_names_as_text_in_the_list_preview_failures_and_to
 
     asyncio.run(scenario())
     assert copied and copied[0].endswith(HOSTILE_NAME)
+
+
+def test_per_file_budgets_bound_what_one_file_can_cost(tmp_path: Path, photos: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """The budgets, shrunk so small files exceed them (benchmarks/hostile_files.py measures the real bombs)."""
+    import docx
+
+    from freeret_tui.engine import extract as ex
+    from freeret_tui.engine.types import Skip
+
+    monkeypatch.setattr(ex, "MAX_DECODED_PIXELS", 10_000)
+    png = ex.extract(photos / "chelsea.png", word_spans)  # 451 x 300 PNG: decoded whole, so refused
+    assert isinstance(png, Skip) and "over the 0 MP decoding budget" in png.reason
+    assert not isinstance(ex.extract(photos / "rocket.jpg", word_spans), Skip)  # a JPEG decodes scaled down
+
+    document = docx.Document()
+    document.add_paragraph("words " * 2000)
+    document.save(tmp_path / "big.docx")
+    monkeypatch.setattr(ex, "MAX_DOCX_INFLATED", 4096)
+    refused = ex.extract(tmp_path / "big.docx", word_spans)
+    assert isinstance(refused, Skip) and "over the 0 MiB budget" in refused.reason
+
+    (tmp_path / "long.txt").write_text("é" * 600 + " tail-word-beyond-the-budget", encoding="utf-8")
+    monkeypatch.setattr(ex, "MAX_TEXT_BYTES", 1001)  # cuts the 501st "é" in half: still read as UTF-8
+    chunks = ex.extract(tmp_path / "long.txt", word_spans)
+    assert not isinstance(chunks, Skip) and chunks[0].text == "é" * 500
+
+    (tmp_path / "many.txt").write_text(" ".join(f"w{i}" for i in range(1000)))
+    monkeypatch.setattr(ex, "MAX_ITEMS_PER_FILE", 3)
+    assert len(ex.extract(tmp_path / "many.txt", word_spans, 10, 2)) == 3
+
+    monkeypatch.setattr(ex, "MAX_TEXT_BYTES", 1 << 20)
+    (tmp_path / "blank.txt").write_text("\n" * 5000 + "one word\n" + "\n" * 5000)
+    blank = ex.extract(tmp_path / "blank.txt", lambda t: [(i, i + 1) for i in range(len(t))], 16, 2)
+    assert [c.text.strip() for c in blank] and all(c.text.strip() for c in blank)

@@ -9,6 +9,7 @@ pypdfium2 when it is embedded (``load_image``), so nothing large is held between
 from __future__ import annotations
 
 import warnings
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,19 @@ MIN_PAGE_CHARS = 20
 MAX_IMAGE_SIDE = 1024
 # Decompression-bomb guard: refuse images above this many pixels (a 20k × 20k image is already 1.2 GB RGB).
 MAX_IMAGE_PIXELS = 200_000_000
+# JPEGs decode at a reduced scale (draft), so a 108 MP phone photo is cheap; other formats decode whole, three
+# bytes a pixel and a copy or two more: above this they are refused (a 14000 x 14000 PNG took 2.6 GB RSS).
+MAX_DECODED_PIXELS = 64_000_000
+# Per-file budgets (benchmarks/hostile_files.py): text beyond its first 8 MiB is not read (a 200 MB file took
+# 12 GB while tokenised), at most 2,000 passages a file are kept (~500k tokens), and a DOCX whose parts inflate
+# beyond 32 MiB is refused before parsing (python-docx holds its XML tree in memory: 1 GB inflated took 2.4 GB).
+MAX_TEXT_BYTES = 8 << 20
+MAX_ITEMS_PER_FILE = 2000
+MAX_DOCX_INFLATED = 32 << 20
+
+
+class _Unreadable(Exception):
+    """A file that opens but cannot be indexed; the message is the skip reason."""
 
 
 def kind_of(path: Path) -> Kind | None:
@@ -60,6 +74,10 @@ def load_image(source: Picture, max_side: int = MAX_IMAGE_SIDE) -> Any:
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         with Image.open(path) as img:
             img.seek(0)
+            width, height = img.size
+            if img.format != "JPEG" and width * height > MAX_DECODED_PIXELS:
+                raise _Unreadable(f"image is {width}x{height} ({width * height / 1e6:.0f} MP), over the "
+                                  f"{MAX_DECODED_PIXELS // 1_000_000} MP decoding budget")
             img.draft("RGB", (max_side, max_side))  # JPEG decodes at reduced scale: cheap downscale
             rotated = ImageOps.exif_transpose(img)
             rgb = rotated.convert("RGB")
@@ -91,7 +109,15 @@ def render_page(source: PageImage, max_side: int = MAX_IMAGE_SIDE) -> Any:
 
 def read_text(path: Path) -> str:
     """File text: UTF-8 (with or without BOM), else cp1252, else Latin-1 (which never fails)."""
-    raw = path.read_bytes()
+    with path.open("rb") as f:
+        raw = f.read(MAX_TEXT_BYTES)
+    if len(raw) == MAX_TEXT_BYTES:
+        # Cut at the budget: drop a multi-byte UTF-8 character split there, so UTF-8 is still recognised.
+        for cut in range(4):
+            try:
+                return raw[: len(raw) - cut].decode("utf-8-sig")
+            except UnicodeDecodeError:
+                continue
     for encoding in ("utf-8-sig", "cp1252"):
         try:
             return raw.decode(encoding)
@@ -115,6 +141,28 @@ def _pdf_pages(path: Path) -> list[tuple[int, str]]:
     return pages
 
 
+def _too_big_to_render(path: Path, pages: list[int]) -> int | None:
+    """The first of ``pages`` (1-based) whose content or image streams inflate beyond pypdf's per-stream limit
+    (75 MB): pdfium would inflate all of it to render the page (a 1 GB Flate stream took 1.9 GB RSS)."""
+    from pypdf import PdfReader
+    from pypdf.errors import LimitReachedError
+
+    reader = PdfReader(path)
+    for number in pages:
+        page = reader.pages[number - 1]
+        try:
+            contents = page.get_contents()
+            if contents is not None:
+                contents.get_data()
+            resources = page.get("/Resources")
+            xobjects = resources.get_object().get("/XObject") if resources is not None else None
+            for xobject in (xobjects.get_object().values() if xobjects is not None else ()):
+                xobject.get_object().get_data()
+        except LimitReachedError:
+            return number
+    return None
+
+
 def _page_count(path: Path) -> int:
     """Pages as pdfium sees them: proves the renderer can open the file before its pages are queued."""
     import pypdfium2 as pdfium
@@ -130,6 +178,10 @@ def _docx_text(path: Path) -> str:
     """Paragraphs, then each table row as cells joined by " | " (python-docx keeps them apart)."""
     import docx
 
+    with zipfile.ZipFile(path) as archive:
+        inflated = sum(member.file_size for member in archive.infolist())
+    if inflated > MAX_DOCX_INFLATED:
+        raise _Unreadable(f"DOCX inflates to {inflated >> 20} MiB, over the {MAX_DOCX_INFLATED >> 20} MiB budget")
     document = docx.Document(str(path))
     lines = [p.text for p in document.paragraphs]
     for table in document.tables:
@@ -138,13 +190,11 @@ def _docx_text(path: Path) -> str:
     return "\n".join(lines)
 
 
-class _Unreadable(Exception):
-    """A file that opens but cannot be indexed; the message is the skip reason."""
-
-
 def _text_chunks(
     path: Path, text: str, tokenize: Callable[[str], Spans], chunk_tokens: int, overlap: int, page: int | None, first: int
 ) -> list[Chunk]:
+    # Passages of nothing but white space (a file of newlines made thousands) are not items.
+    windows = [w for w in chunk_text(text, tokenize, chunk_tokens, overlap) if text[w.start : w.end].strip()]
     return [
         Chunk(
             path=path,
@@ -156,7 +206,7 @@ def _text_chunks(
             line_end=w.line_end,
             chunk_no=first + n,
         )
-        for n, w in enumerate(chunk_text(text, tokenize, chunk_tokens, overlap))
+        for n, w in enumerate(windows[: max(0, MAX_ITEMS_PER_FILE - first)])
     ]
 
 
@@ -177,12 +227,17 @@ def extract(
             chunks: list[Chunk] = []
             pages = _pdf_pages(path)
             for page, text in pages:
+                if len(chunks) >= MAX_ITEMS_PER_FILE:
+                    break
                 if len(text.strip()) >= MIN_PAGE_CHARS:
                     chunks += _text_chunks(path, text, tokenize, chunk_tokens, overlap, page, len(chunks))
                 else:
                     chunks.append(Chunk(path=path, kind=Kind.PAGE, title=path.name, page=page, chunk_no=len(chunks)))
-            if any(c.kind is Kind.PAGE for c in chunks) and _page_count(path) < len(pages):
+            scanned = [c.page for c in chunks if c.kind is Kind.PAGE and c.page is not None]
+            if scanned and _page_count(path) < len(pages):
                 return Skip(path, "cannot render the PDF's pages", failed=True)
+            if scanned and (bomb := _too_big_to_render(path, scanned)) is not None:
+                return Skip(path, f"page {bomb} inflates beyond 75 MB: not rendered", failed=True)
             return chunks or Skip(path, "PDF has no pages")
         text = _docx_text(path) if suffix == ".docx" else read_text(path)
     except _Unreadable as err:

@@ -174,7 +174,10 @@ class Vectors:
             self._fill_half()
             count = self.vector_count()
             sample = self._halves([b for (b,) in self._db.execute(
-                "SELECT vector FROM item_half ORDER BY random() LIMIT ?", (ann.training_size(count),),
+                # A spread-out sample in an order fixed by the ids (Knuth's multiplicative hash), not random():
+                # the same index trains the same cells, so recall does not vary from build to build.
+                "SELECT vector FROM item_half ORDER BY (item_id * 2654435761) % 4294967296 LIMIT ?",
+                (ann.training_size(count),),
             )])
             centre = sample.mean(axis=0) if len(sample) else np.zeros(int(self._dim), np.float32)
             centroids = ann.train_cells(sample, centre, ann.cell_count(count)) if len(sample) else centre[None, :]
