@@ -85,11 +85,14 @@ def test_fifos_devices_and_links_out_of_the_folder_are_not_read(tmp_path: Path) 
     outside.write_text("private words from outside the folder")
     (folder / "secret-link.txt").symlink_to(outside)
     (folder / "inside-link.txt").symlink_to(folder / "note.txt")  # a link within the folder is followed
+    (folder / "environ.txt").symlink_to("/proc/self/environ")  # the indexer's own environment
+    (folder / "hostname.txt").symlink_to("/etc/hostname")
     store = Store(tmp_path / "index.db")
     stats = _index_in_time(store, FakeModel(), folder)
     reasons = {s.path.name: s.reason for s in stats.skipped}
     assert reasons["pipe.txt"].startswith("not a regular file") and reasons["zero.txt"].startswith("not a regular")
-    assert reasons["secret-link.txt"].startswith("symbolic link to a file outside")
+    for link in ("secret-link.txt", "environ.txt", "hostname.txt"):
+        assert reasons[link].startswith("symbolic link to a file outside"), link
     assert stats.files_indexed == 2 and store.lexical("private", 5) == []
 
 
