@@ -49,10 +49,6 @@ class SearchResult:
     reranked: bool
     timings_ms: dict[str, float] = field(default_factory=dict)
 
-    def best_probability(self) -> float | None:
-        probs = [h.rerank_prob for h in self.hits if h.rerank_prob is not None]
-        return max(probs) if probs else None
-
     def no_good_match(self, threshold: float) -> bool:
         """True when reranked and no hit reaches ``threshold`` (also when nothing was found at all)."""
         return no_good_match(self.hits, threshold)
