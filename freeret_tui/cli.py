@@ -145,6 +145,9 @@ def run_tui(argv: list[str]) -> int:
     except UsageError as err:
         print(f"freeret-tui: error: {visible(str(err))}", file=sys.stderr)
         return 2
+    except FreeretError as err:
+        print(f"freeret-tui: {visible(err.explain(), lines=True)}", file=sys.stderr)
+        return 1
     # textual-image asks the terminal what graphics it supports when first imported; done here, before Textual
     # owns the terminal, the answers cannot arrive later as key presses (a stray "?" opened the help dialog).
     import textual_image.renderable  # noqa: F401
@@ -342,9 +345,16 @@ def cmd_maintenance(args: argparse.Namespace, settings: Settings) -> int:
     if args.json:
         print(json.dumps(report))
         return 0
-    print(f"integrity: {report['integrity']}; {report['orphan_fts_rows_removed']} orphan rows removed; "
+    if report["integrity"] != "ok":
+        problems = report["integrity"]
+        print(f"integrity: the index is damaged ({len(problems)} problems); it was left as it is. First problems:")
+        for problem in problems[:5]:
+            print(f"  {visible(problem)}")
+        print(f"To start over from your files: move {data_dir() / 'index.db'} aside, then `freeret-tui index FOLDER…`")
+        return 1
+    print(f"integrity: ok; {report['orphan_fts_rows_removed']} orphan rows removed; "
           f"{report['bytes_before'] / 1e6:.1f} MB -> {report['bytes_after'] / 1e6:.1f} MB")
-    return 0 if report["integrity"] == "ok" else 1
+    return 0
 
 
 HANDLERS = {

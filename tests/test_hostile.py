@@ -245,3 +245,53 @@ def test_per_file_budgets_bound_what_one_file_can_cost(tmp_path: Path, photos: P
     (tmp_path / "blank.txt").write_text("\n" * 5000 + "one word\n" + "\n" * 5000)
     blank = ex.extract(tmp_path / "blank.txt", lambda t: [(i, i + 1) for i in range(len(t))], 16, 2)
     assert [c.text.strip() for c in blank] and all(c.text.strip() for c in blank)
+
+
+def test_a_damaged_index_is_reported_with_the_way_out(tmp_path: Path, capsys) -> None:
+    from freeret_tui.cli import main
+
+    folder = tmp_path / "notes"
+    folder.mkdir()
+    (folder / "a.txt").write_text("kept words")
+    session = Session(data_dir(), SessionConfig(model="fake-model"), loader=lambda _c: FakeModel())
+    session.load_model()
+    session.index([folder])
+    session.store.close()
+    index = data_dir() / "index.db"
+    with index.open("r+b") as f:  # the header overwritten, as a bad sector or a stray write would
+        f.write(b"\xff" * 100)
+    for path in (index.with_name("index.db-wal"), index.with_name("index.db-shm")):
+        path.unlink(missing_ok=True)
+
+    for argv in (["search", "kept", "--mode", "lexical"], ["daemon", "status"], [str(folder), "--no-daemon"]):
+        assert main(argv) == 1, argv
+        err = capsys.readouterr().err
+        assert "is damaged" in err and "mv " in err and "Traceback" not in err, argv
+    # Following the advice works: the damaged file moved aside, a new index is built from the files.
+    index.rename(index.with_name("index.db.damaged"))
+    session = Session(data_dir(), SessionConfig(model="fake-model"), loader=lambda _c: FakeModel())
+    session.load_model()
+    session.index([folder])
+    assert [h.path.name for h in session.search(Query("kept")).hits] == ["a.txt"]
+
+
+def test_maintenance_reports_a_damaged_index_as_text(tmp_path: Path, capsys) -> None:
+    from freeret_tui.cli import main
+
+    folder = tmp_path / "notes"
+    folder.mkdir()
+    for n in range(40):
+        (folder / f"n{n}.txt").write_text(f"note number {n} " * 50)
+    session = Session(data_dir(), SessionConfig(model="fake-model"), loader=lambda _c: FakeModel())
+    session.load_model()
+    session.index([folder])
+    assert main(["maintenance"]) == 0  # also checkpoints the WAL into the file
+    capsys.readouterr()
+    session.store.close()
+    index = data_dir() / "index.db"
+    with index.open("r+b") as f:  # 64 KB overwritten mid-file
+        f.seek(2 * 65536)
+        f.write(os.urandom(65536))
+    assert main(["maintenance"]) == 1
+    out, err = capsys.readouterr()
+    assert "damaged" in out + err and "Traceback" not in out + err

@@ -24,10 +24,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import apsw
+
 from freeret_tui.engine.store.catalog import Catalog, FileRow, StoredItem
 from freeret_tui.engine.store.maintenance import Maintenance
 from freeret_tui.engine.store.queue import Queue
-from freeret_tui.engine.store.schema import INDEX_FILE, SCHEMA_VERSION, Schema, _connect
+from freeret_tui.engine.store.schema import INDEX_FILE, SCHEMA_VERSION, Schema, _connect, damaged
 from freeret_tui.engine.store.vectors import PREFILTER_MIN, PREFILTER_PER_HIT, PREFILTER_POOL, Vectors, _Prefilter
 
 __all__ = ["INDEX_FILE", "PREFILTER_MIN", "PREFILTER_PER_HIT", "PREFILTER_POOL", "SCHEMA_VERSION", "FileRow",
@@ -45,10 +47,14 @@ class Store(Schema, Catalog, Vectors, Queue, Maintenance):
     def __init__(self, path: Path | str = ":memory:"):
         self.path = str(path)
         self._db = _connect(self.path)
-        self._migrate()
-        self._dim = self._meta("dim")
         self._prefilter: _Prefilter | None = None
-        self._sync_prefilter()
+        try:
+            self._migrate()
+            self._dim = self._meta("dim")
+            self._sync_prefilter()
+        except (apsw.CorruptError, apsw.NotADBError) as err:
+            self._db.close()
+            raise damaged(self.path, err) from None
 
     @contextmanager
     def transaction(self) -> Iterator[None]:

@@ -6,6 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from freeret_tui.engine.store.schema import damaged
+
 
 class Maintenance:
     """``freeret-tui maintenance``; part of ``Store``."""
@@ -15,9 +17,18 @@ class Maintenance:
     _dim: str | None
 
     def maintenance(self) -> dict[str, object]:
-        """Integrity check, then rebuild the vector tables and VACUUM to give back the space deletions left."""
-        problems = [r[0] for r in self._db.execute("PRAGMA integrity_check")]
+        """Integrity check, then rebuild the vector tables and VACUUM to give back the space deletions left. A
+        damaged index is reported (its problems as text) and left as it is: rewriting it could lose more."""
+        import apsw
+
+        try:
+            problems = [str(r[0]) for r in self._db.execute("PRAGMA integrity_check")]
+        except (apsw.CorruptError, apsw.NotADBError) as err:
+            raise damaged(self.path, err) from None
         size_before = self._bytes_on_disk()
+        if problems != ["ok"]:
+            return {"integrity": problems, "orphan_fts_rows_removed": 0, "bytes_before": size_before,
+                    "bytes_after": size_before}
         with self._db:
             orphans = self._drop_orphan_fts()
             if self._dim is not None:

@@ -82,6 +82,16 @@ def _private(path: str) -> None:
             continue
 
 
+def damaged(path: str, err: Exception) -> StoreError:
+    """The error for an index file SQLite cannot read as a database, with the way out (the files are the source:
+    a new index is rebuilt from them)."""
+    return StoreError(
+        f"the index {path} is damaged ({type(err).__name__}: {err})",
+        [f"move it aside: `mv {path} {path}.damaged` (and its -wal and -shm files if present)",
+         "then `freeret-tui index FOLDER…` (or the TUI, or the daemon) builds a new index from your files"],
+    )
+
+
 def _connect(path: str):  # -> apsw.Connection
     import apsw
     import sqlite_vec
@@ -96,13 +106,18 @@ def _connect(path: str):  # -> apsw.Connection
     except apsw.Error as err:
         raise StoreError(f"cannot open index database {path}: {err}") from None
     conn.set_busy_timeout(5000)
-    conn.execute("PRAGMA foreign_keys = ON")
-    # vec0 keeps vectors in blobs of 1024 (6 MB at 1536-d) spread over overflow pages that a write or a point
-    # read walks from the start; 64 KiB pages make that walk 16x shorter (10k inserts: 5.1 s -> 1.7 s, exact
-    # search 34 -> 25 ms). Only takes effect on a new database (before the first table and WAL).
-    conn.execute("PRAGMA page_size = 65536")
-    if path != ":memory:":
-        conn.execute("PRAGMA journal_mode = WAL")  # one writer, many readers
+    try:  # the first statements read the file's header: a damaged one is reported here, with the way out
+        conn.execute("PRAGMA foreign_keys = ON")
+        # vec0 keeps vectors in blobs of 1024 (6 MB at 1536-d) spread over overflow pages that a write or a point
+        # read walks from the start; 64 KiB pages make that walk 16x shorter (10k inserts: 5.1 s -> 1.7 s, exact
+        # search 34 -> 25 ms). Only takes effect on a new database (before the first table and WAL).
+        conn.execute("PRAGMA page_size = 65536")
+        if path != ":memory:":
+            conn.execute("PRAGMA journal_mode = WAL")  # one writer, many readers
+        conn.execute("SELECT COUNT(*) FROM sqlite_schema").fetchone()
+    except (apsw.CorruptError, apsw.NotADBError) as err:
+        conn.close()
+        raise damaged(path, err) from None
     return conn
 
 
