@@ -295,3 +295,24 @@ def test_maintenance_reports_a_damaged_index_as_text(tmp_path: Path, capsys) -> 
     assert main(["maintenance"]) == 1
     out, err = capsys.readouterr()
     assert "damaged" in out + err and "Traceback" not in out + err
+
+
+def test_the_daemon_stops_and_says_so_when_its_index_is_deleted(tmp_path: Path) -> None:
+    folder = tmp_path / "notes"
+    folder.mkdir()
+    (folder / "a.txt").write_text("words")
+    session = Session(data_dir(), SessionConfig(model="fake-model"), loader=lambda _c: FakeModel())
+    session.load_model()
+    said: list[str] = []
+    daemon = session.daemon([folder], rescan_seconds=3600, log=said.append)
+    thread = threading.Thread(target=daemon.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while session.status().counts.get("indexed", 0) < 1:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    for name in ("index.db", "index.db-wal", "index.db-shm"):
+        (data_dir() / name).unlink(missing_ok=True)
+    thread.join(30)
+    assert not thread.is_alive(), "the daemon kept writing to a deleted file"
+    assert any("was deleted or replaced: stopping" in line for line in said)

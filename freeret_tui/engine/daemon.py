@@ -286,6 +286,10 @@ class Daemon:
                 ready()
             next_scan = time.time() + self.rescan_seconds
             while not self.stop.is_set():
+                if not self.store.still_on_disk():
+                    self.log(f"the index {self.store.path} was deleted or replaced: stopping (start again to "
+                             "build a new one from the folders)")
+                    break
                 if self.paused.is_set():
                     self.stop.wait(0.2)
                     continue

@@ -20,6 +20,7 @@ reads only the cells nearest to it), whose Hamming candidates are rescored exact
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -47,6 +48,7 @@ class Store(Schema, Catalog, Vectors, Queue, Maintenance):
     def __init__(self, path: Path | str = ":memory:"):
         self.path = str(path)
         self._db = _connect(self.path)
+        self._file_id = self._on_disk()
         self._prefilter: _Prefilter | None = None
         try:
             self._migrate()
@@ -75,6 +77,21 @@ class Store(Schema, Catalog, Vectors, Queue, Maintenance):
     def data_version(self) -> int:
         """Changes when another connection commits (readers poll this to refresh, e.g. the TUI's counts)."""
         return int(self._db.execute("PRAGMA data_version").fetchone()[0])
+
+    def _on_disk(self) -> tuple[int, int] | None:
+        """(device, inode) of the database file now; None when it is gone (or in memory)."""
+        if self.path == ":memory:":
+            return None
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            return None
+        return st.st_dev, st.st_ino
+
+    def still_on_disk(self) -> bool:
+        """False once the file this connection writes to was deleted or replaced: writes then go nowhere anyone
+        reads (SQLite keeps writing to the unlinked inode)."""
+        return self.path == ":memory:" or self._on_disk() == self._file_id
 
     def close(self) -> None:
         self._db.close()
