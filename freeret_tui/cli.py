@@ -110,7 +110,8 @@ def build_parser() -> argparse.ArgumentParser:
         d.add_argument("--rescan-minutes", type=float, default=10.0, help="full reconcile scan interval")
     dsub.add_parser("stop", help="stop the background daemon")
     d = dsub.add_parser("status", help="roots, counts, rate, ETA and the last errors")
-    d.add_argument("--json", action="store_true")
+    d.add_argument("--json", action="store_true", help="one JSON object, with a page of the files not indexed")
+    d.add_argument("--page", type=int, default=1, help="which page of the files not indexed, 200 a page (with --json)")
 
     p = sub.add_parser("maintenance", help="check the index and rebuild its vector tables to reclaim space")
     p.add_argument("--json", action="store_true")

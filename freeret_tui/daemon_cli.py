@@ -28,6 +28,7 @@ LOG_NAME = "daemon.log"
 # finishes first: at the default batch size that is a few seconds on a laptop CPU).
 START_WAIT_S = 20.0
 STOP_WAIT_S = 60.0
+FAILURES_PAGE = 200  # files not indexed per page of `daemon status --json --page N`
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
@@ -139,19 +140,29 @@ def _stop(_args: argparse.Namespace, _settings: Settings) -> int:
 
 def _status(args: argparse.Namespace, settings: Settings) -> int:
     directory = data_dir()
-    status = _session(args, settings).status()
+    session = _session(args, settings)
+    status = session.status()
+    c = status.counts
+    not_indexed = c["failed"] + c["skipped"]
     if args.json:
-        print(json.dumps(status.as_dict()))
+        if args.page < 1:
+            raise UsageError("--page counts from 1")
+        files = session.failures(FAILURES_PAGE, (args.page - 1) * FAILURES_PAGE)
+        print(json.dumps({**status.as_dict(), "not_indexed": {
+            "total": not_indexed, "page": args.page, "pages": max(1, -(-not_indexed // FAILURES_PAGE)),
+            "files": [{"path": p, "reason": r} for p, r in files]}}))
         return 0
     running = f"running (pid {status.running_pid})" if status.running_pid else "not running"
     print(f"daemon: {running}; data dir {directory}")
     for root in status.roots:
         print(f"  {visible(root['path'])}" + ("" if root["online"] else "  (offline: entries kept)"))
-    c = status.counts
     print(f"indexed {c['indexed']}, queued {c['queued']}, failed {c['failed']}, skipped {c['skipped']}; "
           f"{c['items']} items")
     if status.rate_files_per_s and status.queued:
         print(f"rate {status.rate_files_per_s:.1f} files/s, ETA {status.eta_s:.0f}s")
     for error in status.last_errors:
         print(f"  {visible(error['path'])}: {visible(error['reason'])}")
+    if not_indexed > len(status.last_errors):
+        print(f"  … {not_indexed - len(status.last_errors)} more: `freeret-tui daemon status --json --page 1` lists "
+              f"them all, {FAILURES_PAGE} a page")
     return 0

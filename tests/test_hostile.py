@@ -316,3 +316,41 @@ def test_the_daemon_stops_and_says_so_when_its_index_is_deleted(tmp_path: Path) 
     thread.join(30)
     assert not thread.is_alive(), "the daemon kept writing to a deleted file"
     assert any("was deleted or replaced: stopping" in line for line in said)
+
+
+def test_every_file_not_indexed_is_listed_paged(tmp_path: Path, capsys) -> None:
+    import asyncio
+    import json
+
+    from freeret_tui.cli import main
+    from freeret_tui.settings import load_settings
+    from freeret_tui.tui.app import create_app
+    from freeret_tui.tui.screens import FailuresScreen
+
+    folder = tmp_path / "broken"
+    folder.mkdir()
+    for n in range(250):
+        (folder / f"b{n:03}.jpg").write_bytes(b"not a photo")
+    session = Session(data_dir(), SessionConfig(model="fake-model"), loader=lambda _c: FakeModel())
+    session.load_model()
+    session.index([folder])
+
+    assert main(["daemon", "status"]) == 0
+    assert "… 240 more: `freeret-tui daemon status --json --page 1`" in capsys.readouterr().out
+    pages = []
+    for page in (1, 2, 3):
+        assert main(["daemon", "status", "--json", "--page", str(page)]) == 0
+        pages.append(json.loads(capsys.readouterr().out)["not_indexed"])
+    assert [len(p["files"]) for p in pages] == [200, 50, 0] and pages[0]["total"] == 250 and pages[0]["pages"] == 2
+    assert len({f["path"] for p in pages for f in p["files"]}) == 250
+
+    app = create_app([folder], load_settings({"mode": "lexical", "rerank": False}), opener=lambda p: None,
+                     image_mode="halfcell", start_daemon=False)
+
+    async def scenario() -> None:
+        async with app.run_test(size=(120, 36)) as pilot:
+            await pilot.press("tab", "F")  # out of the query box, then the failures list
+            assert isinstance(app.screen, FailuresScreen)
+            assert app.screen.query_one("#failures").row_count == 250
+
+    asyncio.run(scenario())

@@ -129,8 +129,9 @@ class Session:
     def status(self) -> DaemonStatus:
         return read_status(self.store, self.data_dir)
 
-    def failures(self, limit: int = 200) -> list[tuple[str, str]]:
-        return self.store.skips(limit)
+    def failures(self, limit: int = -1, offset: int = 0) -> list[tuple[str, str]]:
+        """(path, reason) of every file not indexed, newest first (``limit`` -1: all of them)."""
+        return self.store.skips(limit, offset)
 
     def maintenance(self) -> dict[str, object]:
         """Check the index and rebuild its vector tables (the daemon must not be running)."""

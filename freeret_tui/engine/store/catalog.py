@@ -288,10 +288,12 @@ class Catalog:
         out["items"] = int(self._db.execute("SELECT COUNT(*) FROM items").fetchone()[0])
         return out
 
-    def skips(self, limit: int = 50) -> list[tuple[str, str]]:
-        """(path, reason) of the latest files not indexed, failed or skipped, newest first."""
+    def skips(self, limit: int = 50, offset: int = 0) -> list[tuple[str, str]]:
+        """(path, reason) of the files not indexed, failed or skipped, newest first: ``limit`` of them (-1: all)
+        from the ``offset``-th on."""
         rows = self._db.execute(
-            "SELECT path, error FROM files WHERE status IN ('skipped', 'failed') ORDER BY indexed_at DESC LIMIT ?",
-            (limit,),
+            "SELECT path, error FROM files WHERE status IN ('skipped', 'failed') ORDER BY indexed_at DESC, path "
+            "LIMIT ? OFFSET ?",
+            (limit, offset),
         )
         return [(p, e) for p, e in rows]
