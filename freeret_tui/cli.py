@@ -219,8 +219,7 @@ def _search(args: argparse.Namespace, settings: Settings, text: str) -> tuple[An
     query, filters = parse_query(text)
     query = Query(query.text, args.image or query.image)
     session = _session(args, settings)
-    if session.store.model_name is None:
-        raise NotReadyError("the index is empty: run `freeret-tui index FOLDER…` first")
+    session.require_index()  # before a model loads for nothing
     if session.needs_model(answering=args.command == "ask") or query.image is not None:
         _load_model(session)
     return session.search(query, filters), session
@@ -351,7 +350,8 @@ def cmd_maintenance(args: argparse.Namespace, settings: Settings) -> int:
         print(f"integrity: the index is damaged ({len(problems)} problems); it was left as it is. First problems:")
         for problem in problems[:5]:
             print(f"  {visible(problem)}")
-        print(f"To start over from your files: move {data_dir() / 'index.db'} aside, then `freeret-tui index FOLDER…`")
+        for step in report["next_steps"]:
+            print(f"  - {step}")
         return 1
     print(f"integrity: ok; {report['orphan_fts_rows_removed']} orphan rows removed; "
           f"{report['bytes_before'] / 1e6:.1f} MB -> {report['bytes_after'] / 1e6:.1f} MB")

@@ -10,10 +10,9 @@ import re
 
 # C0 and C1 controls, DEL, zero-width and bidirectional formatting characters, line/paragraph separators, the
 # byte-order mark, and lone surrogates (the bytes of a file name that is not UTF-8, as Python decodes them).
-_HIDDEN = re.compile("[\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff\ud800-\udfff]")
-_HIDDEN_KEEP_LINES = re.compile(
-    "[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff\ud800-\udfff]"
-)
+_CONTROLS = "\x00-\x08\x0b-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff\ud800-\udfff"
+_HIDDEN = re.compile(f"[\t\n{_CONTROLS}]")
+_HIDDEN_KEEP_LINES = re.compile(f"[{_CONTROLS}]")
 
 
 def _shown(match: re.Match[str]) -> str:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import re
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -55,7 +55,7 @@ class FakeModel:
         self.batch_size = 4
         self.image_max_pixels: int | None = 200_704 if supports_images else None
         self.generated: list[str] = []  # the prompts generate() was given (tests read them)
-        self.before_embed: list[object] = []  # callables run at the start of each embed() (tests break files there)
+        self.before_embed: list[Callable[[], None]] = []  # run at the start of each embed() (tests break files)
 
     def _vector(self, content: Content) -> np.ndarray:
         vector = np.zeros(self.dim, dtype=np.float32)
@@ -73,7 +73,7 @@ class FakeModel:
         from freeret_tui.errors import UnsupportedInputError
 
         for hook in self.before_embed:
-            hook()  # type: ignore[operator]
+            hook()
         if not self.supports_images and any(c.is_image for c in items):
             raise UnsupportedInputError(f"model {self.name!r} is text-only and cannot read images")
         return np.stack([self._vector(c) for c in items]) if items else np.empty((0, self.dim), np.float32)

@@ -29,7 +29,7 @@ from typing import Any
 
 from freeret_tui.engine.indexer import IndexOptions, index_files
 from freeret_tui.engine.models.base import Model
-from freeret_tui.engine.scan import TRASH_SECONDS, encodable, indexable, reconcile, walk
+from freeret_tui.engine.scan import TRASH_SECONDS, encodable, indexable, reconcile, undecodable_name, walk
 from freeret_tui.engine.store import Store
 from freeret_tui.engine.types import Skip
 from freeret_tui.engine.watch import OVERFLOW_RESCAN_SECONDS, Inbox, OverflowAlarm, handler
@@ -194,8 +194,7 @@ class Daemon:
         files, folders = self._inbox.take()
         # A name that is not valid UTF-8 cannot be stored (nor looked up) as SQLite text: reported, not queued.
         for name in [p for p in (*files, *folders) if not encodable(p)]:
-            shown = os.fsencode(name).decode("utf-8", "backslashreplace")
-            self._log_skip(Skip(Path(shown), "file name is not valid UTF-8; rename it to index it", True))
+            self._log_skip(undecodable_name(name))
             files.pop(name, None)
             folders.pop(name, None)
         # Stored paths are queued even when no longer indexable: the indexer removes those.

@@ -33,6 +33,12 @@ def indexable(root: Path, path: Path, exclude: frozenset[str] = JUNK_DIRS) -> bo
     return kind_of(path) is not None and encodable(str(path))
 
 
+def undecodable_name(name: str | Path) -> Skip:
+    """The recorded reason for a file whose name is not valid UTF-8, its bytes shown as escapes."""
+    shown = os.fsencode(name).decode("utf-8", "backslashreplace")
+    return Skip(Path(shown), "file name is not valid UTF-8; rename it to index it", True)
+
+
 def encodable(name: str) -> bool:
     """File names that are not valid UTF-8 (old Latin-1 archives) cannot be stored as SQLite text."""
     try:
@@ -65,8 +71,7 @@ def walk(
                     continue
                 if not encodable(str(path)):
                     if on_skip:
-                        shown = os.fsencode(path).decode("utf-8", "backslashreplace")
-                        on_skip(Skip(Path(shown), "file name is not valid UTF-8; rename it to index it", True))
+                        on_skip(undecodable_name(path))
                     continue
                 yield root, path
 

@@ -149,16 +149,20 @@ class Session:
         """Stage 1: the fused candidates, filtered (enough for the shown list and the rerank)."""
         if query.image is not None and self.model is None:
             raise NotReadyError("searching by image needs the model: it is not loaded (yet)")
+        # rerank=True here only sizes the list: as many as are shown or reranked, whichever is more.
         return Searcher(self.store, self.model).candidates(query, replace(self.options(filters), rerank=True))
 
     def rerank_steps(self, query: Query, hits: Sequence[Hit], filters: Filters = Filters()) -> Iterator[list[Hit]]:
         """Stage 2, batch by batch: the list reordered with the scores known so far."""
         return Searcher(self.store, self.model).rerank_steps(query, hits, self.options(filters))
 
-    def search(self, query: Query, filters: Filters = Filters()) -> SearchResult:
-        """Both stages to the end (the CLI); the index must exist."""
+    def require_index(self) -> None:
         if self.store.model_name is None:
             raise NotReadyError("the index is empty: run `freeret-tui index FOLDER…` first")
+
+    def search(self, query: Query, filters: Filters = Filters()) -> SearchResult:
+        """Both stages to the end (the CLI); the index must exist."""
+        self.require_index()
         return Searcher(self.store, self.model).search(query, self.options(filters))
 
     def no_good_match(self, hits: Sequence[Hit]) -> bool:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from freeret_tui.engine.store.schema import damaged
+from freeret_tui.engine.store.schema import damaged, rebuild_steps
 
 
 class Maintenance:
@@ -28,7 +28,7 @@ class Maintenance:
         size_before = self._bytes_on_disk()
         if problems != ["ok"]:
             return {"integrity": problems, "orphan_fts_rows_removed": 0, "bytes_before": size_before,
-                    "bytes_after": size_before}
+                    "bytes_after": size_before, "next_steps": rebuild_steps(self.path)}
         with self._db:
             orphans = self._drop_orphan_fts()
             if self._dim is not None:

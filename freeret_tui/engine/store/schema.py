@@ -82,14 +82,15 @@ def _private(path: str) -> None:
             continue
 
 
+def rebuild_steps(path: str) -> list[str]:
+    """The way out of a damaged index: the files are the source, so a new index is rebuilt from them."""
+    return [f"move it aside: `mv {path} {path}.damaged` (and its -wal and -shm files if present)",
+            "then `freeret-tui index FOLDER…` (or the TUI, or the daemon) builds a new index from your files"]
+
+
 def damaged(path: str, err: Exception) -> StoreError:
-    """The error for an index file SQLite cannot read as a database, with the way out (the files are the source:
-    a new index is rebuilt from them)."""
-    return StoreError(
-        f"the index {path} is damaged ({type(err).__name__}: {err})",
-        [f"move it aside: `mv {path} {path}.damaged` (and its -wal and -shm files if present)",
-         "then `freeret-tui index FOLDER…` (or the TUI, or the daemon) builds a new index from your files"],
-    )
+    """The error for an index file SQLite cannot read as a database, with the way out."""
+    return StoreError(f"the index {path} is damaged ({type(err).__name__}: {err})", rebuild_steps(path))
 
 
 def _connect(path: str):  # -> apsw.Connection
