@@ -19,6 +19,7 @@ from types import FrameType
 
 from freeret_tui.display import visible
 from freeret_tui.engine.daemon import DaemonLock, holder_pid
+from freeret_tui.engine.private import open_private
 from freeret_tui.engine.session import Session
 from freeret_tui.errors import FreeretError, UsageError
 from freeret_tui.settings import Settings, data_dir
@@ -105,7 +106,7 @@ def _start(args: argparse.Namespace, settings: Settings) -> int:
         if value is not None:
             command += [f"--{flag.replace('_', '-')}", str(value)]
     log_path = directory / LOG_NAME
-    with os.fdopen(os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600), "ab") as log:
+    with os.fdopen(open_private(log_path, os.O_WRONLY | os.O_APPEND), "ab") as log:
         child = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                  start_new_session=True)  # survives the terminal closing
     deadline = time.monotonic() + START_WAIT_S

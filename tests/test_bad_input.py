@@ -76,18 +76,6 @@ def test_a_truncated_jpeg_is_a_recorded_failure_not_a_crash(tmp_path: Path, phot
         assert "cannot decode image" in result.reason and "runcated" in result.reason
 
 
-def test_a_non_utf8_file_name_is_reported_not_stored(tmp_path: Path) -> None:
-    folder = tmp_path / "latin1"
-    folder.mkdir()
-    with open(os.path.join(os.fsencode(folder), b"caf\xe9.txt"), "wb") as f:
-        f.write(b"menu du jour")
-    (folder / "ok.txt").write_text("fine")
-    skips: list[Skip] = []
-    found = [p.name for _, p in walk([folder], on_skip=skips.append)]
-    assert found == ["ok.txt"]
-    assert len(skips) == 1 and "not valid UTF-8" in skips[0].reason and "caf\\xe9.txt" in str(skips[0].path)
-
-
 def _extract_as_nobody(path: Path) -> str:
     """The skip reason ``extract`` gives when run as the unprivileged user ``nobody`` (root reads anything)."""
     read, write = os.pipe()

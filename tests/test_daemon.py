@@ -203,6 +203,8 @@ def test_daemon_start_search_stop_from_the_cli(roots: list[Path], tiny_dirs: dic
         assert hits[0]["path"] == str(roots[1] / "kestrel.txt")
         assert main(["daemon", "status"]) == 0
         assert "running (pid" in capsys.readouterr().out
+        for name in ("daemon.log", "daemon.lock"):  # private, like the index: the log names files and folders
+            assert stat.S_IMODE((data_dir() / name).stat().st_mode) == 0o600, name
     finally:
         assert main(["daemon", "stop"]) == 0
     assert "daemon stopped" in capsys.readouterr().out

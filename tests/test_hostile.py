@@ -4,22 +4,28 @@ very long text. None crashes or hangs indexing; each is recorded with its reason
 
 from __future__ import annotations
 
+import errno
 import os
 import random
 import shutil
+import subprocess
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-
 from fake_model import FakeModel
+
 from freeret_tui.engine.chunking import chunk_text, word_spans
+from freeret_tui.engine.daemon import DaemonLock
 from freeret_tui.engine.indexer import index_files
-from freeret_tui.engine.query import Query
+from freeret_tui.engine.query import Filters, Query
 from freeret_tui.engine.scan import walk
 from freeret_tui.engine.session import Session, SessionConfig
 from freeret_tui.engine.store import Store
+from freeret_tui.engine.store.tx import DiskFullError
 from freeret_tui.settings import data_dir
 
 
@@ -113,13 +119,77 @@ def test_a_name_that_is_not_utf8_does_not_stop_the_daemon(tmp_path: Path) -> Non
         time.sleep(1.0)
         (folder / "after.txt").write_text("written after the bad name")
         deadline = time.monotonic() + 30
-        while [h.path.name for h in session.search(Query("written after")).hits][:1] != ["after.txt"]:
+        latin = os.fsdecode(os.fsencode(folder) + b"/caf\xe9.txt")
+        while {str(h.path) for h in session.search(Query("written after latin")).hits} != {str(folder / "after.txt"),
+                                                                                            latin}:
             assert thread.is_alive(), "the daemon died"
             assert time.monotonic() < deadline, "the daemon stopped indexing"
             time.sleep(0.1)
     finally:
         daemon.stop.set()
         thread.join(10)
+
+
+def test_a_name_that_is_not_utf8_is_indexed_found_and_shown_with_its_bytes(tmp_path: Path, capsys) -> None:
+    from freeret_tui.cli import main
+
+    folder = tmp_path / "archive"
+    folder.mkdir()
+    raw = os.fsencode(folder) + b"/caf\xe9 menu.txt"  # Latin-1 "café menu.txt", as old archives hold
+    with open(raw, "wb") as f:
+        f.write(b"soupe du jour and a tarte tatin")
+    session = Session(data_dir(), SessionConfig(model="fake-model", rerank=False, mode="lexical"),
+                      loader=lambda _c: FakeModel())
+    session.load_model()
+    stats, _ = session.index([folder])
+    assert stats.files_indexed == 1 and not stats.skipped
+    for words in ("tarte tatin", "café"):  # its text, and its name read as Latin-1
+        hits = session.search(Query(words)).hits
+        assert [os.fsencode(h.path) for h in hits] == [raw], words
+        assert hits[0].title == "café menu.txt"
+    assert session.search(Query("tarte"), Filters(folder="archive")).hits  # the folder filter reads its path too
+    assert not session.search(Query("tarte"), Filters(folder="elsewhere")).hits
+    stats, removed = session.index([folder])  # found again by its exact bytes: nothing to redo, nothing removed
+    assert (stats.files_unchanged, stats.files_indexed, removed) == (1, 0, 0)
+    assert main(["search", "tarte tatin", "--mode", "lexical", "--no-rerank"]) == 0
+    assert "caf\\xe9 menu.txt" in capsys.readouterr().out
+    os.unlink(raw)
+    assert session.index([folder])[1] == 1
+    assert not session.search(Query("tarte tatin")).hits
+
+
+def _deeper_than_path_max(folder: Path) -> Path:
+    """A folder chain whose full path is longer than PATH_MAX (4096), made step by step relative to its parent."""
+    path, fd = folder, os.open(folder, os.O_RDONLY)
+    try:
+        while len(os.fsencode(path)) <= 4200:
+            os.mkdir("d" * 200, dir_fd=fd)
+            fd_next = os.open("d" * 200, os.O_RDONLY, dir_fd=fd)
+            os.close(fd)
+            fd, path = fd_next, path / ("d" * 200)
+        with os.fdopen(os.open("deep.txt", os.O_WRONLY | os.O_CREAT, 0o600, dir_fd=fd), "w") as f:
+            f.write("words nobody can open")
+    finally:
+        os.close(fd)
+    return path
+
+
+def test_every_file_found_is_accounted_for(tmp_path: Path) -> None:
+    folder = tmp_path / "notes"
+    folder.mkdir()
+    (folder / "kept.txt").write_text("an ordinary note")
+    (folder / "gone.txt").symlink_to(folder / "deleted-long-ago.txt")
+    deep = _deeper_than_path_max(folder)
+    session = Session(data_dir(), SessionConfig(model="fake-model", rerank=False), loader=lambda _c: FakeModel())
+    session.load_model()
+    for _ in range(2):  # and still there the next time: neither swept away nor counted twice
+        session.index([folder])
+        reasons = {Path(p).name: reason for p, reason in session.failures()}
+        assert set(reasons) == {"gone.txt", deep.name}, reasons
+        assert reasons["gone.txt"].startswith("symbolic link to a missing file")
+        assert "PATH_MAX" in reasons[deep.name]
+    counts = session.store.counts()
+    assert (counts["indexed"], counts.get("skipped", 0) + counts.get("failed", 0)) == (1, 2)
 
 
 def test_chunk_lines_match_a_plain_count_on_long_text() -> None:
@@ -145,6 +215,12 @@ def test_the_index_is_private_by_default(tmp_path: Path) -> None:
     assert stat.S_IMODE(directory.stat().st_mode) == 0o700
     for name in ("index.db", "index.db-wal", "index.db-shm"):
         assert stat.S_IMODE((directory / name).stat().st_mode) == 0o600, name
+    (directory / "daemon.lock").write_text("")
+    (directory / "daemon.lock").chmod(0o644)  # as earlier versions left it
+    lock = DaemonLock(directory)
+    lock.acquire()
+    lock.release()
+    assert stat.S_IMODE((directory / "daemon.lock").stat().st_mode) == 0o600
 
 
 HOSTILE_NAME = "evil\x1b]52;c;cHduZWQ=\x07\x1b[2J[@click=app.quit]x[b]\u202eatad.txt"
@@ -156,7 +232,7 @@ def _hostile_index(tmp_path: Path) -> Path:
     folder.mkdir()
     (folder / HOSTILE_NAME).write_text(HOSTILE_TEXT)
     (folder / "broken\x1b[2J[@click=app.quit]q[b].png").write_bytes(b"not a png")  # a recorded failure
-    fd = os.open(os.fsencode(folder) + b"/caf\xe9 [x].txt", os.O_WRONLY | os.O_CREAT)  # reported, never stored
+    fd = os.open(os.fsencode(folder) + b"/caf\xe9 [x].txt", os.O_WRONLY | os.O_CREAT)  # empty: a recorded skip
     os.close(fd)
     session = Session(data_dir(), SessionConfig(model="fake-model", rerank=False), loader=lambda _c: FakeModel())
     session.load_model()
@@ -205,8 +281,9 @@ def test_the_tui_shows_hostile_names_as_text_in_the_list_preview_failures_and_to
             assert isinstance(app.screen, FailuresScreen)
             table = app.screen.query_one("#failures")
             await pilot.pause(0.1)
-            row = " ".join(str(cell) for cell in table.get_row_at(0))
-            assert "broken\\x1b[2J[@click=app.quit]q[b].png" in row and "\x1b" not in row
+            rows = " ".join(str(cell) for i in range(table.row_count) for cell in table.get_row_at(i))
+            assert "broken\\x1b[2J[@click=app.quit]q[b].png" in rows and "caf\\xe9 [x].txt" in rows
+            assert "\x1b" not in rows
 
     asyncio.run(scenario())
     assert copied and copied[0].endswith(HOSTILE_NAME)
@@ -354,3 +431,110 @@ def test_every_file_not_indexed_is_listed_paged(tmp_path: Path, capsys) -> None:
             assert app.screen.query_one("#failures").row_count == 250
 
     asyncio.run(scenario())
+
+
+# -- a full disk -------------------------------------------------------------------------------------------------
+
+
+@contextmanager
+def _small_disk(where: Path, size: str = "16m") -> Iterator[Path]:
+    """A tmpfs of ``size`` mounted at ``where`` (a real filesystem that runs out of space); skipped where this
+    user may not mount one."""
+    where.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", str(where)],
+                             capture_output=True, text=True, check=False)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.strip()}")
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], check=False)
+
+
+def _fill(disk: Path) -> Path:
+    """Fill ``disk`` to the last byte with one file; returns it (delete it to free the space)."""
+    filler = disk / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        while True:
+            os.write(fd, b"\0" * 65536)
+    except OSError as err:
+        assert err.errno == errno.ENOSPC, err
+        for size in (4096, 512, 1):  # the last partial blocks too
+            try:
+                while True:
+                    os.write(fd, b"\0" * size)
+            except OSError:
+                continue
+    finally:
+        os.close(fd)
+    return filler
+
+
+def test_a_full_disk_rolls_the_batch_back_whole_and_says_so_in_one_line(tmp_path: Path) -> None:
+    """SQLite's own limit on the database's pages gives the same SQLITE_FULL as a full disk, at a chosen moment."""
+    first, second = tmp_path / "first", tmp_path / "second"
+    for folder, words in ((first, "alpha"), (second, "beta")):
+        folder.mkdir()
+        for i in range(5):
+            (folder / f"{words}{i}.txt").write_text(f"{words} note {i} " + "filler words " * 4000)
+    store = Store.in_dir(data_dir())
+    model = FakeModel()
+    index_files(store, model, list(walk([first])))
+    before = store.counts()
+    pages = store._db.execute("PRAGMA page_count").fetchone()[0]
+    store._db.execute(f"PRAGMA max_page_count = {pages}")
+    with pytest.raises(DiskFullError) as raised:
+        index_files(store, model, list(walk([second])))
+    assert "is full: nothing of the last change was written" in str(raised.value)
+    assert "\n" not in str(raised.value) and raised.value.__cause__ is None
+    assert not store._db.in_transaction and store.counts() == before and store.lexical("beta", 5) == []
+    assert [r[0] for r in store._db.execute("PRAGMA integrity_check")] == ["ok"]
+    store._db.execute("PRAGMA max_page_count = 4294967294")  # space again: the same files go in
+    assert index_files(store, model, list(walk([second]))).files_indexed == 5
+
+
+def test_the_daemon_waits_on_a_full_disk_and_goes_on_when_space_is_back(tmp_path: Path, capsys,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    from freeret_tui.cli import main
+
+    folder = tmp_path / "notes"
+    folder.mkdir()
+    (folder / "first.txt").write_text("the first note")
+    with _small_disk(tmp_path / "disk") as disk:
+        monkeypatch.setenv("FREERET_DATA_DIR", str(disk / "data"))
+        session = Session(data_dir(), SessionConfig(model="fake-model", rerank=False, mode="lexical"),
+                          loader=lambda _c: FakeModel())
+        session.load_model()
+        session.index([folder])
+        logged: list[str] = []
+        daemon = session.daemon([folder], rescan_seconds=3600, log=logged.append)
+        daemon.debounce, daemon.retry_seconds = 0.1, 0.2
+        thread = threading.Thread(target=daemon.run, daemon=True)
+        thread.start()
+        try:
+            filler = _fill(disk)
+            for i in range(20):
+                (folder / f"new{i}.txt").write_text(f"written while the disk is full {i} " + "words " * 2000)
+            deadline = time.monotonic() + 30
+            while not any("is full" in line for line in logged):
+                assert thread.is_alive(), "the daemon died"
+                assert time.monotonic() < deadline, logged
+                time.sleep(0.1)
+            time.sleep(1.0)  # several retries, each refused
+            assert thread.is_alive() and sum("is full" in line for line in logged) == 1, logged
+            assert main(["maintenance"]) == 1  # a command on the full disk: one line and what to do, no traceback
+            said = capsys.readouterr().err
+            assert said.startswith("freeret-tui: ") and "Traceback" not in said and "is full" in said.splitlines()[0]
+            assert [r[0] for r in session.store._db.execute("PRAGMA integrity_check")] == ["ok"]
+            filler.unlink()
+            while len(session.search(Query("written while the disk is full")).hits) < 10:
+                assert thread.is_alive(), "the daemon died"
+                assert time.monotonic() < deadline + 30, logged
+                time.sleep(0.1)
+            assert any("space again" in line for line in logged)
+        finally:
+            daemon.stop.set()
+            thread.join(10)
+            daemon.store.close()
+            session.store.close()

@@ -29,8 +29,10 @@ from typing import Any
 
 from freeret_tui.engine.indexer import IndexOptions, index_files
 from freeret_tui.engine.models.base import Model
-from freeret_tui.engine.scan import TRASH_SECONDS, encodable, indexable, reconcile, undecodable_name, walk
+from freeret_tui.engine.private import open_private
+from freeret_tui.engine.scan import TRASH_SECONDS, indexable, reconcile, under
 from freeret_tui.engine.store import Store
+from freeret_tui.engine.store.tx import DiskFullError
 from freeret_tui.engine.types import Skip
 from freeret_tui.engine.watch import OVERFLOW_RESCAN_SECONDS, Inbox, OverflowAlarm, handler
 from freeret_tui.errors import FreeretError
@@ -39,6 +41,8 @@ LOCK_NAME = "daemon.lock"
 STATUS_KEY = "daemon_status"
 # Events on one file closer together than this are handled once (editors write a file in several steps).
 DEBOUNCE_SECONDS = 1.0
+# How often a daemon stopped by a full disk tries its queue again.
+DISK_FULL_RETRY_SECONDS = 30.0
 # Files per queue batch; each batch is one transaction (bounded memory however many files arrive).
 BATCH_FILES = 64
 
@@ -55,14 +59,19 @@ class DaemonLock:
         self._fd: int | None = None
 
     def acquire(self) -> None:
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        fd = open_private(self.path, os.O_RDWR)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
             raise DaemonRunning(f"a daemon is already running for this data dir (pid {holder_pid(self.path.parent)})")
-        os.ftruncate(fd, 0)
-        os.write(fd, str(os.getpid()).encode())
+        try:
+            os.ftruncate(fd, 0)
+            os.write(fd, str(os.getpid()).encode())
+        except OSError as err:  # a full disk: the pid cannot be written, so others could not find this daemon
+            os.close(fd)
+            raise FreeretError(f"cannot write the daemon's lock file {self.path}: {err.strerror or err}",
+                               ["free some space on that disk, then start the daemon again"]) from None
         self._fd = fd
 
     def release(self) -> None:
@@ -158,6 +167,8 @@ class Daemon:
         self.options = options
         self.exclude = options.exclude
         self.debounce = debounce
+        self.retry_seconds = DISK_FULL_RETRY_SECONDS
+        self._next_scan = 0.0
         self.rescan_seconds = rescan_seconds
         self.log = log
         self.stop = threading.Event()
@@ -192,11 +203,6 @@ class Daemon:
     def _drain_inbox(self) -> None:
         """Queue what the watcher saw; folders are expanded (new contents walked, vanished contents listed)."""
         files, folders = self._inbox.take()
-        # A name that is not valid UTF-8 cannot be stored (nor looked up) as SQLite text: reported, not queued.
-        for name in [p for p in (*files, *folders) if not encodable(p)]:
-            self._log_skip(undecodable_name(name))
-            files.pop(name, None)
-            folders.pop(name, None)
         # Stored paths are queued even when no longer indexable: the indexer removes those.
         entries = [(root, Path(p)) for p, root in files.items()
                    if indexable(root, Path(p), self.exclude) or self.store.file_row(Path(p)) is not None]
@@ -221,7 +227,7 @@ class Daemon:
                 continue
             self._offline.discard(root)
             self._watch(root)  # before the scan: a change during the scan is caught by one or the other
-            changed = reconcile(self.store, root, self.exclude, self._log_skip)
+            changed = reconcile(self.store, root, self.exclude)
             self.store.enqueue(changed, time.time())
             self.store.set_root(root, online=True, scanned_at=time.time())
             if changed:
@@ -280,33 +286,50 @@ class Daemon:
             self.store.set_root(root, online=root.is_dir())
         logging.getLogger("watchdog").addHandler(self._alarm)
         try:
-            self.rescan()
-            if ready:
-                ready()
-            next_scan = time.time() + self.rescan_seconds
+            self._next_scan = time.time()  # the first turn scans every root
+            full = False
             while not self.stop.is_set():
-                if not self.store.still_on_disk():
-                    self.log(f"the index {self.store.path} was deleted or replaced: stopping (start again to "
-                             "build a new one from the folders)")
-                    break
-                if self.paused.is_set():
-                    self.stop.wait(0.2)
+                try:
+                    if not self._turn():
+                        break
+                except DiskFullError as err:
+                    # Nothing of the failed batch was written and its paths are still queued: wait for space.
+                    if not full:
+                        self.log(f"{err}; waiting for free space (retrying every {self.retry_seconds:.0f} s)")
+                    full = True
+                    self.stop.wait(self.retry_seconds)
                     continue
-                if self._inbox.overflowed.is_set():
-                    self._inbox.overflowed.clear()
-                    self.log(f"inotify queue overflowed (events lost): scanning in {OVERFLOW_RESCAN_SECONDS:.0f} s")
-                    next_scan = min(next_scan, time.time() + OVERFLOW_RESCAN_SECONDS)
-                if time.time() >= next_scan:
-                    self.rescan()
-                    next_scan = time.time() + self.rescan_seconds
-                if self.step():
-                    continue
-                self._idle(next_scan)
+                if full:
+                    self.log("there is space again: indexing goes on")
+                    full = False
+                if ready and self._next_scan > time.time():  # the first scan is done
+                    ready()
+                    ready = None
         finally:
             if self._observer is not None:
                 self._observer.stop()
                 self._observer.join(timeout=5)
             logging.getLogger("watchdog").removeHandler(self._alarm)
+
+    def _turn(self) -> bool:
+        """One pass of the loop: a scan when one is due, else a batch or a wait; False: stop."""
+        if not self.store.still_on_disk():
+            self.log(f"the index {self.store.path} was deleted or replaced: stopping (start again to build a new "
+                     "one from the folders)")
+            return False
+        if self.paused.is_set():
+            self.stop.wait(0.2)
+            return True
+        if self._inbox.overflowed.is_set():
+            self._inbox.overflowed.clear()
+            self.log(f"inotify queue overflowed (events lost): scanning in {OVERFLOW_RESCAN_SECONDS:.0f} s")
+            self._next_scan = min(self._next_scan, time.time() + OVERFLOW_RESCAN_SECONDS)
+        if time.time() >= self._next_scan:
+            self.rescan()
+            self._next_scan = time.time() + self.rescan_seconds
+        elif not self.step():
+            self._idle(self._next_scan)
+        return True
 
     def _idle(self, next_scan: float) -> None:
         self._busy_since, self._done_times = None, []
@@ -322,5 +345,5 @@ def reconcile_folder(store: Store, root: Path, folder: Path, exclude: frozenset[
     prefix = str(folder).rstrip(os.sep) + os.sep
     entries = [(root, Path(p)) for p in store.paths_with_prefix(prefix)]
     if folder.is_dir():
-        entries += [(root, p) for _, p in walk([folder], exclude) if indexable(root, p, exclude)]
+        entries += under(root, folder, exclude)
     return entries

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from freeret_tui.engine.chunking import Spans, chunk_text
-from freeret_tui.engine.types import Chunk, Kind, PageImage, Picture, Skip
+from freeret_tui.engine.types import Chunk, Kind, PageImage, Picture, Skip, title_of
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".heic", ".heif"})
 TEXT_EXTENSIONS = frozenset({".txt", ".md", ".markdown", ".rst", ".text", ".pdf", ".docx"})
@@ -200,7 +200,7 @@ def _text_chunks(
             path=path,
             kind=Kind.TEXT,
             text=text[w.start : w.end],
-            title=path.name,
+            title=title_of(path),
             page=page,
             line_start=w.line_start,
             line_end=w.line_end,
@@ -222,7 +222,7 @@ def extract(
     try:
         if kind is Kind.IMAGE:
             load_image(path, max_side=64)  # decodes the file: a corrupt image is caught here, not in a batch
-            return [Chunk(path=path, kind=Kind.IMAGE, title=path.name)]
+            return [Chunk(path=path, kind=Kind.IMAGE, title=title_of(path))]
         if suffix == ".pdf":
             chunks: list[Chunk] = []
             pages = _pdf_pages(path)
@@ -232,7 +232,7 @@ def extract(
                 if len(text.strip()) >= MIN_PAGE_CHARS:
                     chunks += _text_chunks(path, text, tokenize, chunk_tokens, overlap, page, len(chunks))
                 else:
-                    chunks.append(Chunk(path=path, kind=Kind.PAGE, title=path.name, page=page, chunk_no=len(chunks)))
+                    chunks.append(Chunk(path=path, kind=Kind.PAGE, title=title_of(path), page=page, chunk_no=len(chunks)))
             scanned = [c.page for c in chunks if c.kind is Kind.PAGE and c.page is not None]
             if scanned and _page_count(path) < len(pages):
                 return Skip(path, "cannot render the PDF's pages", failed=True)

@@ -22,7 +22,7 @@ from freeret_tui.engine.models.base import Model
 from freeret_tui.engine.prompts import Side
 from freeret_tui.engine.scan import JUNK_DIRS, indexable
 from freeret_tui.engine.store import Store
-from freeret_tui.engine.types import Chunk, IndexStats, Kind, Skip
+from freeret_tui.engine.types import Chunk, IndexStats, Kind, Skip, title_of
 
 Progress = Callable[[int, int], None]
 
@@ -62,14 +62,36 @@ def _text_only(chunks: list[Chunk], model_name: str) -> list[Chunk] | Skip:
     return Skip(chunks[0].path, f"model {model_name!r} is text-only; use a vision model to index {what}")
 
 
-def _not_followed(root: Path, path: Path, st: os.stat_result) -> str | None:
+def _not_followed(root: Path, path: Path, st: os.stat_result) -> Skip | None:
     """Why ``path`` is not read at all: only regular files are (a FIFO would block, a device never ends), and a
-    symbolic link only to a file inside its own watched folder (not /etc/shadow, /proc/self/environ…)."""
+    symbolic link only to a file inside its own watched folder (not /etc/shadow, /proc/self/environ…). A folder
+    arrives here only when the scan could not list it: why is recorded in place of its files."""
+    if stat.S_ISDIR(st.st_mode):
+        try:
+            os.scandir(path).close()
+        except OSError as err:
+            return Skip(path, f"cannot list this folder: {err.strerror or err}; its files are not indexed", True)
+        return None  # listable now: its files are scanned one by one
     if not stat.S_ISREG(st.st_mode):
-        return "not a regular file (a FIFO, device or socket): not read"
+        return Skip(path, "not a regular file (a FIFO, device or socket): not read")
     if path.is_symlink() and not path.resolve().is_relative_to(root.resolve()):
-        return "symbolic link to a file outside the watched folder: not followed"
+        return Skip(path, "symbolic link to a file outside the watched folder: not followed")
     return None
+
+
+def _missing(path: Path) -> Skip | None:
+    """A dangling symbolic link is found by the scan but has nothing to read: said, not silently dropped."""
+    try:
+        target = os.readlink(path)
+    except OSError:  # not a link (the file is simply gone), or removed meanwhile
+        return None
+    return Skip(path, f"symbolic link to a missing file ({target}): nothing to read")
+
+
+def _cannot_stat(path: Path, err: OSError) -> Skip:
+    if err.errno == errno.ENAMETOOLONG:
+        return Skip(path, "path longer than this system allows (PATH_MAX): the file cannot be opened", True)
+    return Skip(path, f"cannot read: {err.strerror or err}", True)
 
 
 def _unreadable(p: _Pending) -> str | None:
@@ -160,7 +182,7 @@ def index_files(
             for p in pending:
                 source = p.same_as or p
                 assert source.vectors is not None
-                chunks_here = [replace(c, path=p.path, title=p.path.name) for c in source.chunks]
+                chunks_here = [replace(c, path=p.path, title=title_of(p.path)) for c in source.chunks]
                 store.put_file(p.path, p.root, p.size, p.mtime, p.sha256, chunks_here, source.vectors,
                                embedded=p in fresh)
             for write in writes:
@@ -183,15 +205,15 @@ def index_files(
             st: os.stat_result | None = path.stat()
         except FileNotFoundError:
             st = None
+            skip = _missing(path)
         except OSError as err:
-            skip = Skip(path, f"cannot read: {err.strerror or err}", failed=True)
+            st, skip = None, _cannot_stat(path, err)
+        else:
+            skip = _not_followed(root, path, st)
+        if skip is not None:
             skipped.append(skip)
-            writes.append(lambda s=skip, r=root: store.put_skip(s.path, r, 0, 0.0, s.reason, failed=True))
-            continue
-        if st is not None and (reason := _not_followed(root, path, st)):
-            skip = Skip(path, reason)
-            skipped.append(skip)
-            writes.append(lambda s=skip, r=root, st=st: store.put_skip(s.path, r, st.st_size, st.st_mtime, s.reason))
+            size, mtime = (st.st_size, st.st_mtime) if st is not None else (0, 0.0)
+            writes.append(lambda s=skip, r=root, n=size, m=mtime: store.put_skip(s.path, r, n, m, s.reason, s.failed))
             continue
         if st is None or not indexable(root, path, options.exclude):  # gone, or excluded since it was stored
             if store.file_row(path) is not None and not any(path.is_relative_to(r) for r in offline_roots):

@@ -6,12 +6,11 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from freeret_tui.engine.extract import kind_of
 from freeret_tui.engine.store import Store
-from freeret_tui.engine.types import Skip
 
 # Folders nobody searches their own files in (hidden folders, ".git", ".cache", …, are always skipped); the
 # settings' `exclude` list replaces this one.
@@ -22,40 +21,25 @@ JUNK_DIRS = frozenset(DEFAULT_EXCLUDE)
 TRASH_SECONDS = 24 * 3600
 
 
-def indexable(root: Path, path: Path, exclude: frozenset[str] = JUNK_DIRS) -> bool:
-    """Whether ``path`` (under ``root``) is a file freeret-tui indexes: known type, not hidden, not in junk."""
+def _hidden(root: Path, path: Path, exclude: frozenset[str]) -> bool:
+    """Whether ``path`` is hidden or in a junk folder, judged from ``root`` down; False outside ``root``."""
     try:
         parts = path.relative_to(root).parts
     except ValueError:
-        return False
-    if any(part.startswith(".") for part in parts) or any(part in exclude for part in parts[:-1]):
-        return False
-    return kind_of(path) is not None and encodable(str(path))
+        return True
+    return any(part.startswith(".") for part in parts) or any(part in exclude for part in parts[:-1])
 
 
-def undecodable_name(name: str | Path) -> Skip:
-    """The recorded reason for a file whose name is not valid UTF-8, its bytes shown as escapes."""
-    shown = os.fsencode(name).decode("utf-8", "backslashreplace")
-    return Skip(Path(shown), "file name is not valid UTF-8; rename it to index it", True)
+def indexable(root: Path, path: Path, exclude: frozenset[str] = JUNK_DIRS) -> bool:
+    """Whether ``path`` (under ``root``) is a file freeret-tui indexes: known type, not hidden, not in junk."""
+    return not _hidden(root, path, exclude) and kind_of(path) is not None
 
 
-def encodable(name: str) -> bool:
-    """File names that are not valid UTF-8 (old Latin-1 archives) cannot be stored as SQLite text."""
-    try:
-        name.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
-def walk(
-    roots: Iterable[Path],
-    exclude: frozenset[str] = JUNK_DIRS,
-    on_skip: Callable[[Skip], None] | None = None,
-) -> Iterator[tuple[Path, Path]]:
+def walk(roots: Iterable[Path], exclude: frozenset[str] = JUNK_DIRS) -> Iterator[tuple[Path, Path]]:
     """(root, file) for every indexable file under the roots; symlinked folders are not followed (no loops).
 
-    ``on_skip`` hears about files that cannot be indexed before they reach the store (undecodable names).
+    A folder that cannot be listed (no permission, a path longer than PATH_MAX) is yielded too, in place of the
+    files it holds: the indexer records why, so nothing found is left unaccounted for.
     """
     for root in roots:
         root = root.expanduser().resolve()
@@ -63,28 +47,25 @@ def walk(
             if kind_of(root) is not None:
                 yield root.parent, root
             continue
-        for folder, dirs, files in os.walk(root):
+        unlisted: list[OSError] = []
+        for folder, dirs, files in os.walk(root, onerror=unlisted.append):
+            yield from ((root, Path(err.filename)) for err in unlisted if err.filename is not None)
+            unlisted.clear()
             dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d not in exclude)
             for name in sorted(files):
-                path = Path(folder, name)
-                if name.startswith(".") or kind_of(path) is None:
-                    continue
-                if not encodable(str(path)):
-                    if on_skip:
-                        on_skip(undecodable_name(path))
-                    continue
-                yield root, path
+                if not name.startswith(".") and kind_of(Path(name)) is not None:
+                    yield root, Path(folder, name)
+        yield from ((root, Path(err.filename)) for err in unlisted if err.filename is not None)
 
 
-def reconcile(store: Store, root: Path, exclude: frozenset[str] = JUNK_DIRS,
-              on_skip: Callable[[Skip], None] | None = None) -> list[tuple[Path, Path]]:
+def reconcile(store: Store, root: Path, exclude: frozenset[str] = JUNK_DIRS) -> list[tuple[Path, Path]]:
     """Mark and sweep one root against the store: (root, path) of every file added, changed or gone since the
     index last saw it, judged on (size, mtime). What inotify missed (overflow, a daemon that was not running)
     is found here; the content hash later tells a moved file from a new one."""
     stored = store.file_states(root)
     changed: list[tuple[Path, Path]] = []
     seen: set[str] = set()
-    for _, path in walk([root], exclude, on_skip):
+    for _, path in walk([root], exclude):
         key = str(path)
         seen.add(key)
         try:
@@ -96,6 +77,14 @@ def reconcile(store: Store, root: Path, exclude: frozenset[str] = JUNK_DIRS,
             changed.append((root, path))
     changed += [(root, Path(p)) for p in stored if p not in seen]
     return changed
+
+
+def under(root: Path, folder: Path, exclude: frozenset[str] = JUNK_DIRS) -> list[tuple[Path, Path]]:
+    """What ``walk`` finds in ``folder``, a folder inside ``root``: nothing if the folder itself is hidden or junk
+    as seen from ``root``."""
+    if _hidden(root, folder / "_", exclude):
+        return []
+    return [(root, path) for _, path in walk([folder], exclude)]
 
 
 def sweep(store: Store, roots: Iterable[Path], present: Iterable[Path]) -> int:

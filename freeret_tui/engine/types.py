@@ -23,6 +23,13 @@ class PageImage:
     page: int
 
 
+def title_of(path: Path) -> str:
+    """A file's name as text for titles, prompts and the lexical index. The bytes of a name that are not UTF-8
+    (an old archive) are read as Latin-1, where every byte is a character: "caf\\xe9.txt" is titled "café.txt"
+    (the path itself keeps the exact bytes)."""
+    return "".join(chr(ord(c) - 0xDC00) if "\udc80" <= c <= "\udcff" else c for c in path.name)
+
+
 # What the model sees as a picture: an image file, or a rendered PDF page (a scan has no text layer).
 Picture = Path | PageImage
 

@@ -38,7 +38,7 @@ __all__ = ["INDEX_FILE", "PREFILTER_MIN", "PREFILTER_PER_HIT", "PREFILTER_POOL",
 
 
 class Store(Schema, Catalog, Vectors, Queue, Maintenance):
-    """One index database. Every write is one transaction, rolled back whole on any error."""
+    """One index database. Every write is one transaction, rolled back whole on any error (tx.py)."""
 
     @classmethod
     def in_dir(cls, directory: Path) -> Store:
@@ -62,12 +62,12 @@ class Store(Schema, Catalog, Vectors, Queue, Maintenance):
     def transaction(self) -> Iterator[None]:
         """``with store.transaction():`` groups writes into one atomic commit (inner writes become savepoints);
         rolled back whole if anything inside raises."""
-        with self._db:
+        with self._write():
             yield
 
     def reset(self) -> None:
         """Forget every file, item and vector (re-index with another model)."""
-        with self._db:
+        with self._write():
             self._clear_catalog()
             self._clear_vectors()
             self._db.execute("DELETE FROM meta")

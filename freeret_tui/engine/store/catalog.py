@@ -14,7 +14,9 @@ from typing import Any
 
 import numpy as np
 
-from freeret_tui.engine.types import Chunk, Kind
+from freeret_tui.engine.store.paths import path_key, path_text, prefix_bytes
+from freeret_tui.engine.store.tx import Transactions
+from freeret_tui.engine.types import Chunk, Kind, title_of
 from freeret_tui.errors import StoreError
 
 _TOKEN = re.compile(r"\w+", re.UNICODE)
@@ -37,25 +39,26 @@ class FileRow:
     status: str
 
 
-class Catalog:
+class Catalog(Transactions):
     """Files, items, FTS and trash; part of ``Store``."""
 
     _db: Any
     _dim: str | None
 
     def file_row(self, path: Path) -> FileRow | None:
-        row = self._db.execute("SELECT size, mtime, sha256, status FROM files WHERE path = ?", (str(path),)).fetchone()
+        row = self._db.execute("SELECT size, mtime, sha256, status FROM files WHERE path = ?",
+                               (path_key(path),)).fetchone()
         return FileRow(int(row[0]), float(row[1]), row[2], row[3]) if row else None
 
     def file_states(self, root: Path) -> dict[str, tuple[int, float]]:
         """path → (size, mtime) of every file stored under ``root`` (the reconcile scan's "mark" side)."""
-        rows = self._db.execute("SELECT path, size, mtime FROM files WHERE root = ?", (str(root),))
-        return {p: (int(size), float(mtime)) for p, size, mtime in rows}
+        rows = self._db.execute("SELECT path, size, mtime FROM files WHERE root = ?", (path_key(root),))
+        return {path_text(p): (int(size), float(mtime)) for p, size, mtime in rows}
 
     def file_hashes(self) -> dict[str, tuple[str | None, str]]:
         """path → (content hash, status) of every stored file (what the churn checker compares with the disk)."""
         rows = self._db.execute("SELECT path, sha256, status FROM files")
-        return {p: (sha, status) for p, sha, status in rows}
+        return {path_text(p): (sha, status) for p, sha, status in rows}
 
     def _drop_items(self, file_id: int, sha256: str | None = None) -> None:
         """Delete a file's items; with ``sha256``, keep their vectors in the trash for a moved copy to reuse."""
@@ -78,8 +81,8 @@ class Catalog:
         self._db.execute("DELETE FROM items WHERE file_id = ?", (file_id,))
 
     def _upsert_file(self, path: Path, root: Path, kind: str | None, size: int, mtime: float, **extra: object) -> int:
-        row = self._db.execute("SELECT id, sha256 FROM files WHERE path = ?", (str(path),)).fetchone()
-        values = (str(root), kind, size, mtime, extra.get("sha256"), extra["status"], extra.get("error"), time.time())
+        row = self._db.execute("SELECT id, sha256 FROM files WHERE path = ?", (path_key(path),)).fetchone()
+        values = (path_key(root), kind, size, mtime, extra.get("sha256"), extra["status"], extra.get("error"), time.time())
         if row:
             self._drop_items(row[0], row[1])
             self._db.execute(
@@ -91,7 +94,7 @@ class Catalog:
         self._db.execute(
             "INSERT INTO files(path, root, kind, size, mtime, sha256, status, error, indexed_at) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (str(path), *values),
+            (path_key(path), *values),
         )
         return int(self._db.last_insert_rowid())
 
@@ -117,7 +120,7 @@ class Catalog:
         kind = chunks[0].kind.value if chunks else None
         ids: list[int] = []
         # vec0 in sqlite-vec 0.1.9 has no INSERT OR REPLACE: old rows are deleted first, in the same transaction.
-        with self._db:
+        with self._write():
             self._sync_prefilter()  # under the write lock: another process may have built or rebuilt it
             file_id = self._upsert_file(path, root, kind, size, mtime, sha256=sha256, status="indexed")
             for chunk, vector in zip(chunks, vectors, strict=True):
@@ -147,7 +150,8 @@ class Catalog:
         if self._dim is None:
             return None
         row = self._db.execute(
-            "SELECT id FROM files WHERE sha256 = ? AND status = 'indexed' AND path != ? LIMIT 1", (sha256, str(path))
+            "SELECT id FROM files WHERE sha256 = ? AND status = 'indexed' AND path != ? LIMIT 1",
+            (sha256, path_key(path)),
         ).fetchone()
         if row:
             found = self._db.execute(
@@ -164,31 +168,31 @@ class Catalog:
             ).fetchall()
         if not rows:
             return None
-        chunks = [Chunk(path, Kind(k), text, path.name, page, ls, le, no) for k, text, page, ls, le, no, _ in rows]
+        chunks = [Chunk(path, Kind(k), text, title_of(path), page, ls, le, no) for k, text, page, ls, le, no, _ in rows]
         vectors = np.stack([np.frombuffer(r[6], dtype=np.float32) for r in rows])
         return chunks, vectors
 
     def touch_file(self, path: Path, size: int, mtime: float) -> None:
         """Same content, new size/mtime stamp (a `touch`, a save without changes): nothing to embed."""
-        with self._db:
-            self._db.execute("UPDATE files SET size = ?, mtime = ? WHERE path = ?", (size, mtime, str(path)))
+        with self._write():
+            self._db.execute("UPDATE files SET size = ?, mtime = ? WHERE path = ?", (size, mtime, path_key(path)))
 
     def put_skip(self, path: Path, root: Path, size: int, mtime: float, reason: str, failed: bool = False) -> None:
         """Record that ``path`` was not indexed and why (its old items, if any, go)."""
-        with self._db:
+        with self._write():
             self._upsert_file(path, root, None, size, mtime, status="failed" if failed else "skipped", error=reason)
 
     def remove_file(self, path: Path) -> None:
         """Forget ``path``; its vectors wait in the trash in case the same content shows up elsewhere."""
-        with self._db:
-            row = self._db.execute("SELECT id, sha256 FROM files WHERE path = ?", (str(path),)).fetchone()
+        with self._write():
+            row = self._db.execute("SELECT id, sha256 FROM files WHERE path = ?", (path_key(path),)).fetchone()
             if row:
                 self._drop_items(row[0], row[1])
                 self._db.execute("DELETE FROM files WHERE id = ?", (row[0],))
 
     def purge_trash(self, older_than: float) -> int:
         """Drop trashed vectors removed before the ``older_than`` timestamp; returns how many went."""
-        with self._db:
+        with self._write():
             self._db.execute("DELETE FROM trash WHERE removed_at < ?", (older_than,))
             return int(self._db.changes())
 
@@ -264,7 +268,7 @@ class Catalog:
         )
         out: dict[int, StoredItem] = {}
         for item_id, path, kind, title, text, page, line_start, line_end, chunk_no, mtime in rows:
-            chunk = Chunk(Path(path), Kind(kind), text, title, page, line_start, line_end, chunk_no)
+            chunk = Chunk(Path(path_text(path)), Kind(kind), text, title, page, line_start, line_end, chunk_no)
             out[int(item_id)] = StoredItem(int(item_id), chunk, float(mtime))
         return out
 
@@ -273,14 +277,15 @@ class Catalog:
         if not roots:
             return []
         rows = self._db.execute(
-            f"SELECT path FROM files WHERE root IN ({', '.join('?' * len(roots))})", [str(r) for r in roots]
+            f"SELECT path FROM files WHERE root IN ({', '.join('?' * len(roots))})", [path_key(r) for r in roots]
         )
-        return [r[0] for r in rows]
+        return [path_text(r[0]) for r in rows]
 
     def paths_with_prefix(self, prefix: str) -> list[str]:
         """Stored file paths that start with ``prefix`` (everything under a folder that moved or vanished)."""
-        rows = self._db.execute("SELECT path FROM files WHERE substr(path, 1, ?) = ?", (len(prefix), prefix))
-        return [r[0] for r in rows]
+        raw = prefix_bytes(prefix)
+        rows = self._db.execute("SELECT path FROM files WHERE substr(CAST(path AS BLOB), 1, ?) = ?", (len(raw), raw))
+        return [path_text(r[0]) for r in rows]
 
     def counts(self) -> dict[str, int]:
         rows = self._db.execute("SELECT status, COUNT(*) FROM files GROUP BY status").fetchall()
@@ -296,4 +301,4 @@ class Catalog:
             "LIMIT ? OFFSET ?",
             (limit, offset),
         )
-        return [(p, e) for p, e in rows]
+        return [(path_text(p), e) for p, e in rows]

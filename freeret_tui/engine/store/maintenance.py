@@ -7,9 +7,10 @@ from pathlib import Path
 from typing import Any
 
 from freeret_tui.engine.store.schema import damaged, rebuild_steps
+from freeret_tui.engine.store.tx import DiskFullError, Transactions
 
 
-class Maintenance:
+class Maintenance(Transactions):
     """``freeret-tui maintenance``; part of ``Store``."""
 
     path: str
@@ -29,13 +30,18 @@ class Maintenance:
         if problems != ["ok"]:
             return {"integrity": problems, "orphan_fts_rows_removed": 0, "bytes_before": size_before,
                     "bytes_after": size_before, "next_steps": rebuild_steps(self.path)}
-        with self._db:
+        with self._write():
             orphans = self._drop_orphan_fts()
             if self._dim is not None:
                 self._rebuild_vector_table(self.live_item_ids())
         if self._dim is not None and self._prefilter is not None:
             self.build_prefilter()
-        self._db.execute("VACUUM")
+        try:
+            self._db.execute("VACUUM")  # writes a new copy of the whole index before it lets go of the old one
+        except apsw.FullError:
+            raise DiskFullError(f"not enough free space beside the index {self.path} to compact it (that takes up "
+                                "to its own size again); the index is intact",
+                                ["free some space on that disk, then run `freeret-tui maintenance` again"]) from None
         self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # VACUUM's pages sit in the WAL until then
         size_after = self._bytes_on_disk()
         return {

@@ -7,6 +7,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from freeret_tui.engine.private import open_private
+from freeret_tui.engine.store.tx import Transactions
 from freeret_tui.errors import StoreError
 
 # Numbered migrations: index i brings the schema from version i to i + 1. Never edit a released one.
@@ -71,10 +73,10 @@ def _private(path: str) -> None:
     """Create the database file (and fix an older one, its WAL and shared memory) readable by its owner only:
     it holds document text. SQLite gives the WAL and -shm files it creates the database file's mode."""
     try:
-        os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+        os.close(open_private(path, os.O_RDWR))
     except OSError as err:
         raise StoreError(f"cannot open index database {path}: {err.strerror or err}") from None
-    for name in (path, path + "-wal", path + "-shm"):
+    for name in (path + "-wal", path + "-shm"):
         try:
             if os.stat(name).st_mode & 0o077:
                 os.chmod(name, 0o600)
@@ -122,7 +124,7 @@ def _connect(path: str):  # -> apsw.Connection
     return conn
 
 
-class Schema:
+class Schema(Transactions):
     """Migrations and ``meta``; part of ``Store``."""
 
     path: str
@@ -170,7 +172,7 @@ class Schema:
             self._db.execute("DELETE FROM meta WHERE substr(key, 1, ?) = ?", (len(prefix), prefix))
 
     def set_meta(self, key: str, value: str) -> None:
-        with self._db:
+        with self._write():
             self._db.execute("INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = ?",
                              (key, value, value))
 
@@ -179,7 +181,7 @@ class Schema:
         model's vectors, or another image budget's (re-index instead)."""
         stored_name, stored_dim = self._meta("model"), self._meta("dim")
         if stored_name is None:
-            with self._db:
+            with self._write():
                 self._db.execute("INSERT INTO meta(key, value) VALUES ('model', ?), ('dim', ?)", (name, str(dim)))
                 self._create_vector_table(dim)  # type: ignore[attr-defined]  # vectors.py
             self._dim = str(dim)

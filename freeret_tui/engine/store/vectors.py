@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from freeret_tui.engine import ann
+from freeret_tui.engine.store.tx import Transactions
 from freeret_tui.engine.types import Kind
 
 # Below this many vectors exact search is fast enough; above it the prefilter answers. Measured at 1536-d on
@@ -47,7 +48,7 @@ class _Prefilter:
     assignments: int  # entries per vector in item_bits: entry = item id x assignments + slot
 
 
-class Vectors:
+class Vectors(Transactions):
     """vec0 tables, float16 copies and the prefilter; part of ``Store``."""
 
     _db: Any
@@ -170,7 +171,7 @@ class Vectors:
         a 1M build did not finish in 10 min)."""
         if self._dim is None:
             return
-        with self._db:
+        with self._write():
             self._fill_half()
             count = self.vector_count()
             sample = self._halves([b for (b,) in self._db.execute(
@@ -276,7 +277,7 @@ class Vectors:
         wanted = [kind.value for kind in kinds] if kinds else []
         kind_sql = f" AND kind IN ({', '.join('?' * len(wanted))})" if wanted else ""
         k = min(k, 4096)  # sqlite-vec's ceiling for k
-        with self._db:  # one read snapshot: a rebuild committed meanwhile is seen whole or not at all
+        with self._write():  # one read snapshot: a rebuild committed meanwhile is seen whole or not at all
             self._sync_prefilter()
             if self._prefilter is not None and not exact:
                 return self._prefiltered(self._prefilter, vector, k, wanted, kind_sql)
