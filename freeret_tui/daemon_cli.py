@@ -88,8 +88,20 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
         lock.release()
 
 
+_unwritten = 0  # log lines the disk had no room for (the daemon itself waits for space; its log must not kill it)
+
+
 def _log(message: str) -> None:
-    print(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {visible(message)}", file=sys.stderr, flush=True)
+    global _unwritten
+    line = f"{time.strftime('%Y-%m-%d %H:%M:%S')} {visible(message)}"
+    if _unwritten:
+        line = f"{line} ({_unwritten} earlier log lines were lost: the disk was full)"
+    try:
+        os.write(sys.stderr.fileno(), f"{line}\n".encode())  # unbuffered: a line refused is not retried later
+    except OSError:
+        _unwritten += 1
+    else:
+        _unwritten = 0
 
 
 def _start(args: argparse.Namespace, settings: Settings) -> int:

@@ -9,6 +9,7 @@ import os
 import random
 import shutil
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -528,7 +529,7 @@ def test_the_daemon_waits_on_a_full_disk_and_goes_on_when_space_is_back(tmp_path
             assert said.startswith("freeret-tui: ") and "Traceback" not in said and "is full" in said.splitlines()[0]
             assert [r[0] for r in session.store._db.execute("PRAGMA integrity_check")] == ["ok"]
             filler.unlink()
-            while len(session.search(Query("written while the disk is full")).hits) < 10:
+            while session.store.counts().get("indexed") != 21:
                 assert thread.is_alive(), "the daemon died"
                 assert time.monotonic() < deadline + 30, logged
                 time.sleep(0.1)
@@ -538,3 +539,13 @@ def test_the_daemon_waits_on_a_full_disk_and_goes_on_when_space_is_back(tmp_path
             thread.join(10)
             daemon.store.close()
             session.store.close()
+
+
+def test_the_daemon_log_on_a_full_disk_loses_lines_not_the_daemon(tmp_path: Path) -> None:
+    """/dev/full refuses every write with ENOSPC, as a full disk does."""
+    log = tmp_path / "daemon.log"
+    script = ("import os, sys; from freeret_tui.daemon_cli import _log; _log('one'); _log('two'); "
+              f"os.dup2(os.open({str(log)!r}, os.O_WRONLY | os.O_CREAT), 2); _log('three')")
+    done = subprocess.run([sys.executable, "-c", script], stderr=open("/dev/full", "wb"), check=False)  # noqa: SIM115
+    assert done.returncode == 0
+    assert log.read_text().endswith(" three (2 earlier log lines were lost: the disk was full)\n")

@@ -299,8 +299,9 @@ class Daemon:
                     full = True
                     self.stop.wait(self.retry_seconds)
                     continue
-                if full:
-                    self.log("there is space again: indexing goes on")
+                if full:  # events that arrived meanwhile may have found no room in the queue: scan for them
+                    self.log("there is space again: indexing goes on, after a scan")
+                    self._next_scan = time.time()
                     full = False
                 if ready and self._next_scan > time.time():  # the first scan is done
                     ready()
