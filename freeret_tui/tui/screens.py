@@ -22,7 +22,9 @@ from textual.widgets import DataTable, Footer, Input, Static
 from textual.worker import Worker, WorkerState, get_current_worker
 
 from freeret_tui.display import visible
+from freeret_tui.engine.daemon import DaemonStatus
 from freeret_tui.engine.query import Filters, Query, parse_query
+from freeret_tui.engine.types import Kind
 from freeret_tui.errors import FreeretError
 from freeret_tui.tui.backend import Backend, ShownHit
 from freeret_tui.tui.widgets import AnswerPane, Preview, ResultList, StatusBar, thumbnail
@@ -54,10 +56,12 @@ class SearchScreen(Screen):
     """The one working screen."""
 
     BINDINGS = [
-        Binding("slash", "focus_query", "Query", id="query"),
+        # A priority binding acts as the app reads the key, before the keys after it are handed to the focused
+        # widget: "/porto" typed in one burst from the hits lands whole in the box (not "o" = open on the hits).
+        Binding("slash", "focus_query", "Query", id="query", priority=True),
         Binding("a", "ask", "Ask", id="ask"),
         Binding("o", "open", "Open", id="open"),
-        Binding("y", "copy_path", "Copy path", id="copy"),
+        Binding("y", "copy_path", "Copy", id="copy"),
         Binding("F", "failures", "Failures", id="failures"),
         Binding("escape", "cancel", "Stop", id="cancel"),
         Binding("question_mark", "help", "Help", id="help"),
@@ -84,8 +88,8 @@ class SearchScreen(Screen):
         self._workers: dict[str, Worker] = {}  # the latest search and answer workers, whose failures are shown
 
     def compose(self) -> ComposeResult:
-        yield Input(placeholder="search your files — kind:image in:Notes after:2024-01-01, or an image path",
-                    id="query")
+        yield QueryBox(placeholder="search your files — kind:image in:Notes after:2024-01-01, or an image path",
+                       id="query")
         yield Static(id="state")
         yield Static(id="notice")
         with Horizontal(id="main"):
@@ -94,19 +98,21 @@ class SearchScreen(Screen):
                 yield Preview(self.image_mode, id="preview")
                 yield AnswerPane(id="answer")
         yield StatusBar(id="status")
-        yield Footer()
+        yield Footer(show_command_palette=False)  # ctrl+p still opens it; the footer's room goes to our keys
 
     def on_mount(self) -> None:
         self.query_one("#answer", AnswerPane).display = False
         self.query_one("#notice", Static).display = False
         self.query_one("#query", Input).focus()
-        self.refresh_status()
-        self.set_interval(1.0, self.refresh_status)
-        if self.backend.needs_model():
+        if not self.backend.needs_model():
+            self.model_note = "model: not used (word search)"
+        else:
             self.model_note = f"model: loading {self.backend.config.model}…"
             # After the first paint: importing torch in a worker holds the GIL for seconds and delayed the paint
             # from 0.8 s to 1.2 s (benchmarks/cold_start.py).
             self.call_after_refresh(self.load_model)
+        self.refresh_status()
+        self.set_interval(1.0, self.refresh_status)
 
     # -- model and status -----------------------------------------------------------------------------------
 
@@ -158,14 +164,7 @@ class SearchScreen(Screen):
         except FreeretError as err:
             self.query_one(StatusBar).show(f"index: {err}", self.model_note)
             return
-        c = status.counts
-        done = c["indexed"] + c["failed"] + c["skipped"]
-        line = f"indexed {c['indexed']}/{done + c['queued']} files"
-        if c["queued"] and status.rate_files_per_s:
-            line += f" · {status.rate_files_per_s:.1f} files/s · ETA {status.eta_s or 0:.0f}s"
-        if c["failed"]:
-            line += f" · {c['failed']} failed (F lists)"
-        self.query_one(StatusBar).show(line, self.model_note)
+        self.query_one(StatusBar).show(status_line(status), self.model_note)
 
     # -- searching ------------------------------------------------------------------------------------------
 
@@ -180,8 +179,10 @@ class SearchScreen(Screen):
             return
         self.query_, self.filters = query, filters
         self.terms = query.text.split()
+        self.query_one(AnswerPane).display = False  # an answer belongs to the hits it was asked over
         self.run_search(query, filters)
-        self.query_one(ResultList).focus()
+        # Now, not after the queued keys: keys typed straight after enter go to the hits (Widget.focus waits).
+        self.set_focus(self.query_one(ResultList))
 
     def run_search(self, query: Query, filters: Filters) -> None:
         self.serial += 1
@@ -220,17 +221,27 @@ class SearchScreen(Screen):
         self.shown_serial = message.serial
         probs = [h.hit.rerank_prob for h in self.hits if h.hit.rerank_prob is not None]
         if not self.hits:
-            state = "no match"
+            state = "no match" + self._why_nothing()
         elif message.stage == "reranked" and self.backend.no_good_match(self.hits):
             state = f"reranked: no good match (best p={max(probs, default=0.0):.2f}); the closest candidates"
         else:
-            state = {"candidates": f"{len(self.hits)} hits",
-                     "reranking": f"{len(self.hits)} hits · reranking {len(probs)}/"
+            found = plural(len(self.hits), "hit")
+            state = {"candidates": found,
+                     "reranking": f"{found} · reranking {len(probs)}/"
                                   f"{min(len(message.hits), self.backend.config.rerank_k)}…",
-                     "reranked": f"{len(self.hits)} hits · reranked"}[message.stage]
+                     "reranked": f"{found} · reranked"}[message.stage]
         filters = self.filters.describe()
         self.set_state(state + (f" · filters {filters}" if filters else ""))
         self.show_preview()
+
+    def _why_nothing(self) -> str:
+        """Why a search found nothing when files were left out: the person sees it is not the index's fault."""
+        counts = self.backend.status().counts
+        left_out = counts["skipped"] + counts["failed"]
+        model = self.backend.model
+        if model is not None and not model.supports_images and set(self.filters.kinds) & {Kind.IMAGE, Kind.PAGE}:
+            return f" · {model.name.split('/')[-1]} is text-only: photos and scans are not indexed (F lists them)"
+        return f" · {plural(left_out, 'file')} not indexed (F lists why)" if left_out else ""
 
     def set_state(self, text: str) -> None:
         self.query_one("#state", Static).update(Text(text, style="italic"))
@@ -271,8 +282,13 @@ class SearchScreen(Screen):
 
     # -- actions --------------------------------------------------------------------------------------------
 
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """In the query box "/" is a character (an image path): the priority binding stands aside there."""
+        return not (action == "focus_query" and isinstance(self.focused, Input))
+
     def action_focus_query(self) -> None:
-        self.query_one("#query", Input).focus()
+        # Now, not after the queued keys: "/porto" typed in one burst must land whole in the box.
+        self.set_focus(self.query_one("#query", Input))
 
     def action_open(self) -> None:
         hit = self.selected()
@@ -296,14 +312,18 @@ class SearchScreen(Screen):
             results = self.query_one(ResultList)
             results.moved = True
             results.highlighted = n - 1
-            results.focus()
+            self.set_focus(results)
 
     def action_ask(self) -> None:
         if self.query_ is None or not self.hits:
             self.notify("search first, then press a to ask about the hits", severity="warning")
             return
         if self.backend.model is None:
-            self.notify("the model is still loading", severity="warning")
+            if self.backend.needs_model():
+                self.notify("the model is still loading", severity="warning")
+            else:
+                self.notify("answers need the model, which this run does not load (word search, not watching); "
+                            "start without --mode lexical to ask", severity="warning")
             return
         question = self.query_one("#query", Input).value.strip()
         self.query_one(AnswerPane).start(question)
@@ -330,6 +350,9 @@ class SearchScreen(Screen):
             pane.add(message.text)
 
     def action_cancel(self) -> None:
+        """Stop a rerank or an answer in flight; with nothing running the screen stays as it is."""
+        if not any(worker.is_running for worker in self._workers.values()):
+            return
         self.stop.set()
         self.set_state("stopped")
 
@@ -338,6 +361,35 @@ class SearchScreen(Screen):
 
     def action_help(self) -> None:
         self.app.push_screen(HelpScreen(self.app.active_bindings_help()))
+
+
+def plural(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
+def status_line(status: DaemonStatus) -> str:
+    """Indexed, skipped, failed and queued files apart: a text-only model skipping photos is not a stuck index."""
+    c = status.counts
+    parts = [f"indexed {c['indexed']}"]
+    parts += [f"{c['skipped']} skipped"] if c["skipped"] else []
+    parts += [f"{c['failed']} failed"] if c["failed"] else []
+    if c["queued"]:
+        parts.append(f"{c['queued']} queued")
+        if status.rate_files_per_s:
+            parts.append(f"{status.rate_files_per_s:.1f} files/s · ETA {status.eta_s or 0:.0f}s")
+    if c["skipped"] or c["failed"]:
+        parts.append("F: why")
+    return " · ".join(parts)
+
+
+class QueryBox(Input):
+    """The query input; its footer says how to search, reach the hits and quit while letters type text."""
+
+    BINDINGS = [
+        Binding("enter", "submit", "Search", show=True),
+        Binding("tab", "app.focus_next", "Hits", show=True),
+        Binding("ctrl+q", "app.quit", "Quit", show=True),
+    ]
 
 
 def _thumbs(hits: list[ShownHit]) -> dict[int, Any]:
@@ -382,7 +434,9 @@ class HelpScreen(ModalScreen):
 
     def compose(self) -> ComposeResult:
         lines = "\n".join(f"[b]{key:>10}[/]  {what}" for key, what in self.keys)
-        extra = ("\n\nIn the query box keys type text: tab or enter moves to the hits; ctrl+q quits anywhere."
+        extra = ("\n[b]       1-9[/]  jump to hit n (a citation \\[n] in an answer is hit n)"
+                 "\n[b]       ↑ ↓[/]  move through the hits too; enter opens one"
+                 "\n\nIn the query box keys type text: tab or enter moves to the hits; ctrl+q quits anywhere."
                  "\n[b]Query box[/]: words; kind:image|text|page, in:FOLDER, after:/before:YYYY-MM-DD;"
                  "\nan image path (typed or pasted) searches by that image.")
         with Vertical(id="dialog"):

@@ -35,25 +35,46 @@ def thumbnail(picture: Any) -> RenderableType:
 
 
 def score_text(hit: ShownHit) -> Text:
+    """The rerank probability, the one score that means the same in every query. Stage-1 scores are relative
+    to the other candidates (a lone hit would read 1.000 whatever it is); the preview shows them, raw."""
     prob = hit.hit.rerank_prob
-    if prob is not None:
-        return Text(f"p={prob:.2f}", style="bold green" if prob >= 0.5 else "yellow")
-    return Text(f"{hit.hit.fused_score:.3f}", style="dim")
+    if prob is None:
+        return Text("")
+    return Text(f"p={prob:.2f}", style="bold green" if prob >= 0.5 else "yellow")
 
 
-def hit_row(n: int, hit: ShownHit, thumb: RenderableType | None) -> RenderableType:
+def kind_label(hit: ShownHit) -> str:
+    """What the file is, from its type: "pdf" for a PDF's passage as for its scanned page, "jpg" for a photo."""
+    h = hit.hit
+    label = h.path.suffix.lower().lstrip(".") or _ICONS.get(h.kind, "?")
+    return f"{label} scan" if h.kind is Kind.PAGE else label
+
+
+def snippet(text: str, limit: int = 160) -> str:
+    """The passage on one line, cut at a word boundary within ``limit`` characters."""
+    flat = " ".join(text.split())
+    if len(flat) <= limit:
+        return flat
+    cut = flat.rfind(" ", 0, limit)
+    return flat[: cut if cut > limit // 2 else limit].rstrip(" ,;:.") + "…"
+
+
+def hit_row(n: int, hit: ShownHit, thumb: RenderableType | None, thumb_column: bool) -> RenderableType:
+    """One hit: number, thumbnail (only when some hit in the list has one: no empty gap before text hits), name,
+    where and what it is, a snippet, and the rerank probability."""
     h = hit.hit
     grid = Table.grid(padding=(0, 1), expand=True)
     grid.add_column(width=3, justify="right")
-    grid.add_column(width=THUMB_CELLS[0])
+    if thumb_column:
+        grid.add_column(width=THUMB_CELLS[0])
     grid.add_column(ratio=1)
-    grid.add_column(width=7, justify="right")
-    where = f"{visible(h.path.parent.name)}/ · {_ICONS.get(h.kind, '?')}" + (f" · {h.location}" if h.location else "")
+    grid.add_column(width=6, justify="right")
+    where = f"{visible(h.path.parent.name)}/ · {kind_label(hit)}" + (f" · {h.location}" if h.location else "")
     where += f" · {hit.when}" if hit.when else " · (gone)"
     title = Text(visible(h.path.name), style="bold")
-    snippet = Text(visible(" ".join(h.text.split())[:160]), style="italic dim") if h.text else Text("")
-    grid.add_row(Text(f"{n}."), thumb or Text(""),
-                 Group(title, Text(where, style="cyan"), snippet), score_text(hit))
+    passage = Text(visible(snippet(h.text)), style="italic dim") if h.text else Text("")
+    cells: list[RenderableType] = [Text(f"{n}.")] + ([thumb or Text("")] if thumb_column else [])
+    grid.add_row(*cells, Group(title, Text(where, style="cyan"), passage), score_text(hit))
     return grid
 
 
@@ -79,7 +100,8 @@ class ResultList(OptionList):
         if new_query:
             self.moved = False
         self.clear_options()
-        self.add_options(Option(hit_row(n, h, thumbs.get(h.hit.item_id)), id=str(h.hit.item_id))
+        column = any(h.hit.item_id in thumbs for h in hits)
+        self.add_options(Option(hit_row(n, h, thumbs.get(h.hit.item_id), column), id=str(h.hit.item_id))
                          for n, h in enumerate(hits, start=1))
         if hits:
             ids = [str(h.hit.item_id) for h in hits]

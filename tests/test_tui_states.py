@@ -1,0 +1,129 @@
+"""What a new user hits in the TUI, with the FakeModel (no torch): keys typed in one burst after "/", counts that
+tell skipped and failed files from indexed ones, a search that finds nothing saying why, an old answer gone with
+its query, escape with nothing running, and asking in a session that loads no model."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from pathlib import Path
+
+from fake_model import FakeModel
+from test_tui import SIZE, state, wait_for
+from textual import events
+
+from freeret_tui.settings import load_settings
+from freeret_tui.tui.app import FreeretApp, create_app
+from freeret_tui.tui.screens import SearchScreen
+from freeret_tui.tui.widgets import AnswerPane, StatusBar
+
+
+def _notes(folder: Path) -> Path:
+    folder.mkdir()
+    (folder / "lighthouse.txt").write_text("The lighthouse at the harbour guides the fishing boats at night.\n")
+    (folder / "orchard.md").write_text("# Orchard\nApples, pears and cider in the autumn orchard.\n")
+    return folder
+
+
+def _app(folder: Path, model: FakeModel, start_daemon: bool = False, **settings: object) -> FreeretApp:
+    return create_app([folder], load_settings({"rerank": False, **settings}), opener=lambda _p: None,
+                      image_mode="halfcell", start_daemon=start_daemon, loader=lambda _c: model)
+
+
+def _burst(app: FreeretApp, text: str) -> None:
+    """Queue every key at once, as a fast typist or a paste delivers them (Pilot.press waits after each)."""
+    names = {"/": "slash", " ": "space"}
+    for character in text:
+        key = events.Key(names.get(character, character), character)
+        key.set_sender(app)
+        app._driver.send_message(key)
+
+
+def test_keys_typed_in_one_burst_after_slash_all_land_in_the_query_box(tmp_path: Path) -> None:
+    app = _app(_notes(tmp_path / "notes"), FakeModel(), start_daemon=True)
+
+    async def scenario() -> None:
+        async with app.run_test(size=SIZE) as pilot:
+            await wait_for(pilot, lambda: app.backend.status().counts["indexed"] == 2)
+            await pilot.press(*"lighthouse", "enter")
+            await wait_for(pilot, lambda: bool(app.screen.hits))
+            _burst(app, "/orchard cider")  # from the hit list, where "o" opens and "a" asks
+            await pilot.pause(0.3)
+            box = app.screen.query_one("#query")
+            assert app.focused is box and box.value == "orchard cider"  # "/" selects the old query: typing replaces it
+            await pilot.press("end", *" /tmp/x.png")  # in the box "/" is a character (an image path)
+            assert box.value == "orchard cider /tmp/x.png"
+
+    asyncio.run(scenario())
+
+
+def test_counts_tell_skipped_and_failed_from_indexed_and_no_match_says_why(tmp_path: Path, photos: Path) -> None:
+    folder = _notes(tmp_path / "notes")
+    shutil.copy(photos / "chelsea.png", folder / "cat.png")
+    (folder / "broken.pdf").write_bytes(b"%PDF-1.4 not really")
+    app = _app(folder, FakeModel(supports_images=False), start_daemon=True)
+
+    async def scenario() -> None:
+        async with app.run_test(size=SIZE) as pilot:
+            screen = app.screen
+            assert isinstance(screen, SearchScreen)
+            await wait_for(pilot, lambda: app.backend.model is not None and app.backend.status().queued == 0
+                           and app.backend.status().counts["indexed"] == 2)
+            screen.refresh_status()
+            status = screen.query_one(StatusBar).plain
+            assert status.startswith("indexed 2 · 1 skipped · 1 failed · F: why"), status
+            await pilot.press(*"kind:image cat", "enter")
+            await wait_for(pilot, lambda: state(app).startswith("no match"))
+            assert "fake-model is text-only: photos and scans are not indexed (F lists them)" in state(app)
+            await pilot.press("slash", "ctrl+a", "ctrl+k", *"kind:text zebra", "enter")
+            await wait_for(pilot, lambda: "hit" in state(app))
+            assert state(app) in ("1 hit · filters kind:text", "2 hits · filters kind:text")
+
+    asyncio.run(scenario())
+
+
+def test_a_new_query_hides_the_old_answer_and_escape_with_nothing_running_changes_nothing(tmp_path: Path) -> None:
+    app = _app(_notes(tmp_path / "notes"), FakeModel(), start_daemon=True)
+
+    async def scenario() -> None:
+        async with app.run_test(size=SIZE) as pilot:
+            screen = app.screen
+            await wait_for(pilot, lambda: app.backend.status().counts["indexed"] == 2)
+            await pilot.press(*"lighthouse", "enter")
+            await wait_for(pilot, lambda: state(app) == "2 hits")
+            await pilot.press("escape")
+            assert state(app) == "2 hits"
+            await pilot.press("a")
+            pane = screen.query_one(AnswerPane)
+            await wait_for(pilot, lambda: "cites" in str(pane.render()))
+            assert pane.display
+            await pilot.press("slash", "end", *" orchard", "enter")
+            await wait_for(pilot, lambda: screen.query_one("#query").value == "lighthouse orchard" and
+                           state(app) == "2 hits")
+            assert not pane.display
+
+    asyncio.run(scenario())
+
+
+def test_asking_where_no_model_is_loaded_says_so_instead_of_waiting(tmp_path: Path) -> None:
+    from freeret_tui.engine.session import Session, SessionConfig
+    from freeret_tui.settings import data_dir
+
+    folder = _notes(tmp_path / "notes")
+    built = Session(data_dir(), SessionConfig(model="fake-model"), loader=lambda _c: FakeModel())
+    built.load_model()
+    built.index([folder])
+    app = _app(folder, FakeModel(), mode="lexical")  # words only, not watching: no model is loaded
+
+    async def scenario() -> None:
+        async with app.run_test(size=SIZE) as pilot:
+            screen = app.screen
+            assert screen.model_note == "model: not used (word search)"
+            await pilot.press(*"lighthouse", "enter")
+            await wait_for(pilot, lambda: state(app) == "1 hit")
+            await pilot.press("a")
+            said = [n.message for n in app._notifications]
+            assert any("answers need the model, which this run does not load" in m for m in said), said
+            assert app.backend.model is None and not screen.query_one(AnswerPane).display
+
+    asyncio.run(scenario())
