@@ -8,16 +8,19 @@ can cause ends in one line on stderr; usage errors exit with status 2, other fai
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
+import os
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
 from freeret_tui import __version__
-from freeret_tui.display import visible
+from freeret_tui.display import one_line, visible
 from freeret_tui.engine.fusion import FUSIONS
 from freeret_tui.errors import FreeretError, NotReadyError, UsageError
 from freeret_tui.settings import DTYPES, MODES, Settings, data_dir, load_settings
@@ -44,36 +47,58 @@ def _csv(choices: Sequence[str]) -> Any:
     return parse
 
 
+def _verbose_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="show the libraries' own warnings and progress bars while a model loads")
+
+
+def _model_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", help="preset (default, fast, strong, smollm2), Hugging Face id, directory or .gguf")
+    parser.add_argument("--device", help="auto, cpu, cuda, cuda:N or mps")
+    parser.add_argument("--dtype", choices=DTYPES, help="auto picks bf16 where the hardware has it, else fp32")
+    parser.add_argument("--batch-size", type=int, metavar="N", help="items per forward pass")
+    parser.add_argument("--image-max-pixels", type=int, metavar="N",
+                        help="most pixels a photo is read at (its image tokens); fixed per index")
+
+
+def _search_mode_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--mode", choices=MODES,
+                        help="hybrid: meaning and words (default); dense: meaning only; lexical: words only, no model")
+    parser.add_argument("--rerank", action=argparse.BooleanOptionalAction, default=None,
+                        help="let the model re-judge the top hits (default: as the model's preset advises)")
+
+
 def build_parser() -> argparse.ArgumentParser:
+    tui = argparse.HelpFormatter("freeret-tui")  # the TUI's own flags, shown here too, not only after a FOLDER
+    tui.start_section("freeret-tui FOLDER… [options] opens the TUI on those folders and indexes them meanwhile")
+    tui.add_arguments([a for a in build_tui_parser()._actions if a.option_strings and a.dest != "help"])
+    tui.end_section()
     parser = _Parser(
         prog="freeret-tui",
         description="Local, private search over your own photos and documents.",
-        epilog="`freeret-tui FOLDER… [--model M] [--no-daemon]` opens the TUI on those folders (see README).",
+        epilog=tui.format_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"freeret-tui {__version__}")
     common = _Parser(add_help=False)
-    common.add_argument("--model", help="preset (default, fast, strong, smollm2), Hugging Face id, directory or .gguf")
-    common.add_argument("--device", help="auto, cpu, cuda, cuda:N or mps")
-    common.add_argument("--dtype", choices=DTYPES, help="auto picks bf16 where the hardware has it, else fp32")
-    common.add_argument("--batch-size", type=int, help="items per forward pass")
-    common.add_argument("--image-max-pixels", type=int, metavar="N",
-                        help="most pixels a photo is read at (its image tokens); fixed per index")
+    _model_flags(common)
+    _verbose_flag(common)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
     p = sub.add_parser("index", parents=[common],
                        help="index folders once, with progress (`daemon start` keeps them indexed)")
     p.add_argument("paths", nargs="+", type=Path, metavar="PATH")
     p.add_argument("--reindex", action="store_true", help="forget the current index first (e.g. to change model)")
-    p.add_argument("--chunk-tokens", type=int)
-    p.add_argument("--chunk-overlap", type=int)
+    p.add_argument("--chunk-tokens", type=int, metavar="N", help="model tokens per text passage (default 256)")
+    p.add_argument("--chunk-overlap", type=int, metavar="N",
+                   help="tokens a passage shares with the one before it (default 32)")
 
     def search_flags(p: argparse.ArgumentParser) -> None:
         p.add_argument("--image", type=Path, help="search by this image (with or without query text)")
         p.add_argument("--k", type=int, help="number of results")
-        p.add_argument("--mode", choices=MODES)
-        p.add_argument("--rerank", action=argparse.BooleanOptionalAction, default=None)
+        _search_mode_flags(p)
         p.add_argument("--rerank-k", type=int, help="how many stage-1 hits the model reranks")
-        p.add_argument("--json", action="store_true", help="print one JSON object")
+        p.add_argument("--json", action="store_true", help="print one JSON object (every score, timings)")
 
     p = sub.add_parser("search", parents=[common], help="search the index")
     p.add_argument("query", nargs="?", default="")
@@ -82,21 +107,21 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("ask", parents=[common], help="answer a question over the top hits (streamed)")
     p.add_argument("question")
     search_flags(p)
-    p.add_argument("--max-new-tokens", type=int)
+    p.add_argument("--max-new-tokens", type=int, metavar="N", help="longest answer, in model tokens (default 256)")
 
     p = sub.add_parser("eval", parents=[common], help="measure retrieval on BEIR-format files")
-    p.add_argument("--corpus", type=Path, required=True)
-    p.add_argument("--queries", type=Path, required=True)
-    p.add_argument("--qrels", type=Path, required=True)
+    p.add_argument("--corpus", type=Path, required=True, help="corpus.jsonl (_id, title, text)")
+    p.add_argument("--queries", type=Path, required=True, help="queries.jsonl (_id, text)")
+    p.add_argument("--qrels", type=Path, required=True, help="qrels TSV (query-id, corpus-id, score)")
     p.add_argument("--mode", type=_csv(MODES), default=list(MODES), help="comma-separated (default: all)")
     p.add_argument("--pooling", type=_csv(("premlp", "last")), default=["premlp"], help="premlp, last or both")
     p.add_argument("--framing", type=_csv(("mc", "yesno")), default=["mc"], help="mc, yesno or both")
-    p.add_argument("--rerank", action=argparse.BooleanOptionalAction, default=True)
-    p.add_argument("--rerank-k", type=int, default=10)
+    p.add_argument("--rerank", action=argparse.BooleanOptionalAction, default=True, help="also measure reranking")
+    p.add_argument("--rerank-k", type=int, default=10, help="stage-1 hits reranked per query")
     p.add_argument("--rerank-modes", type=_csv(MODES), default=["hybrid"], help="stage-1 modes to rerank")
     p.add_argument("--fusion", choices=FUSIONS, default="convex", help="how hybrid mode fuses the two lists")
     p.add_argument("--dense-weight", type=float, default=0.2, help="dense share of the fused score (0..1)")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
 
     sub.add_parser("models", help="list model presets")
 
@@ -114,29 +139,25 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--page", type=int, default=1, help="which page of the files not indexed, 200 a page (with --json)")
 
     p = sub.add_parser("maintenance", help="check the index and rebuild its vector tables to reclaim space")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
     return parser
 
 
 def build_tui_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="freeret-tui", description="Open the TUI on these folders (indexed in the background).")
     parser.add_argument("folders", nargs="+", type=Path, metavar="FOLDER")
-    parser.add_argument("--model", help="preset (default, fast, strong, smollm2), Hugging Face id, directory or .gguf")
-    parser.add_argument("--device", help="auto, cpu, cuda, cuda:N or mps")
-    parser.add_argument("--dtype", choices=DTYPES)
-    parser.add_argument("--batch-size", type=int)
-    parser.add_argument("--image-max-pixels", type=int, metavar="N",
-                        help="most pixels a photo is read at (its image tokens); fixed per index")
-    parser.add_argument("--mode", choices=MODES)
-    parser.add_argument("--rerank", action=argparse.BooleanOptionalAction, default=None)
+    _model_flags(parser)
+    _search_mode_flags(parser)
     parser.add_argument("--no-daemon", action="store_true", help="search only; do not index the folders")
     parser.add_argument("--image-mode", choices=("auto", "halfcell"), default="auto",
                         help="auto: Kitty/Sixel where the terminal has them; halfcell: coloured blocks anywhere")
+    _verbose_flag(parser)
     return parser
 
 
 def run_tui(argv: list[str]) -> int:
     args = build_tui_parser().parse_args(argv)
+    _quiet(args.verbose)
     try:
         settings = _settings(args)
         from freeret_tui.tui.app import create_app
@@ -176,9 +197,26 @@ def _session(args: argparse.Namespace, settings: Settings, reset: bool = False) 
     return Session(data_dir(), config, reset=reset)
 
 
+def _quiet(verbose: bool) -> None:
+    """Unless -v: no transformers advice and no tqdm bars while a model loads (daemon.log got them as one
+    10-kB line). A first download still shows its progress: huggingface_hub sets its bars' `disable` itself,
+    and TQDM_DISABLE only changes the default of bars that do not."""
+    if verbose:
+        return
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("TQDM_DISABLE", "1")
+    warnings.filterwarnings("ignore", module=r"(torch|transformers|huggingface_hub|accelerate)(\.|$)")
+
+
 def _load_model(session: Any) -> Any:
-    print(f"loading model {session.config.model}…", file=sys.stderr)
-    return session.load_model()
+    """The model, with one line on stderr saying so and how long it took."""
+    started = time.perf_counter()
+    print(f"loading model {session.config.model}…", end="", file=sys.stderr, flush=True)
+    try:
+        model = session.load_model()
+    finally:
+        print(f" {time.perf_counter() - started:.0f} s", file=sys.stderr)
+    return model
 
 
 class _ProgressLine:
@@ -199,15 +237,20 @@ def cmd_index(args: argparse.Namespace, settings: Settings) -> int:
     if missing:
         raise UsageError(f"no such file or folder: {', '.join(missing)}")
     session = _session(args, settings, reset=args.reindex)
-    _load_model(session)
-    stats, removed = session.index(args.paths, _ProgressLine())
-    print(file=sys.stderr)
-    print(
-        f"{stats.files_indexed} indexed, {stats.files_unchanged} unchanged, {len(stats.skipped)} skipped, "
-        f"{removed} removed; {stats.items_added} items in {stats.seconds:.1f}s"
-    )
+    if session.changed(args.paths):
+        _load_model(session)
+        stats, removed = session.index(args.paths, _ProgressLine())
+        print(file=sys.stderr)
+    else:
+        stats, removed = session.index(args.paths)  # nothing to embed: no model
+    print(f"this run: {stats.files_indexed} indexed, {stats.files_unchanged} unchanged, {len(stats.skipped)} not "
+          f"indexed, {removed} removed; {stats.items_added} items in {stats.seconds:.1f}s")
     for skip in stats.skipped:
-        print(f"  skipped {visible(str(skip.path))}: {visible(skip.reason)}")
+        print(f"  not indexed {visible(str(skip.path))}: {visible(skip.reason)}")
+    counts = session.store.counts()
+    left_out = counts.get("skipped", 0) + counts.get("failed", 0)
+    print(f"the index: {counts.get('indexed', 0)} indexed, {counts.get('skipped', 0)} skipped, "
+          f"{counts.get('failed', 0)} failed" + (" (`freeret-tui daemon status` lists why)" if left_out else ""))
     return 0
 
 
@@ -218,6 +261,8 @@ def _search(args: argparse.Namespace, settings: Settings, text: str) -> tuple[An
         raise UsageError(f"no such image: {args.image}")
     query, filters = parse_query(text)
     query = Query(query.text, args.image or query.image)
+    if not query.text.strip() and query.image is None:
+        raise UsageError("the query is empty: give some words, or --image PATH")
     session = _session(args, settings)
     session.require_index()  # before a model loads for nothing
     if session.needs_model(answering=args.command == "ask") or query.image is not None:
@@ -257,10 +302,11 @@ def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
     if no_match:
         print("no good match" + (" (best candidates below)" if result.hits else ""))
     for n, hit in enumerate(result.hits, start=1):
-        score = f"p={hit.rerank_prob:.2f}" if hit.rerank_prob is not None else f"score={hit.fused_score:.3f}"
+        # Only the rerank probability means the same in every query; stage-1 scores are relative (--json has them).
+        score = f"p={hit.rerank_prob:.2f}  " if hit.rerank_prob is not None else ""
         where = visible(str(hit.path)) + (f" ({hit.location})" if hit.location else "")
-        snippet = visible(" ".join(hit.text.split())[:100])
-        print(f"{n:>2}. {score}  {where}" + (f"\n      {snippet}" if snippet else ""))
+        snippet = visible(one_line(hit.text, 100))
+        print(f"{n:>2}. {score}{where}" + (f"\n      {snippet}" if snippet else ""))
     return 0
 
 
@@ -371,13 +417,27 @@ HANDLERS = {
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        return _main(argv)
+    except BrokenPipeError:  # `freeret-tui daemon status | head -3`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python's last flush must not raise again
+        return 141  # as a program killed by SIGPIPE, so `set -o pipefail` sees what happened
+
+
+def _main(argv: list[str]) -> int:
     if argv and not argv[0].startswith("-") and argv[0] not in COMMANDS:
+        near = difflib.get_close_matches(argv[0], COMMANDS, n=1, cutoff=0.6)
+        if near and not Path(argv[0]).expanduser().exists():
+            print(f"freeret-tui: error: {visible(argv[0])!s} is neither a command nor a folder; did you mean "
+                  f"`freeret-tui {near[0]}`? (see --help)", file=sys.stderr)
+            return 2
         return run_tui(argv)
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
         return 0
+    _quiet(getattr(args, "verbose", False))
     try:
         settings = _settings(args)
         return HANDLERS[args.command](args, settings)

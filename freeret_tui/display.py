@@ -26,3 +26,13 @@ def visible(text: str, lines: bool = False) -> str:
     """``text`` with control and invisible formatting characters written as escapes (``\\x1b``, ``\\u202e``);
     ``lines``: keep newlines and tabs (passages, answers), else they are escaped too (names, one-line fields)."""
     return (_HIDDEN_KEEP_LINES if lines else _HIDDEN).sub(_shown, text)
+
+
+def one_line(text: str, limit: int) -> str:
+    """``text`` on one line (runs of whitespace made one space), cut at a word boundary within ``limit``
+    characters, with "…" when cut."""
+    flat = " ".join(text.split())
+    if len(flat) <= limit:
+        return flat
+    cut = flat.rfind(" ", 0, limit)
+    return flat[: cut if cut > limit // 2 else limit].rstrip(" ,;:.") + "…"

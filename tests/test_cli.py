@@ -119,3 +119,80 @@ def test_one_rule_picks_the_model_for_an_index(tmp_path: Path) -> None:
     assert choose(config, "default", 200704).image_max_pixels == 200704  # the index's budget
     assert choose(load_settings({"rerank": True}).session_config(), None, None).rerank is True  # explicit stays
     assert choose(load_settings({"model": "pypi:missing/x.gguf"}).session_config(), None, None).rerank is False
+
+
+def test_commands_that_need_no_model_load_none(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`index` with nothing changed and `search ""` never load the model: here the index's model ("fake-model")
+    cannot be loaded at all, so loading it would fail the command."""
+    from fake_model import FakeModel
+
+    from freeret_tui.engine.session import Session, SessionConfig
+    from freeret_tui.settings import data_dir
+
+    folder = tmp_path / "notes"
+    folder.mkdir()
+    (folder / "a.txt").write_text("first note")
+    (folder / "b.txt").write_text("second note")
+    built = Session(data_dir(), SessionConfig(model="fake-model"), loader=lambda _c: FakeModel())
+    built.load_model()
+    built.index([folder])
+    (folder / "b.txt").unlink()  # a removal needs no model either
+    assert main(["index", str(folder)]) == 0
+    out = capsys.readouterr()
+    assert "this run: 0 indexed, 1 unchanged, 0 not indexed, 1 removed" in out.out and "loading" not in out.err
+    assert main(["search", ""]) == 2 and "the query is empty" in capsys.readouterr().err
+    (folder / "a.txt").write_text("changed")  # now the model is needed, and this one cannot load
+    assert main(["index", str(folder)]) == 1
+    assert "loading model fake-model" in capsys.readouterr().err
+
+
+def test_a_mistyped_command_is_named_and_every_flag_says_what_it_does(capsys: pytest.CaptureFixture[str]) -> None:
+    import argparse
+
+    from freeret_tui.cli import build_parser, build_tui_parser
+
+    assert main(["serach", "porto"]) == 2
+    assert "did you mean `freeret-tui search`" in capsys.readouterr().err
+
+    def options(parser: argparse.ArgumentParser):
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for sub in action.choices.values():
+                    yield from options(sub)
+            elif action.option_strings:
+                yield parser.prog, action
+
+    undocumented = [(prog, a.option_strings[0]) for prog, a in [*options(build_parser()),
+                                                                *options(build_tui_parser())] if not a.help]
+    assert not undocumented
+    assert "--no-daemon" in build_parser().format_help()  # the TUI's flags, in the main help too
+
+
+def test_a_closed_pipe_ends_quietly(tmp_path: Path) -> None:
+    """`freeret-tui … | head`: the reader went away; no BrokenPipeError traceback, the status a SIGPIPE gives."""
+    import os
+
+    read, write = os.pipe()
+    os.close(read)
+    done = subprocess.run([sys.executable, "-m", "freeret_tui", "models"], stdout=write, stderr=subprocess.PIPE,
+                          text=True, check=False)
+    os.close(write)
+    assert (done.returncode, done.stderr) == (141, "")
+
+
+def test_loading_a_model_says_one_line_and_v_shows_the_libraries(tmp_path: Path, tiny_dirs: dict[str, Path]) -> None:
+    import os
+
+    folder = tmp_path / "notes"
+    folder.mkdir()
+    (folder / "a.txt").write_text("a note")
+    command = [sys.executable, "-m", "freeret_tui", "index", str(folder), "--model", str(tiny_dirs["idefics3"]),
+               "--dtype", "float32", "--device", "cpu"]
+    said = {}
+    for verbose in (False, True):
+        env = {**os.environ, "FREERET_DATA_DIR": str(tmp_path / f"data-{verbose}")}
+        done = subprocess.run(command + ["-v"] * verbose, env=env, capture_output=True, text=True, check=True)
+        said[verbose] = done.stderr
+    lines = said[False].replace("\r", "\n").split("\n")
+    assert lines[0].startswith("loading model ") and lines[0].endswith(" s"), said[False]
+    assert "it/s" not in said[False] and "Loading weights" in said[True]  # transformers' own bar, with -v only

@@ -107,13 +107,31 @@ class Session:
 
     # -- indexing -------------------------------------------------------------------------------------------
 
+    def changed(self, paths: Sequence[Path]) -> int:
+        """How many files under ``paths`` are new or changed (size, mtime) since the index saw them: with none,
+        ``index`` needs no model (loading one costs more than the whole check)."""
+        count = 0
+        for _root, path in walk(paths, self.config.index.exclude):
+            row = self.store.file_row(path)
+            try:
+                st = path.stat()
+            except OSError:
+                count += row is None  # unreadable and never recorded: the indexer records why
+                continue
+            count += row is None or (row.size, row.mtime) != (st.st_size, st.st_mtime)
+        return count
+
     def index(self, paths: Sequence[Path], progress: Progress | None = None) -> tuple[IndexStats, int]:
-        """Index ``paths`` once (the model loaded first); returns the stats and how many stored files went."""
-        if self.model is None:
-            raise NotReadyError("load the model first")
+        """Index ``paths`` once; returns the stats and how many stored files went. The model must be loaded
+        unless nothing changed (then vanished files are still removed)."""
         options = self.config.index
         files = list(walk(paths, options.exclude))
-        stats = index_files(self.store, self.model, files, options, progress)
+        if self.model is not None:
+            stats = index_files(self.store, self.model, files, options, progress)
+        elif self.changed(paths):
+            raise NotReadyError("load the model first")
+        else:
+            stats = IndexStats(files_seen=len(files), files_unchanged=len(files))
         removed = sweep(self.store, paths, [p for _, p in files])
         return stats, removed
 

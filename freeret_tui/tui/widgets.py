@@ -17,7 +17,7 @@ from textual.markup import escape
 from textual.widgets import OptionList, Static
 from textual.widgets.option_list import Option
 
-from freeret_tui.display import visible
+from freeret_tui.display import one_line, visible
 from freeret_tui.engine.answer import CITATION
 from freeret_tui.engine.types import Kind
 from freeret_tui.tui.backend import ShownHit
@@ -50,15 +50,6 @@ def kind_label(hit: ShownHit) -> str:
     return f"{label} scan" if h.kind is Kind.PAGE else label
 
 
-def snippet(text: str, limit: int = 160) -> str:
-    """The passage on one line, cut at a word boundary within ``limit`` characters."""
-    flat = " ".join(text.split())
-    if len(flat) <= limit:
-        return flat
-    cut = flat.rfind(" ", 0, limit)
-    return flat[: cut if cut > limit // 2 else limit].rstrip(" ,;:.") + "…"
-
-
 def hit_row(n: int, hit: ShownHit, thumb: RenderableType | None, thumb_column: bool) -> RenderableType:
     """One hit: number, thumbnail (only when some hit in the list has one: no empty gap before text hits), name,
     where and what it is, a snippet, and the rerank probability."""
@@ -72,7 +63,7 @@ def hit_row(n: int, hit: ShownHit, thumb: RenderableType | None, thumb_column: b
     where = f"{visible(h.path.parent.name)}/ · {kind_label(hit)}" + (f" · {h.location}" if h.location else "")
     where += f" · {hit.when}" if hit.when else " · (gone)"
     title = Text(visible(h.path.name), style="bold")
-    passage = Text(visible(snippet(h.text)), style="italic dim") if h.text else Text("")
+    passage = Text(visible(one_line(h.text, 160)), style="italic dim") if h.text else Text("")
     cells: list[RenderableType] = [Text(f"{n}.")] + ([thumb or Text("")] if thumb_column else [])
     grid.add_row(*cells, Group(title, Text(where, style="cyan"), passage), score_text(hit))
     return grid
