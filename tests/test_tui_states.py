@@ -127,3 +127,17 @@ def test_asking_where_no_model_is_loaded_says_so_instead_of_waiting(tmp_path: Pa
             assert app.backend.model is None and not screen.query_one(AnswerPane).display
 
     asyncio.run(scenario())
+
+
+def test_at_80_by_24_the_footer_still_shows_help_and_quit(tmp_path: Path) -> None:
+    app = _app(_notes(tmp_path / "notes"), FakeModel(), mode="lexical")
+
+    async def scenario() -> None:
+        async with app.run_test(size=(80, 24)) as pilot:
+            assert "Quit" in app.export_screenshot()  # in the query box: ctrl+q
+            await pilot.press("tab")  # on the hits
+            assert app.focused is app.screen.query_one("#results")
+            shot = app.export_screenshot()
+            assert "Help" in shot and "Quit" in shot
+
+    asyncio.run(scenario())

@@ -388,7 +388,8 @@ class QueryBox(Input):
     BINDINGS = [
         Binding("enter", "submit", "Search", show=True),
         Binding("tab", "app.focus_next", "Hits", show=True),
-        Binding("ctrl+q", "app.quit", "Quit", show=True),
+        # Its own priority binding: the app's ctrl+q is hidden from the footer (Textual marks it a system key).
+        Binding("ctrl+q", "app.quit", "Quit", show=True, priority=True),
     ]
 
 
@@ -435,7 +436,7 @@ class HelpScreen(ModalScreen):
     def compose(self) -> ComposeResult:
         lines = "\n".join(f"[b]{key:>10}[/]  {what}" for key, what in self.keys)
         extra = ("\n[b]       1-9[/]  jump to hit n (a citation \\[n] in an answer is hit n)"
-                 "\n[b]       ↑ ↓[/]  move through the hits too; enter opens one"
+                 "\n[b]   j k ↑ ↓[/]  move through the hits; enter opens one"
                  "\n\nIn the query box keys type text: tab or enter moves to the hits; ctrl+q quits anywhere."
                  "\n[b]Query box[/]: words; kind:image|text|page, in:FOLDER, after:/before:YYYY-MM-DD;"
                  "\nan image path (typed or pasted) searches by that image.")

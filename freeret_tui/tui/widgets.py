@@ -11,6 +11,7 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 from textual.app import ComposeResult
+from textual.binding import Binding
 from textual.containers import VerticalScroll
 from textual.content import Content
 from textual.markup import escape
@@ -72,7 +73,8 @@ def hit_row(n: int, hit: ShownHit, thumb: RenderableType | None, thumb_column: b
 class ResultList(OptionList):
     """Hits, best first; j/k or the arrows move, the screen listens for the highlighted one."""
 
-    BINDINGS = [("j", "cursor_down", "Down"), ("k", "cursor_up", "Up")]
+    # Not in the footer: at 80 columns it had no room left for "? Help  q Quit" (the help lists j and k).
+    BINDINGS = [Binding("j", "cursor_down", "Down", show=False), Binding("k", "cursor_up", "Up", show=False)]
 
     def __init__(self, **kwargs: Any):
         super().__init__(**kwargs)
