@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from freeret_tui import __version__
-from freeret_tui.display import one_line, visible
+from freeret_tui.display import duration, one_line, visible
 from freeret_tui.engine.fusion import FUSIONS
 from freeret_tui.errors import FreeretError, NotReadyError, UsageError
 from freeret_tui.settings import DTYPES, MODES, Settings, data_dir, load_settings
@@ -229,7 +229,7 @@ class _ProgressLine:
         elapsed = max(time.perf_counter() - self.started, 1e-6)
         rate = done / elapsed
         eta = (total - done) / rate if rate > 0 else 0.0
-        print(f"\r{done}/{total} files  {rate:.1f} files/s  ETA {eta:.0f}s   ", end="", file=sys.stderr, flush=True)
+        print(f"\r{done}/{total} files  {rate:.1f} files/s  {duration(eta)} left   ", end="", file=sys.stderr, flush=True)
 
 
 def cmd_index(args: argparse.Namespace, settings: Settings) -> int:

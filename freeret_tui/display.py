@@ -36,3 +36,11 @@ def one_line(text: str, limit: int) -> str:
         return flat
     cut = flat.rfind(" ", 0, limit)
     return flat[: cut if cut > limit // 2 else limit].rstrip(" ,;:.") + "…"
+
+
+def duration(seconds: float) -> str:
+    """A time left as a person reads it: "40 s", "6 min", "2 h 10 min"."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    minutes = round(seconds / 60)
+    return f"{minutes} min" if minutes < 90 else f"{minutes // 60} h {minutes % 60} min"

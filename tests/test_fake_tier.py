@@ -200,3 +200,32 @@ def test_tui_search_rerank_ask_and_jump(tmp_path: Path, library: Path) -> None:
             assert screen.query_one(ResultList).highlighted == 0
 
     asyncio.run(scenario())
+
+
+def test_a_first_start_indexes_the_newest_files_first(tmp_path: Path) -> None:
+    """Over a library larger than one batch, the daemon's first batch is the newest files, from every folder,
+    whatever order the scan found them in; a removal goes before them all."""
+    rng = __import__("random").Random(5)
+    stamps = list(range(200))
+    rng.shuffle(stamps)
+    for n, stamp in enumerate(stamps):
+        path = tmp_path / f"folder{n % 3}" / f"note{n:03d}.txt"
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(f"note number {n}")
+        os.utime(path, (1_600_000_000 + stamp * 3600, 1_600_000_000 + stamp * 3600))
+    roots = [tmp_path / f"folder{i}" for i in range(3)]
+    session = Session(data_dir(), SessionConfig(model="fake-model"), loader=lambda _c: FakeModel())
+    session.load_model()
+    session.index([roots[0]])  # indexed once already: then one of its files goes
+    gone = sorted(roots[0].iterdir())[0]
+    gone.unlink()
+    daemon = session.daemon(roots, rescan_seconds=3600)
+    daemon.rescan()
+    order = [path for _root, path, _due in daemon.store.due(time.time(), 65)]
+    assert order[0] == gone
+    mtimes = [p.stat().st_mtime for p in order[1:]]
+    assert mtimes == sorted(mtimes, reverse=True) and len(mtimes) == 64
+    daemon.step()  # one batch of 64
+    newest = sorted((p for r in roots for p in r.iterdir()), key=lambda p: p.stat().st_mtime)[-64:]
+    indexed = {Path(p) for p, (_sha, status) in daemon.store.file_hashes().items() if status == "indexed"}
+    assert set(newest) <= indexed and session.store.file_row(gone) is None

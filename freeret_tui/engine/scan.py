@@ -58,6 +58,18 @@ def walk(roots: Iterable[Path], exclude: frozenset[str] = JUNK_DIRS) -> Iterator
         yield from ((root, Path(err.filename)) for err in unlisted if err.filename is not None)
 
 
+def newest_first(files: Iterable[tuple[Path, Path]]) -> list[tuple[Path, Path]]:
+    """(root, path) pairs, the most recently modified first (what a person searches for first); a path that
+    cannot be stat'ed goes first too, to be recorded at once."""
+    def mtime(pair: tuple[Path, Path]) -> float:
+        try:
+            return pair[1].stat().st_mtime
+        except OSError:
+            return float("inf")
+
+    return sorted(files, key=mtime, reverse=True)
+
+
 def reconcile(store: Store, root: Path, exclude: frozenset[str] = JUNK_DIRS) -> list[tuple[Path, Path]]:
     """Mark and sweep one root against the store: (root, path) of every file added, changed or gone since the
     index last saw it, judged on (size, mtime). What inotify missed (overflow, a daemon that was not running)

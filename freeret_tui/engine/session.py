@@ -18,7 +18,7 @@ from freeret_tui.engine.indexer import IndexOptions, Progress, index_files
 from freeret_tui.engine.models import DEFAULT_IMAGE_MAX_PIXELS, Model, load_model
 from freeret_tui.engine.models.presets import resolve
 from freeret_tui.engine.query import Filters, Query
-from freeret_tui.engine.scan import sweep, walk
+from freeret_tui.engine.scan import newest_first, sweep, walk
 from freeret_tui.engine.search import Searcher, SearchOptions, SearchResult, no_good_match
 from freeret_tui.engine.store import Store
 from freeret_tui.engine.types import AnswerChunk, Hit, IndexStats
@@ -125,7 +125,7 @@ class Session:
         """Index ``paths`` once; returns the stats and how many stored files went. The model must be loaded
         unless nothing changed (then vanished files are still removed)."""
         options = self.config.index
-        files = list(walk(paths, options.exclude))
+        files = newest_first(walk(paths, options.exclude))
         if self.model is not None:
             stats = index_files(self.store, self.model, files, options, progress)
         elif self.changed(paths):

@@ -21,7 +21,7 @@ from textual.screen import ModalScreen, Screen
 from textual.widgets import DataTable, Footer, Input, Static
 from textual.worker import Worker, WorkerState, get_current_worker
 
-from freeret_tui.display import visible
+from freeret_tui.display import duration, visible
 from freeret_tui.engine.daemon import DaemonStatus
 from freeret_tui.engine.query import Filters, Query, parse_query
 from freeret_tui.engine.types import Kind
@@ -376,7 +376,7 @@ def status_line(status: DaemonStatus) -> str:
     if c["queued"]:
         parts.append(f"{c['queued']} queued")
         if status.rate_files_per_s:
-            parts.append(f"{status.rate_files_per_s:.1f} files/s · ETA {status.eta_s or 0:.0f}s")
+            parts.append(f"{status.rate_files_per_s:.1f} files/s · {duration(status.eta_s or 0)} left")
     if c["skipped"] or c["failed"]:
         parts.append("F: why")
     return " · ".join(parts)

@@ -11,6 +11,13 @@ from freeret_tui.engine.store.paths import path_key, path_text
 from freeret_tui.engine.store.tx import Transactions
 
 
+def _mtime(path: Path) -> float | None:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return None
+
+
 class Queue(Transactions):
     """``queue`` and ``roots``; part of ``Store``."""
 
@@ -22,14 +29,18 @@ class Queue(Transactions):
         with self._write():
             for root, path in entries:
                 self._db.execute(
-                    "INSERT INTO queue(path, root, due) VALUES (?, ?, ?) "
-                    "ON CONFLICT(path) DO UPDATE SET due = MAX(due, excluded.due), root = excluded.root",
-                    (path_key(path), path_key(root), due),
+                    "INSERT INTO queue(path, root, due, mtime) VALUES (?, ?, ?, ?) "
+                    "ON CONFLICT(path) DO UPDATE SET due = MAX(due, excluded.due), root = excluded.root, "
+                    "mtime = excluded.mtime",
+                    (path_key(path), path_key(root), due, _mtime(path)),
                 )
 
     def due(self, now: float, limit: int) -> list[tuple[Path, Path, float]]:
-        """(root, path, due) of queued paths that are due, oldest first."""
-        rows = self._db.execute("SELECT root, path, due FROM queue WHERE due <= ? ORDER BY due LIMIT ?", (now, limit))
+        """(root, path, due) of queued paths that are due: removals first, then the newest files (a person's
+        recent photos and notes are the ones they look for first), whatever order they were found in."""
+        rows = self._db.execute(
+            "SELECT root, path, due FROM queue WHERE due <= ? ORDER BY mtime IS NOT NULL, mtime DESC, due LIMIT ?",
+            (now, limit))
         return [(Path(path_text(r)), Path(path_text(p)), float(d)) for r, p, d in rows]
 
     def dequeue(self, path: Path, due: float) -> None:

@@ -64,6 +64,11 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         # vectors written before this migration by the next prefilter build.
         "CREATE TABLE item_half (item_id INTEGER PRIMARY KEY, vector BLOB NOT NULL)",
     ),
+    (
+        # Each queued path's modification time: the daemon takes the newest files first, so on a first start over
+        # a large library this year's photos are searchable long before the rest. NULL: gone (removed first).
+        "ALTER TABLE queue ADD COLUMN mtime REAL",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 INDEX_FILE = "index.db"
