@@ -237,7 +237,8 @@ def cmd_index(args: argparse.Namespace, settings: Settings) -> int:
     if missing:
         raise UsageError(f"no such file or folder: {', '.join(missing)}")
     session = _session(args, settings, reset=args.reindex)
-    if session.changed(args.paths):
+    # A model or image budget named on the command line is checked against the index's even with nothing to do.
+    if args.model or args.image_max_pixels or session.changed(args.paths):
         _load_model(session)
         stats, removed = session.index(args.paths, _ProgressLine())
         print(file=sys.stderr)

@@ -190,7 +190,8 @@ def test_loading_a_model_says_one_line_and_v_shows_the_libraries(tmp_path: Path,
                "--dtype", "float32", "--device", "cpu"]
     said = {}
     for verbose in (False, True):
-        env = {**os.environ, "FREERET_DATA_DIR": str(tmp_path / f"data-{verbose}")}
+        env = {k: v for k, v in os.environ.items() if k not in ("TQDM_DISABLE", "TRANSFORMERS_VERBOSITY")}
+        env["FREERET_DATA_DIR"] = str(tmp_path / f"data-{verbose}")
         done = subprocess.run(command + ["-v"] * verbose, env=env, capture_output=True, text=True, check=True)
         said[verbose] = done.stderr
     lines = said[False].replace("\r", "\n").split("\n")

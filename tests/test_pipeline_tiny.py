@@ -39,8 +39,8 @@ def test_index_search_ask_with_a_tiny_vlm(folder: Path, tiny_dirs: dict[str, Pat
     code, out, err = _run(capsys, "index", str(folder), "--model", model, "--chunk-tokens", "64",
                           "--chunk-overlap", "8")
     assert code == 0, err
-    assert "10 indexed" in out and "1 skipped" in out and "corrupt.jpg" in out  # 8 photos + 2 notes
-    assert "files/s" in err and "ETA" in err  # progress line
+    assert "this run: 10 indexed" in out and "1 not indexed" in out and "corrupt.jpg" in out  # 8 photos + 2 notes
+    assert "files/s" in err and " left" in err  # progress line
 
     code, out, err = _run(capsys, "search", "pastel de nata", "--json", "--k", "5", "--rerank-k", "3")
     assert code == 0, err
