@@ -110,8 +110,11 @@ class Session:
     def changed(self, paths: Sequence[Path]) -> int:
         """How many files under ``paths`` are new or changed (size, mtime) since the index saw them: with none,
         ``index`` needs no model (loading one costs more than the whole check)."""
+        return self._changed(walk(paths, self.config.index.exclude))
+
+    def _changed(self, files: Iterable[tuple[Path, Path]]) -> int:
         count = 0
-        for _root, path in walk(paths, self.config.index.exclude):
+        for _root, path in files:
             row = self.store.file_row(path)
             try:
                 st = path.stat()
@@ -128,7 +131,7 @@ class Session:
         files = newest_first(walk(paths, options.exclude))
         if self.model is not None:
             stats = index_files(self.store, self.model, files, options, progress)
-        elif self.changed(paths):
+        elif self._changed(files):  # the files just walked: no second walk
             raise NotReadyError("load the model first")
         else:
             stats = IndexStats(files_seen=len(files), files_unchanged=len(files))

@@ -1,4 +1,4 @@
-"""Screens: the search screen (query, hits, preview, answer, status) and the help and failure-list dialogs.
+"""The search screen (query, hits, preview, answer, status); its dialogs are in dialogs.py.
 
 All blocking work runs in thread workers; a newer query cancels the older one (exclusive worker group), and
 results come back as messages tagged with the query's serial number so a late one is dropped.
@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from rich.text import Text
@@ -17,17 +16,17 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.message import Message
-from textual.screen import ModalScreen, Screen
-from textual.widgets import DataTable, Footer, Input, Static
+from textual.screen import Screen
+from textual.widgets import Footer, Input, Static
 from textual.worker import Worker, WorkerState, get_current_worker
 
-from freeret_tui.display import duration, visible
-from freeret_tui.engine.daemon import DaemonStatus
+from freeret_tui.display import visible
 from freeret_tui.engine.query import Filters, Query, parse_query
 from freeret_tui.engine.types import Kind
 from freeret_tui.errors import FreeretError
 from freeret_tui.tui.backend import Backend, ShownHit
-from freeret_tui.tui.widgets import AnswerPane, Preview, ResultList, StatusBar, thumbnail
+from freeret_tui.tui.dialogs import FailuresScreen, HelpScreen
+from freeret_tui.tui.widgets import AnswerPane, Preview, QueryBox, ResultList, StatusBar, plural, status_line, thumbnail
 
 
 @dataclass
@@ -363,36 +362,6 @@ class SearchScreen(Screen):
         self.app.push_screen(HelpScreen(self.app.active_bindings_help()))
 
 
-def plural(n: int, noun: str) -> str:
-    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
-
-
-def status_line(status: DaemonStatus) -> str:
-    """Indexed, skipped, failed and queued files apart: a text-only model skipping photos is not a stuck index."""
-    c = status.counts
-    parts = [f"indexed {c['indexed']}"]
-    parts += [f"{c['skipped']} skipped"] if c["skipped"] else []
-    parts += [f"{c['failed']} failed"] if c["failed"] else []
-    if c["queued"]:
-        parts.append(f"{c['queued']} queued")
-        if status.rate_files_per_s:
-            parts.append(f"{status.rate_files_per_s:.1f} files/s · {duration(status.eta_s or 0)} left")
-    if c["skipped"] or c["failed"]:
-        parts.append("F: why")
-    return " · ".join(parts)
-
-
-class QueryBox(Input):
-    """The query input; its footer says how to search, reach the hits and quit while letters type text."""
-
-    BINDINGS = [
-        Binding("enter", "submit", "Search", show=True),
-        Binding("tab", "app.focus_next", "Hits", show=True),
-        # Its own priority binding: the app's ctrl+q is hidden from the footer (Textual marks it a system key).
-        Binding("ctrl+q", "app.quit", "Quit", show=True, priority=True),
-    ]
-
-
 def _thumbs(hits: list[ShownHit]) -> dict[int, Any]:
     """Half-block thumbnails for the image hits (decoded small, in the worker thread)."""
     from freeret_tui.engine.extract import load_image_or_reason
@@ -403,42 +372,3 @@ def _thumbs(hits: list[ShownHit]) -> dict[int, Any]:
         if picture is not None and not isinstance(picture, str):  # a broken file's row shows its kind instead
             out[shown.hit.item_id] = thumbnail(picture)
     return out
-
-
-class FailuresScreen(ModalScreen):
-    """Files that were not indexed and why."""
-
-    BINDINGS = [Binding("escape,q,F", "dismiss", "Close")]
-
-    def __init__(self, failures: list[tuple[str, str]]):
-        super().__init__()
-        self.failures = failures
-
-    def compose(self) -> ComposeResult:
-        with Vertical(id="dialog"):
-            yield Static(f"[b]Not indexed[/] ({len(self.failures)}) — escape closes", id="dialog-title")
-            table: DataTable = DataTable(cursor_type="row", id="failures")
-            table.add_columns("file", "reason")
-            for path, reason in self.failures:
-                table.add_row(Text(visible(Path(path).name)), Text(visible(reason)), key=path)
-            yield table
-
-
-class HelpScreen(ModalScreen):
-    """The keys, as bound now (config.toml's [keys] may rebind them)."""
-
-    BINDINGS = [Binding("escape,q,question_mark", "dismiss", "Close")]
-
-    def __init__(self, keys: list[tuple[str, str]]):
-        super().__init__()
-        self.keys = keys
-
-    def compose(self) -> ComposeResult:
-        lines = "\n".join(f"[b]{key:>10}[/]  {what}" for key, what in self.keys)
-        extra = ("\n[b]       1-9[/]  jump to hit n (a citation \\[n] in an answer is hit n)"
-                 "\n[b]   j k ↑ ↓[/]  move through the hits; enter opens one"
-                 "\n\nIn the query box keys type text: tab or enter moves to the hits; ctrl+q quits anywhere."
-                 "\n[b]Query box[/]: words; kind:image|text|page, in:FOLDER, after:/before:YYYY-MM-DD;"
-                 "\nan image path (typed or pasted) searches by that image.")
-        with Vertical(id="dialog"):
-            yield Static("[b]freeret-tui keys[/] — escape closes\n\n" + lines + extra, id="help")

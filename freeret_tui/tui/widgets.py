@@ -15,11 +15,12 @@ from textual.binding import Binding
 from textual.containers import VerticalScroll
 from textual.content import Content
 from textual.markup import escape
-from textual.widgets import OptionList, Static
+from textual.widgets import Input, OptionList, Static
 from textual.widgets.option_list import Option
 
-from freeret_tui.display import one_line, visible
+from freeret_tui.display import duration, one_line, visible
 from freeret_tui.engine.answer import CITATION
+from freeret_tui.engine.daemon import DaemonStatus
 from freeret_tui.engine.types import Kind
 from freeret_tui.tui.backend import ShownHit
 
@@ -102,8 +103,7 @@ class ResultList(OptionList):
 
 
 # Question words that would light up every passage ("how much was the …").
-_UNMARKED = frozenset("the and for was were are is how what when where which who why did does with from that this "
-                      "have has had about into our your their its".split())
+_UNMARKED = frozenset(["the", "and", "for", "was", "were", "are", "is", "how", "what", "when", "where", "which", "who", "why", "did", "does", "with", "from", "that", "this", "have", "has", "had", "about", "into", "our", "your", "their", "its"])
 
 
 def highlight(text: str, terms: Sequence[str]) -> Text:
@@ -214,3 +214,32 @@ class StatusBar(Static):
         line.add_row(Text(indexing), Text(model, style="bold"))
         self.update(line)
 
+
+def plural(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
+def status_line(status: DaemonStatus) -> str:
+    """Indexed, skipped, failed and queued files apart: a text-only model skipping photos is not a stuck index."""
+    c = status.counts
+    parts = [f"indexed {c['indexed']}"]
+    parts += [f"{c['skipped']} skipped"] if c["skipped"] else []
+    parts += [f"{c['failed']} failed"] if c["failed"] else []
+    if c["queued"]:
+        parts.append(f"{c['queued']} queued")
+        if status.rate_files_per_s:
+            parts.append(f"{status.rate_files_per_s:.1f} files/s · {duration(status.eta_s or 0)} left")
+    if c["skipped"] or c["failed"]:
+        parts.append("F: why")
+    return " · ".join(parts)
+
+
+class QueryBox(Input):
+    """The query input; its footer says how to search, reach the hits and quit while letters type text."""
+
+    BINDINGS = [
+        Binding("enter", "submit", "Search", show=True),
+        Binding("tab", "app.focus_next", "Hits", show=True),
+        # Its own priority binding: the app's ctrl+q is hidden from the footer (Textual marks it a system key).
+        Binding("ctrl+q", "app.quit", "Quit", show=True, priority=True),
+    ]
