@@ -141,3 +141,38 @@ def test_at_80_by_24_the_footer_still_shows_help_and_quit(tmp_path: Path) -> Non
             assert "Help" in shot and "Quit" in shot
 
     asyncio.run(scenario())
+
+
+def test_word_hits_are_painted_before_the_query_vector_is_ready(tmp_path: Path) -> None:
+    """Embedding a query takes 0.7 s with the default preset: the words' hits must not wait for it."""
+    import threading
+
+    from freeret_tui.engine.prompts import Side
+
+    release = threading.Event()
+    model = FakeModel()
+    embed = model.embed
+
+    def held_for_queries(items, side, *args, **kwargs):  # the daemon's candidate side is never held
+        if side is Side.QUERY:
+            assert release.wait(30), "the test never released the query's embedding"
+        return embed(items, side, *args, **kwargs)
+
+    model.embed = held_for_queries
+    app = _app(_notes(tmp_path / "notes"), model, start_daemon=True)
+
+    async def scenario() -> None:
+        async with app.run_test(size=SIZE) as pilot:
+            screen = app.screen
+            await wait_for(pilot, lambda: app.backend.status().counts["indexed"] == 2)
+            await pilot.press(*"lighthouse", "enter")
+            await wait_for(pilot, lambda: bool(screen.hits))
+            assert state(app) == "1 hit by words · searching by meaning…"
+            assert screen.hits[0].hit.path.name == "lighthouse.txt"
+            release.set()
+            await wait_for(pilot, lambda: state(app) == "2 hits")  # the fused list: the orchard note by meaning
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        release.set()

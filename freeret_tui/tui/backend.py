@@ -134,6 +134,11 @@ class Backend:
         """Stage 1, filtered inside the index."""
         return [ShownHit(h, h.modified) for h in self.session.candidates(query, filters)]
 
+    def word_candidates(self, query: Query, filters: Filters) -> list[ShownHit] | None:
+        """Stage 1 by words alone (no model call), or None when stage 1 needs no model anyway."""
+        hits = self.session.word_candidates(query, filters)
+        return None if hits is None else [ShownHit(h, h.modified) for h in hits]
+
     def rerank_steps(self, query: Query, shown: Sequence[ShownHit], filters: Filters) -> Iterator[list[ShownHit]]:
         for step in self.session.rerank_steps(query, [s.hit for s in shown], filters):
             yield [ShownHit(h, h.modified) for h in step]

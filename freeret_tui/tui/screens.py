@@ -34,7 +34,7 @@ class Hits(Message):
     serial: int
     hits: list[ShownHit]
     thumbs: dict[int, Any]
-    stage: str  # "candidates", "reranking", "reranked"
+    stage: str  # "words" (no model yet), "candidates", "reranking", "reranked"
 
 
 @dataclass
@@ -193,6 +193,9 @@ class SearchScreen(Screen):
     @work(thread=True, exclusive=True, group="search", exit_on_error=False)
     def search_worker(self, serial: int, query: Query, filters: Filters, stop: threading.Event) -> None:
         worker = get_current_worker()
+        words = self.backend.word_candidates(query, filters)
+        if words:  # painted before the query vector exists: the first hits never wait for the model
+            self.post_message(Hits(serial, words, {}, "words"))
         hits = self.backend.candidates(query, filters)
         reranking = bool(hits) and self.backend.reranking(filters)
         stage = "reranking" if reranking else "candidates"
@@ -225,7 +228,7 @@ class SearchScreen(Screen):
             state = f"reranked: no good match (best p={max(probs, default=0.0):.2f}); the closest candidates"
         else:
             found = plural(len(self.hits), "hit")
-            state = {"candidates": found,
+            state = {"words": f"{found} by words · searching by meaning…", "candidates": found,
                      "reranking": f"{found} · reranking {len(probs)}/"
                                   f"{min(len(message.hits), self.backend.config.rerank_k)}…",
                      "reranked": f"{found} · reranked"}[message.stage]
