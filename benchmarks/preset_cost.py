@@ -12,6 +12,7 @@ projected time to index 10k photos and 5k notes (two passages each).
 
     python benchmarks/preset_cost.py [--preset default|fast|strong] [--dtype auto|float32|bfloat16]
         [--image-max-pixels N] [--photos N]      # JSON: benchmarks/preset_cost_<preset>.json
+    python benchmarks/preset_cost.py --plot-only   # benchmarks/preset_cost.png from the JSON files already written
 
 Architectures, from the published config.json of each hub model:
 - default, Qwen/Qwen2-VL-2B-Instruct: language model of Qwen2-1.5B's shape (hidden 1536, MLP 8960, 28 layers,
@@ -306,6 +307,35 @@ def measure(spec: str, dtype: str, budget: int, photos: list[Path], work: Path) 
     return out
 
 
+def plot(out: Path) -> None:
+    """Seconds per photo split into decode, vision tower and language model, and hours for the library, for every
+    preset measured so far (the preset_cost_<preset>.json files beside this script)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    reports = [json.loads(p.read_text()) for name in ("fast", "default", "strong")
+               if (p := HERE / f"preset_cost_{name}.json").exists()]
+    labels = [f"{r['preset']}\n{r['weights_gb']} GB" for r in reports]
+    parts = {name: [sum(p[key] for p in r["photos"]) / len(r["photos"]) for r in reports]
+             for name, key in (("decode + resize", "prep_s"), ("vision tower", "vision_s"), ("language model", "lm_s"))}
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 4), dpi=120)
+    bottom = [0.0] * len(reports)
+    for name, values in parts.items():
+        left.bar(labels, values, bottom=bottom, label=name)
+        bottom = [b + v for b, v in zip(bottom, values, strict=True)]
+    left.set_ylabel("seconds per photo (bf16, 2-core CPU)")
+    left.legend()
+    right.bar(labels, [r["projected_hours"]["hours"] for r in reports], color="tab:gray")
+    right.set_ylabel("hours to index 10k photos + 5k notes")
+    for ax in (left, right):
+        ax.grid(True, axis="y", alpha=0.3)
+    fig.suptitle("What each preset costs at its real size (random weights, published architectures)")
+    fig.tight_layout()
+    fig.savefig(out)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", choices=("default", "fast", "strong"), default="default")
@@ -313,7 +343,11 @@ def main() -> None:
     parser.add_argument("--image-max-pixels", type=int, default=200_704)
     parser.add_argument("--photos", type=int, default=8, help="how many of the sample photos")
     parser.add_argument("--build-into", type=Path, help=argparse.SUPPRESS)  # the child that builds the model
+    parser.add_argument("--plot-only", action="store_true", help="redraw preset_cost.png from the JSON files")
     args = parser.parse_args()
+    if args.plot_only:
+        plot(HERE / "preset_cost.png")
+        return
     if args.build_into:
         if args.preset == "fast":
             build_smolvlm(args.build_into)
@@ -333,6 +367,7 @@ def main() -> None:
     text = json.dumps(report, indent=1)
     print(text)
     (HERE / f"preset_cost_{args.preset}.json").write_text(text + "\n")
+    plot(HERE / "preset_cost.png")
 
 
 if __name__ == "__main__":

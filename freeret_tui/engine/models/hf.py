@@ -52,8 +52,9 @@ def _cpu_has_native_bf16() -> bool:
 
 def choose_device(preference: str = "auto", dtype: str = "auto") -> tuple[str, Any]:
     """(device, dtype), chosen once. bf16 on CUDA where supported and on CPUs with native bf16 (AVX512-BF16,
-    AMX): there SmolLM2 embeds 2.1x faster than in fp32 with cosine ≥ 0.9998 to the fp32 vectors (measured,
-    README). fp32 on other CPUs, where bf16 is emulated and slower; fp16 on Apple MPS."""
+    AMX): there SmolLM2 embeds 2.3x faster than in fp32 with cosine ≥ 0.9998 to the fp32 vectors
+    (benchmarks/levers.py). That holds for GGUF files too, although transformers advises float32 for them: this
+    loader de-quantises GGUF weights at load. fp32 on other CPUs, where bf16 is emulated and slower; fp16 on MPS."""
     import torch
 
     device = preference
