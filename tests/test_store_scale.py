@@ -56,6 +56,13 @@ def test_cells_follow_clusters() -> None:
     assert ann.probe(centres[5], centre, centroids, probes=1) == [int(cells[labels == 5][0])]
 
 
+def test_probes_are_read_when_a_query_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The benchmarks' --probes sets ann.PROBES after import; a default bound at import time ignored it."""
+    centroids = np.eye(DIM, dtype=np.float32)[:8]
+    monkeypatch.setattr(ann, "PROBES", 3)
+    assert len(ann.probe(centroids[0], np.zeros(DIM, np.float32), centroids)) == 3
+
+
 def test_prefilter_recall_and_filters(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     centres = rng.standard_normal((300, DIM))

@@ -101,9 +101,9 @@ def assign(vectors: np.ndarray, centre: np.ndarray, centroids: np.ndarray) -> np
     return cells
 
 
-def probe(query: np.ndarray, centre: np.ndarray, centroids: np.ndarray, probes: int = PROBES) -> list[int]:
-    """The cells a query looks in, nearest centroid first."""
+def probe(query: np.ndarray, centre: np.ndarray, centroids: np.ndarray, probes: int | None = None) -> list[int]:
+    """The cells a query looks in, nearest centroid first (``PROBES`` read at each call: benchmarks set it)."""
     scores = centroids @ (np.asarray(query, dtype=np.float32) - centre)
-    probes = min(probes, len(scores))
+    probes = min(PROBES if probes is None else probes, len(scores))
     best = np.argpartition(-scores, probes - 1)[:probes]
     return [int(c) for c in best[np.argsort(-scores[best])]]
