@@ -1,0 +1,237 @@
+"""Stage 1 against the libraries people would pick instead: the same vectors and queries, exact top-10 as truth.
+
+Methods: this project's prefilter inside the SQLite file (k-means cells, sign bits, float16 rescore; swept over
+probes and rescore pool), sqlite-vec exact, NumPy brute force (in RAM), FAISS IVF-Flat (swept over nprobe) and
+HNSW (M 32, swept over efSearch), usearch HNSW in f16 and i8 (swept over expansion_search). For each: build time,
+size on disk and held in RAM by the method itself, p50/p95 latency per query, recall@10 against the exact top-10
+(NumPy over float32, cosine). Sets: ``clean`` (benchmarks/stage1_latency.py's synthetic topics), ``mix`` (its
+``--mix 1.0``: items about two topics), and with ``--real N`` the anisotropy of N real SmolLM2 pre-MLP vectors
+(standard-library docstring passages): mean cosine between random pairs and the share of variance on the first
+principal direction. Writes a recall-vs-latency plot per set.
+
+    python benchmarks/stage1_peers.py [--sizes 100000] [--sets clean,mix] [--queries 100] [--real 0]
+        # JSON: benchmarks/stage1_peers.json; plot: benchmarks/stage1_peers.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from stage1_latency import build, percentiles, synthetic, timed
+
+from freeret_tui.engine import ann
+from freeret_tui.engine.store import vectors as vectors_module
+
+
+def vectors_for(kind: str, n: int, dim: int, n_queries: int, seed: int = 7) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    common = 3.0 * rng.standard_normal(dim, dtype=np.float32)
+    topics = rng.standard_normal((max(n // 1000, 2), dim), dtype=np.float32)
+    subtopics = rng.standard_normal((max(n // 10, 2), dim), dtype=np.float32)
+    mix = 1.0 if kind == "mix" else 0.0
+    return (synthetic(n, dim, rng, common, topics, subtopics, mix),
+            synthetic(n_queries, dim, rng, common, topics, subtopics, mix))
+
+
+def _recall(found: list[list[int]], truth: np.ndarray) -> float:
+    return round(float(np.mean([len(set(f[:10]) & set(t.tolist())) / 10 for f, t in zip(found, truth, strict=True)])), 4)
+
+
+def _row(method: str, setting: str, build_s: float, disk_mb: float, ram_mb: float,
+         search: Callable[[np.ndarray], list[int]], queries: np.ndarray, truth: np.ndarray) -> dict[str, Any]:
+    times, found = timed(search, queries)
+    row = {"method": method, "setting": setting, "build_s": round(build_s, 2), "disk_mb": round(disk_mb, 1),
+           "ram_mb": round(ram_mb, 2), **percentiles(times), "recall@10": _recall(found, truth)}
+    print(json.dumps(row), file=sys.stderr)
+    return row
+
+
+def run(vectors: np.ndarray, queries: np.ndarray, work: Path) -> list[dict[str, Any]]:
+    import faiss
+
+    dim = vectors.shape[1]
+    normed = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    qnormed = queries / np.linalg.norm(queries, axis=1, keepdims=True)
+    truth = np.argsort(-(qnormed @ normed.T), axis=1)[:, :10]  # row numbers; the store's item ids are these + 1
+    rows = []
+
+    def top10_numpy(q: np.ndarray) -> list[int]:
+        sims = normed @ (q / np.linalg.norm(q))
+        top = np.argpartition(-sims, 10)[:10]
+        return [int(i) for i in top[np.argsort(-sims[top])]]
+
+    rows.append(_row("numpy brute force", "float32 in RAM", 0.0, 0.0, normed.nbytes / 2**20, top10_numpy, queries,
+                     truth))
+
+    started = time.perf_counter()
+    store, _ = build(work / "index.db", vectors)
+    insert_s = time.perf_counter() - started
+    rows.append(_row("sqlite-vec exact", "", insert_s, os.path.getsize(work / "index.db") / 2**20, 0.0,
+                     lambda q: [i - 1 for i, _ in store.dense(q, 10, exact=True)], queries, truth))
+    started = time.perf_counter()
+    store.build_prefilter()
+    prefilter_s = time.perf_counter() - started
+    disk = os.path.getsize(work / "index.db") / 2**20
+    default_probes, default_pool = ann.PROBES, vectors_module.PREFILTER_POOL
+    for probes in (2, 4, 8, 16):
+        for pool in (200, 800):
+            ann.PROBES, vectors_module.PREFILTER_POOL = probes, pool
+            # RAM of its own: the cell centroids (the rest is SQLite's page cache, shared with the catalog).
+            rows.append(_row("prefilter (this project)", f"probes {probes}, pool {pool}", insert_s + prefilter_s,
+                             disk, store.prefilter_cells * dim * 4 / 2**20,
+                             lambda q: [i - 1 for i, _ in store.dense(q, 10)], queries, truth))
+    ann.PROBES, vectors_module.PREFILTER_POOL = default_probes, default_pool
+    store.close()
+
+    faiss.omp_set_num_threads(os.cpu_count() or 1)
+    for centred in (False, True):
+        rows += peers(normed - normed.mean(axis=0) if centred else normed, queries, truth, work,
+                      " (centred)" if centred else "")
+    return rows
+
+
+def peers(base: np.ndarray, queries: np.ndarray, truth: np.ndarray, work: Path, label: str) -> list[dict[str, Any]]:
+    """FAISS and usearch over ``base``: the unit vectors, or the unit vectors less their mean. Less a constant
+    vector, every item's inner product with a query moves by the same amount, so the ranking is the cosine one;
+    what changes is how well cells and graphs tell apart items that all lie in one narrow cone."""
+    import faiss
+    from usearch.index import Index
+
+    n, dim = base.shape
+    rows = []
+    nlist = int(4 * np.sqrt(n))
+    started = time.perf_counter()
+    quantizer = faiss.IndexFlatIP(dim)
+    ivf = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
+    ivf.train(base[np.random.default_rng(0).choice(n, min(n, 40 * nlist), replace=False)])
+    ivf.add(base)
+    ivf_s = time.perf_counter() - started
+    ivf_bytes = len(faiss.serialize_index(ivf)) / 2**20
+    for nprobe in (1, 4, 16, 64):
+        ivf.nprobe = nprobe
+        rows.append(_row("FAISS IVF-Flat" + label, f"nlist {nlist}, nprobe {nprobe}", ivf_s, ivf_bytes, ivf_bytes,
+                         lambda q, ivf=ivf: ivf.search((q / np.linalg.norm(q))[None, :].astype(np.float32), 10)[1][0].tolist(),
+                         queries, truth))
+    del ivf, quantizer
+
+    started = time.perf_counter()
+    hnsw = faiss.IndexHNSWFlat(dim, 32, faiss.METRIC_INNER_PRODUCT)
+    hnsw.hnsw.efConstruction = 64
+    hnsw.add(base)
+    hnsw_s = time.perf_counter() - started
+    hnsw_bytes = len(faiss.serialize_index(hnsw)) / 2**20
+    for ef in (16, 64, 256):
+        hnsw.hnsw.efSearch = ef
+        rows.append(_row("FAISS HNSW" + label, f"M 32, efSearch {ef}", hnsw_s, hnsw_bytes, hnsw_bytes,
+                         lambda q, hnsw=hnsw: hnsw.search((q / np.linalg.norm(q))[None, :].astype(np.float32), 10)[1][0].tolist(),
+                         queries, truth))
+    del hnsw
+
+    for dtype in ("f16", "i8"):
+        index = Index(ndim=dim, metric="ip", dtype=dtype, connectivity=16, expansion_add=64)
+        started = time.perf_counter()
+        index.add(np.arange(n), base, threads=os.cpu_count() or 1)
+        built_s = time.perf_counter() - started
+        path = work / f"usearch-{dtype}.bin"
+        index.save(str(path))
+        for ef in (16, 64, 256):
+            index.expansion_search = ef
+            rows.append(_row(f"usearch HNSW {dtype}{label}", f"M 16, expansion {ef}", built_s, path.stat().st_size / 2**20,
+                             index.memory_usage / 2**20,
+                             lambda q, index=index: index.search(q / np.linalg.norm(q), 10).keys.tolist(), queries, truth))
+        del index
+    return rows
+
+
+def anisotropy(count: int) -> dict[str, Any]:
+    """How concentrated real SmolLM2 pre-MLP vectors are: what synthetic sets should mimic."""
+    import stdlib_beir
+
+    from freeret_tui.engine.models import load_model
+    from freeret_tui.engine.prompts import Side
+    from freeret_tui.engine.types import Content, Kind
+
+    work = Path(tempfile.mkdtemp(prefix="freeret-peers-real-"))
+    stdlib_beir.build(work, limit=count, min_words=8, max_words=60)
+    texts = [json.loads(line)["text"] for line in (work / "corpus.jsonl").read_text().splitlines()]
+    model = load_model("smollm2", "cpu", 8, 16, "auto")
+    vecs = model.embed([Content(t) for t in texts], Side.CANDIDATE, [Kind.TEXT] * len(texts))
+    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+    rng = np.random.default_rng(0)
+    a, b = rng.integers(0, len(vecs), (2, 5000))
+    keep = a != b
+    centred = vecs - vecs.mean(axis=0)
+    singular = np.linalg.svd(centred, compute_uv=False)
+    return {"vectors": len(vecs), "dim": int(vecs.shape[1]),
+            "mean_cosine_random_pairs": round(float(np.mean(np.sum(vecs[a[keep]] * vecs[b[keep]], axis=1))), 4),
+            "norm_of_mean_vector": round(float(np.linalg.norm(vecs.mean(axis=0))), 4),
+            "variance_share_first_direction_after_centring": round(float(singular[0] ** 2 / np.sum(singular**2)), 4)}
+
+
+def plot(report: dict[str, Any], out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    results = report["results"]
+    fig, axes = plt.subplots(1, len(results), figsize=(6 * len(results), 4.5), dpi=110, squeeze=False)
+    for ax, result in zip(axes[0], results, strict=True):
+        methods = dict.fromkeys(r["method"] for r in result["rows"])
+        colours = plt.get_cmap("tab20").colors
+        for n, method in enumerate(methods):
+            rows = sorted((r for r in result["rows"] if r["method"] == method), key=lambda r: r["p50_ms"])
+            ax.plot([r["p50_ms"] for r in rows], [r["recall@10"] for r in rows], marker="os^D"[n % 4],
+                    color=colours[n % len(colours)], linestyle="--" if "centred" in method else "-", label=method)
+        ax.set_xscale("log")
+        ax.set_xlabel("p50 latency per query (ms, log)")
+        ax.set_ylabel("recall@10 vs exact")
+        ax.set_title(f"{result['set']}, {result['vectors']:,} × {result['dim']}")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="100000")
+    parser.add_argument("--sets", default="clean,mix")
+    parser.add_argument("--dim", type=int, default=1536)
+    parser.add_argument("--queries", type=int, default=100)
+    parser.add_argument("--real", type=int, default=0, help="also measure N real SmolLM2 vectors' anisotropy")
+    parser.add_argument("--plot-only", action="store_true", help="redraw the plot from stage1_peers.json")
+    args = parser.parse_args()
+    if args.plot_only:
+        plot(json.loads((HERE / "stage1_peers.json").read_text()), HERE / "stage1_peers.png")
+        return
+    report: dict[str, Any] = {"machine": {"cores": os.cpu_count()}, "results": []}
+    for size in (int(s) for s in args.sizes.split(",")):
+        for name in args.sets.split(","):
+            vectors, queries = vectors_for(name, size, args.dim, args.queries)
+            with tempfile.TemporaryDirectory() as tmp:
+                rows = run(vectors, queries, Path(tmp))
+            report["results"].append({"set": name, "vectors": size, "dim": args.dim, "rows": rows})
+    if args.real:
+        report["smollm2_anisotropy"] = anisotropy(args.real)
+    text = json.dumps(report, indent=1)
+    print(text)
+    (HERE / "stage1_peers.json").write_text(text + "\n")
+    plot(report, HERE / "stage1_peers.png")
+
+
+if __name__ == "__main__":
+    main()
