@@ -22,8 +22,8 @@ import numpy as np
 CELL_SIZE = 1024
 # Cells each vector is filed in. An item about two things sits between clusters; filed only in its nearest
 # cell, its neighbours often sit in another. Measured through the store at 100k with items leaning towards a
-# second random topic (benchmarks/stage1_latency.py --mix 1.0, 30 queries): recall@10 0.74 filed once with 8
-# probes (8.5 ms), 0.88-0.90 filed twice with 4 probes (10-11 ms) — the same number of entries scanned. On clustered
+# second random topic (benchmarks/stage1_latency.py --mix 1.0, 30 queries): recall@10 0.73 filed once with 8
+# probes (8.6 ms), 0.88-0.90 filed twice with 4 probes (10-11 ms) — the same number of entries scanned. On clustered
 # vectors (25k) both gave 0.95-0.96.
 ASSIGNMENTS = 2
 # Cells scanned per query: 4 x ~2048 entries. sqlite-vec's top-k selection cost grows with the entries scanned.
