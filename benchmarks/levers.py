@@ -121,7 +121,7 @@ def text_part(limit: int) -> dict[str, Any]:
         try:
             model = prepare(lambda dtype: load_model("smollm2", "cpu", 1, 16, dtype), lever, cache)
         except (ImportError, RuntimeError, NotImplementedError) as err:  # a lever this torch cannot run
-            runs.append({"lever": lever.name, "error": " ".join(str(err).split())[:200]})
+            runs.append({"name": lever.name, "error": " ".join(str(err).split())[:200]})
             continue
         model.embed(passages[:lever.batch], Side.CANDIDATE, [Kind.TEXT] * lever.batch)  # warm-up
         started = time.perf_counter()
@@ -132,7 +132,7 @@ def text_part(limit: int) -> dict[str, Any]:
         query_s = time.perf_counter() - started
         reference = reference or (pvecs, qvecs)
         cosines = np.concatenate([np.sum(pvecs * reference[0], axis=1), np.sum(qvecs * reference[1], axis=1)])
-        runs.append({**lever.__dict__, "lever": lever.name, "passages_s": round(passage_s, 2),
+        runs.append({**lever.__dict__, "passages_s": round(passage_s, 2),
                      "passages_per_s": round(len(passages) / passage_s, 2),
                      "ms_per_query": round(1000 * query_s / len(queries), 1),
                      "cosine_to_reference_mean": round(float(cosines.mean()), 5),
@@ -206,11 +206,11 @@ def image_part(photo_count: int) -> dict[str, Any]:
         try:
             model = prepare(load, lever, cache)
         except (ImportError, RuntimeError, NotImplementedError) as err:
-            runs.append({"lever": lever.name, "error": " ".join(str(err).split())[:200]})
+            runs.append({"name": lever.name, "error": " ".join(str(err).split())[:200]})
             continue
         if model is not base:  # loaded at the default budget
             split = Split(model._model.model.visual, int(model._model.config.vision_config.patch_size))
-        runs.append({**lever.__dict__, "lever": lever.name, **per_photo(model, lever.batch)})
+        runs.append({**lever.__dict__, **per_photo(model, lever.batch)})
         print(json.dumps(runs[-1]), file=sys.stderr)
         if model is not base:
             del model

@@ -177,10 +177,11 @@ class Session:
         """Stage 1 by words alone, for a first paint that never waits for the model; None when ``candidates``
         needs no query vector either (it is as quick). Embedding a query costs 0.7 s with the default preset on
         a 2-core CPU and the word index a few ms (benchmarks/preset_cost.py)."""
-        if self.model is None or query.image is not None or not query.text.strip() or self.options().mode == "lexical":
+        opts = self.options(filters)
+        if self.model is None or query.image is not None or not query.text.strip() or opts.mode == "lexical":
             return None
-        opts = replace(self.options(filters), mode="lexical", rerank=True)  # rerank=True sizes the list as below
-        return Searcher(self.store, None).candidates(query, opts)
+        # rerank=True sizes the list as ``candidates`` does.
+        return Searcher(self.store, None).candidates(query, replace(opts, mode="lexical", rerank=True))
 
     def rerank_steps(self, query: Query, hits: Sequence[Hit], filters: Filters = Filters()) -> Iterator[list[Hit]]:
         """Stage 2, batch by batch: the list reordered with the scores known so far."""
