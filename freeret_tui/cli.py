@@ -1,5 +1,5 @@
 """Command line: ``freeret-tui FOLDER…`` opens the TUI; ``index``, ``search``, ``ask``, ``eval``, ``models``,
-``daemon`` and ``maintenance`` are the commands.
+``daemon``, ``maintenance`` and ``serve`` are the commands.
 
 Importing this module is cheap (no torch): models load inside the commands that need one. Every error a person
 can cause ends in one line on stderr; usage errors exit with status 2, other failures with 1.
@@ -107,8 +107,10 @@ def cmd_index(args: argparse.Namespace, settings: Settings) -> int:
     if missing:
         raise UsageError(f"no such file or folder: {', '.join(missing)}")
     session = _session(args, settings, reset=args.reindex)
+    if args.ray:
+        stats, removed = _index_with_ray(args, session)
     # A model or image budget named on the command line is checked against the index's even with nothing to do.
-    if args.model or args.image_max_pixels or session.changed(args.paths):
+    elif args.model or args.image_max_pixels or session.changed(args.paths):
         _load_model(session)
         stats, removed = session.index(args.paths, _ProgressLine())
         print(file=sys.stderr)
@@ -123,6 +125,38 @@ def cmd_index(args: argparse.Namespace, settings: Settings) -> int:
     print(f"the index: {counts.get('indexed', 0)} indexed, {counts.get('skipped', 0)} skipped, "
           f"{counts.get('failed', 0)} failed" + (" (`freeret-tui daemon status` lists why)" if left_out else ""))
     return 0
+
+
+def _index_with_ray(args: argparse.Namespace, session: Any) -> tuple[Any, int]:
+    """The Ray Data pipeline over ``args.paths`` with the session's model, on the cluster ``args.ray`` names."""
+    from freeret_tui.engine import ray_cluster
+    from freeret_tui.engine.models.wire import SERVE_PREFIX
+
+    c = session.config
+    if c.model.startswith(SERVE_PREFIX):
+        raise UsageError("--ray runs the model on the cluster's own actors: give --model a model, not serve:URL")
+    for flag in ("actors", "extract_workers"):
+        if getattr(args, flag) < 1:
+            raise UsageError(f"--{flag.replace('_', '-')} must be at least 1")
+    ray_cluster.require_token_auth()  # before Ray is imported
+    try:
+        import ray
+    except ImportError:
+        raise FreeretError("--ray needs Ray, which is not installed",
+                           ['install it: `pip install "ray[serve,data]>=2.60,<2.61"`']) from None
+    from freeret_tui.engine.ray_index import RayIndexOptions, index_with_ray
+
+    options = RayIndexOptions(model=c.model, device=c.device, dtype=c.dtype, batch_size=c.batch_size,
+                              image_max_pixels=c.image_max_pixels, embed_actors=args.actors,
+                              gpus_per_actor=args.gpus_per_actor, cpus_per_actor=args.cpus_per_actor,
+                              extract_workers=args.extract_workers)
+    ray_cluster.connect(None if args.ray == "local" else args.ray)
+    try:
+        result = index_with_ray(session.store, args.paths, options, c.index, _ProgressLine())
+    finally:
+        ray.shutdown()
+    print(file=sys.stderr)
+    return result
 
 
 def _search(args: argparse.Namespace, settings: Settings, text: str) -> tuple[Any, Any]:
@@ -275,6 +309,12 @@ def cmd_maintenance(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    from freeret_tui import serve_cli
+
+    return serve_cli.run(args, settings)
+
+
 HANDLERS = {
     "index": cmd_index,
     "search": cmd_search,
@@ -283,6 +323,7 @@ HANDLERS = {
     "models": cmd_models,
     "daemon": cmd_daemon,
     "maintenance": cmd_maintenance,
+    "serve": cmd_serve,
 }
 
 

@@ -14,7 +14,7 @@ from freeret_tui.display import visible
 from freeret_tui.engine.fusion import FUSIONS
 from freeret_tui.settings import DTYPES, MODES
 
-COMMANDS = ("index", "search", "ask", "eval", "models", "daemon", "maintenance")
+COMMANDS = ("index", "search", "ask", "eval", "models", "daemon", "maintenance", "serve")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -81,6 +81,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--chunk-tokens", type=int, metavar="N", help="model tokens per text passage (default 256)")
     p.add_argument("--chunk-overlap", type=int, metavar="N",
                    help="tokens a passage shares with the one before it (default 32)")
+    p.add_argument("--ray", metavar="ADDRESS",
+                   help="index on a Ray cluster (Ray Data): its address (auto, HOST:6379), or local to start one here")
+    p.add_argument("--actors", type=int, default=1, help="with --ray: model actors (one per GPU; default 1)")
+    p.add_argument("--gpus-per-actor", type=float, default=0.0, help="with --ray: GPUs per model actor (default 0)")
+    p.add_argument("--cpus-per-actor", type=float, default=1.0, help="with --ray: CPUs per model actor (default 1)")
+    p.add_argument("--extract-workers", type=int, default=1,
+                   help="with --ray: CPU workers reading and chunking files, on this machine (default 1)")
 
     def search_flags(p: argparse.ArgumentParser) -> None:
         p.add_argument("--image", type=Path, help="search by this image (with or without query text)")
@@ -126,6 +133,18 @@ def build_parser() -> argparse.ArgumentParser:
     d = dsub.add_parser("status", help="roots, counts, rate, ETA and the last errors")
     d.add_argument("--json", action="store_true", help="one JSON object, with a page of the files not indexed")
     d.add_argument("--page", type=int, default=1, help="which page of the files not indexed, 200 a page (with --json)")
+
+    p = sub.add_parser("serve", parents=[common],
+                       help="serve the model from this machine (a GPU box) on a Ray cluster with token auth")
+    p.add_argument("--address", help="Ray cluster to join (default: start one on this machine, on 127.0.0.1)")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="where the HTTP endpoint listens (default 127.0.0.1; 0.0.0.0 lets other machines in)")
+    p.add_argument("--port", type=int, default=8000, help="HTTP port (default 8000)")
+    p.add_argument("--name", default="freeret", help="the route: http://HOST:PORT/NAME (default freeret)")
+    p.add_argument("--replicas", type=int, default=1, help="copies of the model (one per GPU; default 1)")
+    p.add_argument("--gpus-per-replica", type=float, default=0.0, help="GPUs each replica takes (default 0: CPU)")
+    p.add_argument("--cpus-per-replica", type=float, default=1.0, help="CPUs each replica takes (default 1)")
+    p.add_argument("--max-new-tokens", type=int, metavar="N", help="longest answer, in model tokens (default 256)")
 
     p = sub.add_parser("maintenance", help="check the index and rebuild its vector tables to reclaim space")
     p.add_argument("--json", action="store_true", help="print one JSON object")

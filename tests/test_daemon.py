@@ -271,3 +271,55 @@ def test_an_inotify_overflow_brings_the_next_scan_forward(roots: list[Path], ide
         thread.join(30)
         reader.close()
     assert daemon._alarm not in logging.getLogger("watchdog").handlers  # let go when the daemon stops
+
+
+def test_a_served_model_gone_pauses_the_daemon_and_loses_nothing(tmp_path: Path) -> None:
+    """serve:URL down mid-batch: nothing of the batch is written, its files stay queued, and the daemon goes on
+    when the server answers again."""
+    from fake_model import FakeModel
+
+    from freeret_tui.engine.session import Session, SessionConfig
+    from freeret_tui.errors import ModelUnavailableError
+
+    folder = tmp_path / "notes"
+    folder.mkdir()
+    (folder / "first.txt").write_text("the first note")
+    model = FakeModel()
+    embed = model.embed
+    server_up = threading.Event()
+    server_up.set()
+
+    def served(items, side, *args, **kwargs):
+        if not server_up.is_set():
+            raise ModelUnavailableError("the model server at http://gpu-box:8000/freeret is unreachable")
+        return embed(items, side, *args, **kwargs)
+
+    model.embed = served
+    session = Session(data_dir(), SessionConfig(model="fake-model", rerank=False), loader=lambda _c: model)
+    session.load_model()
+    session.index([folder])
+    logged: list[str] = []
+    daemon = session.daemon([folder], rescan_seconds=3600, log=logged.append)
+    daemon.debounce, daemon.retry_seconds = 0.1, 0.2
+    thread = threading.Thread(target=daemon.run, daemon=True)
+    server_up.clear()
+    thread.start()
+    try:
+        for i in range(5):
+            (folder / f"new{i}.txt").write_text(f"written while the server is down {i}")
+        deadline = time.monotonic() + 30
+        while sum("unreachable" in line for line in logged) < 3:  # several tries, each refused
+            assert thread.is_alive(), "the daemon died"
+            assert time.monotonic() < deadline, logged
+            time.sleep(0.05)
+        assert session.store.counts().get("indexed") == 1
+        server_up.set()
+        while session.store.counts().get("indexed") != 6:
+            assert thread.is_alive(), "the daemon died"
+            assert time.monotonic() < deadline + 30, logged
+            time.sleep(0.05)
+    finally:
+        daemon.stop.set()
+        thread.join(10)
+        daemon.store.close()
+        session.store.close()

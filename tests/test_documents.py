@@ -87,7 +87,7 @@ def test_scanned_pdf_pages_become_page_images(tmp_path: Path, photos: Path) -> N
     from PIL import Image
 
     from freeret_tui.engine.extract import load_image
-    from freeret_tui.engine.indexer import _text_only
+    from freeret_tui.engine.indexer import text_only
     from freeret_tui.engine.types import Kind, PageImage
 
     scan = tmp_path / "scan.pdf"  # what a scanner writes: pages that are pictures, no text layer
@@ -105,9 +105,9 @@ def test_scanned_pdf_pages_become_page_images(tmp_path: Path, photos: Path) -> N
 
     kinds = [c.kind for c in extract(mixed, word_spans)]
     assert kinds == [Kind.TEXT, Kind.PAGE]
-    text_only = _text_only(extract(mixed, word_spans), "text-model")
-    assert isinstance(text_only, list) and [c.kind for c in text_only] == [Kind.TEXT]
-    skip = _text_only(chunks, "text-model")
+    passages = text_only(extract(mixed, word_spans), "text-model")
+    assert isinstance(passages, list) and [c.kind for c in passages] == [Kind.TEXT]
+    skip = text_only(chunks, "text-model")
     assert isinstance(skip, Skip) and "scanned pages" in skip.reason
 
 

@@ -176,3 +176,31 @@ def test_word_hits_are_painted_before_the_query_vector_is_ready(tmp_path: Path) 
         asyncio.run(scenario())
     finally:
         release.set()
+
+
+def test_a_vanished_model_server_leaves_the_words_hits_and_says_why(tmp_path: Path) -> None:
+    """A served model (serve:URL) gone mid-session: the words' hits stay, with the reason, never a bare error."""
+    from freeret_tui.engine.prompts import Side
+    from freeret_tui.errors import ModelUnavailableError
+
+    model = FakeModel()
+    embed = model.embed
+
+    def server_gone_for_queries(items, side, *args, **kwargs):  # indexing ran before the server went
+        if side is Side.QUERY:
+            raise ModelUnavailableError("the model server at http://gpu-box:8000/freeret is unreachable")
+        return embed(items, side, *args, **kwargs)
+
+    model.embed = server_gone_for_queries
+    app = _app(_notes(tmp_path / "notes"), model, start_daemon=True)
+
+    async def scenario() -> None:
+        async with app.run_test(size=SIZE) as pilot:
+            screen = app.screen
+            await wait_for(pilot, lambda: app.backend.status().counts["indexed"] == 2)
+            await pilot.press(*"lighthouse", "enter")
+            await wait_for(pilot, lambda: state(app) == "1 hit by words · the model server is unreachable")
+            assert screen.hits[0].hit.path.name == "lighthouse.txt"
+            assert any("gpu-box" in str(n.message) for n in app._notifications)
+
+    asyncio.run(scenario())

@@ -35,7 +35,7 @@ from freeret_tui.engine.store import Store
 from freeret_tui.engine.store.tx import DiskFullError
 from freeret_tui.engine.types import Skip
 from freeret_tui.engine.watch import OVERFLOW_RESCAN_SECONDS, Inbox, OverflowAlarm, handler
-from freeret_tui.errors import FreeretError
+from freeret_tui.errors import FreeretError, ModelUnavailableError
 
 LOCK_NAME = "daemon.lock"
 STATUS_KEY = "daemon_status"
@@ -292,6 +292,11 @@ class Daemon:
                 try:
                     if not self._turn():
                         break
+                except ModelUnavailableError as err:
+                    # A served model is gone or restarting: the batch was not written and its paths stay queued.
+                    self.log(f"{err}; retrying in {self.retry_seconds:.0f} s")
+                    self.stop.wait(self.retry_seconds)
+                    continue
                 except DiskFullError as err:
                     # Nothing of the failed batch was written and its paths are still queued: wait for space.
                     if not full:

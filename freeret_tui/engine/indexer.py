@@ -53,7 +53,7 @@ class _Pending:
     vectors: np.ndarray | None = None
 
 
-def _text_only(chunks: list[Chunk], model_name: str) -> list[Chunk] | Skip:
+def text_only(chunks: list[Chunk], model_name: str) -> list[Chunk] | Skip:
     """What a text-only model can index of a file: its passages (scanned pages and images need a vision model)."""
     text = [c for c in chunks if c.kind is Kind.TEXT]
     if text:
@@ -62,7 +62,7 @@ def _text_only(chunks: list[Chunk], model_name: str) -> list[Chunk] | Skip:
     return Skip(chunks[0].path, f"model {model_name!r} is text-only; use a vision model to index {what}")
 
 
-def _not_followed(root: Path, path: Path, st: os.stat_result) -> Skip | None:
+def not_followed(root: Path, path: Path, st: os.stat_result) -> Skip | None:
     """Why ``path`` is not read at all: only regular files are (a FIFO would block, a device never ends), and a
     symbolic link only to a file inside its own watched folder (not /etc/shadow, /proc/self/environ…). A folder
     arrives here only when the scan could not list it: why is recorded in place of its files."""
@@ -79,7 +79,7 @@ def _not_followed(root: Path, path: Path, st: os.stat_result) -> Skip | None:
     return None
 
 
-def _missing(path: Path) -> Skip | None:
+def missing_target(path: Path) -> Skip | None:
     """A dangling symbolic link is found by the scan but has nothing to read: said, not silently dropped."""
     try:
         target = os.readlink(path)
@@ -88,7 +88,7 @@ def _missing(path: Path) -> Skip | None:
     return Skip(path, f"symbolic link to a missing file ({target}): nothing to read")
 
 
-def _cannot_stat(path: Path, err: OSError) -> Skip:
+def cannot_stat(path: Path, err: OSError) -> Skip:
     if err.errno == errno.ENAMETOOLONG:
         return Skip(path, "path longer than this system allows (PATH_MAX): the file cannot be opened", True)
     return Skip(path, f"cannot read: {err.strerror or err}", True)
@@ -103,7 +103,7 @@ def _unreadable(p: _Pending) -> str | None:
     return None
 
 
-def _sha256(path: Path) -> str:
+def sha256_of(path: Path) -> str:
     """The content hash, read from a regular file only: opened without blocking and checked after opening, so a
     file swapped for a FIFO or a device since it was listed raises instead of hanging or reading forever."""
     digest = hashlib.sha256()
@@ -205,11 +205,11 @@ def index_files(
             st: os.stat_result | None = path.stat()
         except FileNotFoundError:
             st = None
-            skip = _missing(path)
+            skip = missing_target(path)
         except OSError as err:
-            st, skip = None, _cannot_stat(path, err)
+            st, skip = None, cannot_stat(path, err)
         else:
-            skip = _not_followed(root, path, st)
+            skip = not_followed(root, path, st)
         if skip is not None:
             skipped.append(skip)
             size, mtime = (st.st_size, st.st_mtime) if st is not None else (0, 0.0)
@@ -225,7 +225,7 @@ def index_files(
             unchanged += 1
             continue
         try:
-            sha = _sha256(path)
+            sha = sha256_of(path)
         except OSError as err:
             skip = Skip(path, f"cannot read: {err.strerror or err}", failed=True)
             skipped.append(skip)
@@ -245,7 +245,7 @@ def index_files(
             continue
         result = extract(path, tokenize, options.chunk_tokens, options.chunk_overlap)
         if isinstance(result, list) and not model.supports_images:
-            result = _text_only(result, model.name)
+            result = text_only(result, model.name)
         if isinstance(result, Skip):
             skipped.append(result)
             writes.append(lambda s=result, r=root, st=st: store.put_skip(s.path, r, st.st_size, st.st_mtime,

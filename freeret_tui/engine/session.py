@@ -17,6 +17,7 @@ from freeret_tui.engine.daemon import Daemon, DaemonStatus, read_status
 from freeret_tui.engine.indexer import IndexOptions, Progress, index_files
 from freeret_tui.engine.models import DEFAULT_IMAGE_MAX_PIXELS, Model, load_model
 from freeret_tui.engine.models.presets import resolve
+from freeret_tui.engine.models.wire import SERVE_PREFIX
 from freeret_tui.engine.query import Filters, Query
 from freeret_tui.engine.scan import newest_first, sweep, walk
 from freeret_tui.engine.search import Searcher, SearchOptions, SearchResult, no_good_match
@@ -44,17 +45,21 @@ class SessionConfig:
     k: int = 10
     match_threshold: float = 0.5
     index: IndexOptions = IndexOptions()
+    serve_token: str = ""  # the bearer token of a served model (serve:URL)
 
 
 def choose(config: SessionConfig, index_model: str | None, index_budget: int | None) -> SessionConfig:
     """The one rule for an index's model: the one named on the command line, else the index's own (another
     model's vectors could not be searched with it), else the configured one; likewise the image budget; then
-    rerank, if not set, as that model's preset advises."""
-    if not config.model_named and index_model is not None:
+    rerank, if not set, as that model's preset advises. A served model (serve:URL) is always the one asked for:
+    its server says which model it is, binding it to the index refuses another's, and its rerank advice comes
+    with it when it connects."""
+    served = config.model.startswith(SERVE_PREFIX)
+    if not config.model_named and index_model is not None and not served:
         config = replace(config, model=index_model)
     if not config.image_budget_named and index_budget is not None:
         config = replace(config, image_max_pixels=index_budget)
-    if config.rerank is None:
+    if config.rerank is None and not served:
         try:
             useful = resolve(config.model).rerank_useful
         except ModelLoadError:
@@ -66,7 +71,7 @@ def choose(config: SessionConfig, index_model: str | None, index_budget: int | N
 def open_model(config: SessionConfig) -> Model:
     """The configured model with no index (evaluation builds its own)."""
     return load_model(config.model, config.device, config.batch_size, config.max_new_tokens, config.dtype,
-                      config.image_max_pixels)
+                      config.image_max_pixels, config.serve_token)
 
 
 class Session:
@@ -102,6 +107,8 @@ class Session:
         """Load the model and tie the index to it (refused, with the reason, if the index holds another's)."""
         model = self.loader(self.config)
         self.store.bind_model(model.name, model.dim, model.image_max_pixels)
+        if self.config.rerank is None:  # a served model: it says whether it reranks usefully
+            self.config = replace(self.config, rerank=bool(getattr(model, "rerank_useful", False)))
         self.model = model
         return model
 

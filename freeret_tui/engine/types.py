@@ -30,8 +30,17 @@ def title_of(path: Path) -> str:
     return "".join(chr(ord(c) - 0xDC00) if "\udc80" <= c <= "\udcff" else c for c in path.name)
 
 
-# What the model sees as a picture: an image file, or a rendered PDF page (a scan has no text layer).
-Picture = Path | PageImage
+@dataclass(frozen=True)
+class EncodedImage:
+    """A picture already read by ``extract.load_image`` (decoded, EXIF-rotated, downscaled), as lossless PNG bytes:
+    how a picture travels to a model on another machine, which reads the same pixels and never opens a path."""
+
+    data: bytes
+
+
+# What the model sees as a picture: an image file, a rendered PDF page (a scan has no text layer), or the pixels
+# of either sent from another machine.
+Picture = Path | PageImage | EncodedImage
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ from textual.worker import Worker, WorkerState, get_current_worker
 from freeret_tui.display import visible
 from freeret_tui.engine.query import Filters, Query, parse_query
 from freeret_tui.engine.types import Kind
-from freeret_tui.errors import FreeretError
+from freeret_tui.errors import FreeretError, ModelUnavailableError
 from freeret_tui.tui.backend import Backend, ShownHit
 from freeret_tui.tui.dialogs import FailuresScreen, HelpScreen
 from freeret_tui.tui.widgets import AnswerPane, Preview, QueryBox, ResultList, StatusBar, plural, status_line, thumbnail
@@ -34,7 +34,7 @@ class Hits(Message):
     serial: int
     hits: list[ShownHit]
     thumbs: dict[int, Any]
-    stage: str  # "words" (no model yet), "candidates", "reranking", "reranked"
+    stage: str  # "words" (before the query vector), "offline" (words only: model server gone), "candidates", …
 
 
 @dataclass
@@ -196,7 +196,16 @@ class SearchScreen(Screen):
         words = self.backend.word_candidates(query, filters)
         if words:  # painted before the query vector exists: the first hits never wait for the model
             self.post_message(Hits(serial, words, {}, "words"))
-        hits = self.backend.candidates(query, filters)
+        try:
+            hits = self.backend.candidates(query, filters)
+        except ModelUnavailableError as err:
+            if words is None:
+                raise
+            # A served model gone: the words' hits stand, and the person reads why meaning is missing.
+            self.post_message(Hits(serial, words, {}, "offline"))
+            self.app.call_from_thread(self.notify, visible(err.explain()), title="model server unreachable",
+                                      severity="warning", timeout=10, markup=False)
+            return
         reranking = bool(hits) and self.backend.reranking(filters)
         stage = "reranking" if reranking else "candidates"
         self.post_message(Hits(serial, hits, {}, stage))  # stage-1 hits at once; image decoding after
@@ -229,6 +238,7 @@ class SearchScreen(Screen):
         else:
             found = plural(len(self.hits), "hit")
             state = {"words": f"{found} by words · searching by meaning…", "candidates": found,
+                     "offline": f"{found} by words · the model server is unreachable",
                      "reranking": f"{found} · reranking {len(probs)}/"
                                   f"{min(len(message.hits), self.backend.config.rerank_k)}…",
                      "reranked": f"{found} · reranked"}[message.stage]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from freeret_tui.engine.models.base import Model, Pooling
 from freeret_tui.engine.models.presets import PRESETS, resolve
 from freeret_tui.engine.models.processors import DEFAULT_IMAGE_MAX_PIXELS
+from freeret_tui.engine.models.wire import SERVE_PREFIX
 from freeret_tui.errors import ModelLoadError
 
 __all__ = ["DEFAULT_IMAGE_MAX_PIXELS", "PRESETS", "Model", "Pooling", "load_model", "resolve"]
@@ -17,9 +18,19 @@ def load_model(
     max_new_tokens: int = 256,
     dtype: str = "auto",
     image_max_pixels: int = DEFAULT_IMAGE_MAX_PIXELS,
+    serve_token: str = "",
 ) -> Model:
-    """Load a preset name, hub id, local directory or .gguf file (raises ModelLoadError with the reason).
-    ``image_max_pixels``: the most pixels each image is read at (see processors.apply_image_budget)."""
+    """Load a preset name, hub id, local directory or .gguf file, or connect to a served model
+    (``serve:http://HOST:PORT/NAME``, with ``serve_token``); raises ModelLoadError with the reason.
+    ``image_max_pixels``: the most pixels each image is read at (see processors.apply_image_budget); a served
+    model has its own, like its device and batch size."""
+    if spec.startswith(SERVE_PREFIX):
+        from freeret_tui.engine.models.remote import RemoteModel
+
+        if not serve_token:
+            raise ModelLoadError(f"{spec} needs the token its server wrote", [
+                "set FREERET_SERVE_TOKEN to it (`freeret-tui serve` prints where it wrote it)"])
+        return RemoteModel(spec, serve_token)
     try:
         import torch  # noqa: F401
         import transformers  # noqa: F401

@@ -11,6 +11,7 @@ import functools
 import inspect
 import threading
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -110,7 +111,6 @@ class HFModel:
     ):
         import torch
         import transformers
-        from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
 
         self.name = source.spec
         self.rerank_useful = source.rerank_useful
@@ -121,33 +121,17 @@ class HFModel:
         self._torch = torch
         self._lock = threading.Lock()
         try:
-            if source.kind == "gguf":
-                path = Path(source.location)
-                kwargs: dict[str, Any] = {"gguf_file": path.name}
-                location = str(path.parent)
-            else:
-                kwargs = {}
-                location = hub_snapshot(source.location) if source.kind == "hub" else source.location
-            config = transformers.AutoConfig.from_pretrained(location, **kwargs)
-            self.supports_images = config.model_type in MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
-            if self.supports_images:
-                self._processor = load_processor(location, config)
-                apply_image_budget(self._processor, image_max_pixels)
-                self._tok = self._processor.tokenizer
-                auto = transformers.AutoModelForImageTextToText
-            else:
-                self._processor = None
-                self._tok = transformers.AutoTokenizer.from_pretrained(location, **kwargs)
-                auto = transformers.AutoModelForCausalLM
-            self._model = auto.from_pretrained(location, dtype=torch_dtype, **kwargs).to(self.device).eval()
+            reader = _Reader(source, image_max_pixels)
+            self.supports_images, self._processor, self._tok = reader.supports_images, reader.processor, reader.tok
+            auto = (transformers.AutoModelForImageTextToText if self.supports_images
+                    else transformers.AutoModelForCausalLM)
+            self._model = auto.from_pretrained(reader.location, dtype=torch_dtype, **reader.kwargs)
+            self._model = self._model.to(self.device).eval()
         except ImportError as err:
             raise ModelLoadError(f"could not load model {source.spec!r}: {' '.join(str(err).split())}") from None
         except (OSError, ValueError, KeyError) as err:
             raise ModelLoadError(f"could not load model {source.spec!r}: {err}") from None
-        # Left padding puts every prompt's last token at position -1, where embeddings and scores are read.
-        self._tok.padding_side = "left"
-        if self._tok.pad_token is None:
-            self._tok.pad_token = self._tok.eos_token
+        config = reader.config
         text_config = config.get_text_config()
         layer = self._model.get_decoder().layers[-1]
         self._last_layer = layer
@@ -267,10 +251,14 @@ class HFModel:
     def _first_token_id(self, text: str) -> int:
         return int(self._tok.encode(text, add_special_tokens=False)[0])
 
-    @_one_at_a_time
     def rerank(self, query: Content, candidates: Sequence[Content], framing: Framing = Framing.MC) -> list[float]:
+        return self.rerank_pairs([(query, c) for c in candidates], framing)
+
+    @_one_at_a_time
+    def rerank_pairs(self, pairs: Sequence[tuple[Content, Content]], framing: Framing = Framing.MC) -> list[float]:
+        """P(match) of each (query, candidate) pair: a served model batches several people's queries at once."""
         option_ids = [self._first_token_id(t) for t in answer_tokens(framing)]
-        turns = [rerank_prompt(query, c, framing) for c in candidates]
+        turns = [rerank_prompt(query, c, framing) for query, c in pairs]
         probs = [0.0] * len(turns)
         rest = list(range(len(turns)))
         if self.device == "cpu":
@@ -386,5 +374,64 @@ class HFModel:
 
     @_one_at_a_time
     def token_spans(self, text: str) -> list[tuple[int, int]]:
-        enc = self._tok(text, add_special_tokens=False, return_offsets_mapping=True)
-        return [(int(a), int(b)) for a, b in enc["offset_mapping"]]
+        return token_spans_with(self._tok, text)
+
+
+def token_spans_with(tok: Any, text: str) -> list[tuple[int, int]]:
+    """Character (start, end) of each of ``tok``'s tokens of ``text``."""
+    enc = tok(text, add_special_tokens=False, return_offsets_mapping=True)
+    return [(int(a), int(b)) for a, b in enc["offset_mapping"]]
+
+
+class _Reader:
+    """What reads a model's inputs, without its weights: config, tokenizer (left-padded) and, for a vision model,
+    the processor with its image budget. A bulk index's extraction workers need only this."""
+
+    def __init__(self, source: ModelSource, image_max_pixels: int) -> None:
+        import transformers
+        from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
+
+        if source.kind == "gguf":
+            path = Path(source.location)
+            self.kwargs: dict[str, Any] = {"gguf_file": path.name}
+            self.location = str(path.parent)
+        else:
+            self.kwargs = {}
+            self.location = hub_snapshot(source.location) if source.kind == "hub" else source.location
+        self.config = transformers.AutoConfig.from_pretrained(self.location, **self.kwargs)
+        self.supports_images = self.config.model_type in MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
+        self.processor: Any = None
+        if self.supports_images:
+            self.processor = load_processor(self.location, self.config)
+            apply_image_budget(self.processor, image_max_pixels)
+            self.tok = self.processor.tokenizer
+        else:
+            self.tok = transformers.AutoTokenizer.from_pretrained(self.location, **self.kwargs)
+        # Left padding puts every prompt's last token at position -1, where embeddings and scores are read.
+        self.tok.padding_side = "left"
+        if self.tok.pad_token is None:
+            self.tok.pad_token = self.tok.eos_token
+
+
+@dataclass(frozen=True)
+class ModelFacts:
+    """A model as an index records it, and its tokenizer (for chunking), read without loading its weights."""
+
+    name: str
+    dim: int
+    supports_images: bool
+    image_max_pixels: int | None
+    tokenizer: Any
+
+
+def model_facts(spec: str, image_max_pixels: int = DEFAULT_IMAGE_MAX_PIXELS) -> ModelFacts:
+    """What ``HFModel(resolve(spec), image_max_pixels=…)`` would report, from its config and tokenizer only."""
+    from freeret_tui.engine.models.presets import resolve
+
+    source = resolve(spec)
+    try:
+        reader = _Reader(source, image_max_pixels)
+    except (ImportError, OSError, ValueError, KeyError) as err:
+        raise ModelLoadError(f"could not read model {spec!r}: {' '.join(str(err).split())}") from None
+    return ModelFacts(source.spec, int(reader.config.get_text_config().hidden_size), reader.supports_images,
+                      image_max_pixels if reader.supports_images else None, reader.tok)

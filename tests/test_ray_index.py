@@ -1,0 +1,157 @@
+"""`index --ray`: the Ray Data pipeline (a local Ray cluster on 127.0.0.1 with token auth, the tiny Idefics3) makes
+the same index as the local indexer over ~2k files — same files, items, skip reasons and vectors — also when its
+workers are killed mid-run, and a run cut short resumes where its last commit left off."""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import signal
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import SAMPLES
+
+from freeret_tui.engine.indexer import IndexOptions
+from freeret_tui.engine.session import Session, SessionConfig
+from freeret_tui.engine.store import Store
+
+WORDS = ("river mountain coffee rocket horse galaxy coin astronaut budget trip invoice garden violin harbour "
+         "winter lantern orbit pasta ledger canyon").split()
+
+
+@pytest.fixture(scope="module")
+def library(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """2,000 notes (some long enough for several passages), the sample photos, a broken image and a copy."""
+    root = tmp_path_factory.mktemp("library")
+    rng = random.Random(7)
+    for n in range(2000):
+        folder = root / f"folder{n % 13}"
+        folder.mkdir(exist_ok=True)
+        length = rng.choice((6, 12, 30, 60)) if n % 50 else 400
+        (folder / f"note{n}.txt").write_text(" ".join(rng.choice(WORDS) for _ in range(length)))
+    for photo in SAMPLES.iterdir():
+        shutil.copy(photo, root / photo.name)
+    (root / "broken.jpg").write_bytes(b"not a jpeg at all")
+    shutil.copy(root / "folder0" / "note0.txt", root / "copy of note0.txt")
+    return root
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[None]:
+    from freeret_tui.engine import ray_cluster
+
+    ray_cluster.connect(None, num_cpus=2)
+    import ray
+
+    yield
+    ray.shutdown()
+
+
+def _config(model_dir: Path) -> SessionConfig:
+    return SessionConfig(model=str(model_dir), device="cpu", dtype="float32", batch_size=4)
+
+
+@pytest.fixture(scope="module")
+def reference(library: Path, tiny_dirs: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The same files indexed in-process, as `freeret-tui index` does."""
+    data = tmp_path_factory.mktemp("local-index")
+    session = Session(data, _config(tiny_dirs["idefics3"]))
+    session.load_model()
+    session.index([library])
+    return data
+
+
+def _ray_index(data: Path, library: Path, model_dir: Path, progress=None):  # -> (IndexStats, removed)
+    from freeret_tui.engine.ray_index import RayIndexOptions, index_with_ray
+
+    options = RayIndexOptions(model=str(model_dir), device="cpu", dtype="float32", batch_size=4)
+    data.mkdir(exist_ok=True)
+    return index_with_ray(Store.in_dir(data), [library], options, IndexOptions(), progress)
+
+
+def _contents(data: Path) -> tuple[list[tuple], dict[tuple, np.ndarray]]:
+    db = Store.in_dir(data)._db
+    files = sorted(db.execute("SELECT path, root, kind, size, mtime, sha256, status, error FROM files").fetchall())
+    items = {tuple(r[:7]): np.frombuffer(r[7], dtype=np.float32) for r in db.execute(
+        "SELECT f.path, i.chunk_no, i.kind, i.title, i.text, i.page, i.line_start, v.embedding FROM items i "
+        "JOIN files f ON f.id = i.file_id JOIN item_vectors v ON v.item_id = i.id")}
+    return files, items
+
+
+def _same_index(data: Path, reference: Path) -> None:
+    files, items = _contents(data)
+    ref_files, ref_items = _contents(reference)
+    assert files == ref_files
+    assert len(files) == 2010 and sum(1 for f in files if f[6] == "failed") == 1  # broken.jpg, with its reason
+    assert items.keys() == ref_items.keys() and len(items) > 2000
+    for key, vector in items.items():
+        np.testing.assert_allclose(vector, ref_items[key], atol=1e-5, err_msg=str(key))
+
+
+def test_a_ray_data_index_equals_the_local_index(library, reference, tiny_dirs, cluster, tmp_path) -> None:
+    stats, removed = _ray_index(tmp_path / "ray", library, tiny_dirs["idefics3"])
+    assert (stats.files_seen, stats.files_indexed, len(stats.skipped), removed) == (2010, 2009, 1, 0)
+    _same_index(tmp_path / "ray", reference)
+    again, _ = _ray_index(tmp_path / "ray", library, tiny_dirs["idefics3"])  # nothing changed: nothing to do
+    assert (again.files_unchanged, again.files_indexed, again.items_added) == (2010, 0, 0)
+
+
+def test_copies_and_moves_reuse_the_indexed_vectors(library, tiny_dirs, cluster, tmp_path) -> None:
+    moved = tmp_path / "library"
+    shutil.copytree(library, moved)
+    _ray_index(tmp_path / "ray", moved, tiny_dirs["idefics3"])
+    store = Store.in_dir(tmp_path / "ray")
+    embedded = store.embedded_items
+    shutil.copy(moved / "folder1" / "note1.txt", moved / "note1 (copy).txt")
+    (moved / "folder2" / "note2.txt").rename(moved / "folder3" / "note2.txt")
+    stats, removed = _ray_index(tmp_path / "ray", moved, tiny_dirs["idefics3"])
+    assert (stats.files_indexed, stats.items_added, removed) == (2, 0, 1)
+    assert store.embedded_items == embedded  # the model ran for neither
+    for name in ("note1 (copy).txt", "folder3/note2.txt"):
+        assert store.file_row(moved / name).status == "indexed"
+
+
+def _kill(pattern: str) -> set[int]:
+    pids = {int(p) for p in subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True,
+                                           check=False).stdout.split()}
+    for pid in pids:
+        os.kill(pid, signal.SIGKILL)
+    return pids
+
+
+def test_killed_workers_lose_nothing_and_store_nothing_twice(library, reference, tiny_dirs, cluster,
+                                                             tmp_path) -> None:
+    killed: set[int] = set()
+
+    def progress(done: int, total: int) -> None:
+        if not killed and done < total:  # after the first commit, mid-run
+            killed.update(_kill(r"MapBatches\(Embedder\)"), _kill(r"MapBatches\(Extractor\)"))
+
+    _ray_index(tmp_path / "ray", library, tiny_dirs["idefics3"], progress)
+    assert killed, "no Ray Data worker was found to kill"
+    _same_index(tmp_path / "ray", reference)
+
+
+class _CutShort(Exception):
+    pass
+
+
+def test_a_run_cut_short_resumes_from_its_last_commit(library, reference, tiny_dirs, cluster, tmp_path) -> None:
+    committed: list[int] = []
+
+    def progress(done: int, _total: int) -> None:
+        committed.append(done)
+        raise _CutShort  # the driver dies right after its first commit
+
+    with pytest.raises(_CutShort):
+        _ray_index(tmp_path / "ray", library, tiny_dirs["idefics3"], progress)
+    stats, _ = _ray_index(tmp_path / "ray", library, tiny_dirs["idefics3"])
+    # What the first run committed (broken.jpg's failure among it, or not) is not looked at again.
+    assert stats.files_unchanged == committed[0]
+    assert stats.files_unchanged + stats.files_indexed + len(stats.skipped) == 2010
+    _same_index(tmp_path / "ray", reference)
