@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import difflib
 import json
+import logging
 import os
 import sys
 import threading
@@ -76,6 +77,10 @@ def _quiet(verbose: bool) -> None:
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("TQDM_DISABLE", "1")
     warnings.filterwarnings("ignore", module=r"(torch|transformers|huggingface_hub|accelerate)(\.|$)")
+    # With torchao installed (it comes with GPU stacks), importing transformers logs torchao's missing CUDA kernels
+    # and torch's pytree deprecations to stderr, four lines: libraries' news, not the person's. Errors still show.
+    logging.getLogger("torchao").setLevel(logging.ERROR)
+    os.environ.setdefault("TORCH_LOGS", "-all")
 
 
 def _load_model(session: Any) -> Any:
