@@ -5,6 +5,7 @@ wants its token; a killed replica loses no request; a version mismatch and a van
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -155,6 +156,30 @@ def test_a_killed_replica_loses_no_request(remote: RemoteModel, idefics3) -> Non
         np.testing.assert_allclose(vectors, expected, atol=1e-5)
     after = _replica_pids()
     assert after and not after & before  # Serve started a new replica, which answered the rest
+
+
+def test_an_index_built_through_the_server_goes_on_using_it(server: tuple[str, subprocess.Popen],
+                                                            tmp_path: Path) -> None:
+    """Indexing photos and notes through the server (pictures travel as pixels); a later command that names no
+    model searches through the same server, not a local copy of its model."""
+    from freeret_tui.engine.query import Query
+    from freeret_tui.engine.session import Session, SessionConfig
+
+    folder = tmp_path / "files"
+    folder.mkdir()
+    (folder / "lighthouse.txt").write_text("The keeper lights the lamp of the lighthouse every evening.")
+    shutil.copy(next(p for p in SAMPLES.iterdir() if p.suffix == ".jpg"), folder / "photo.jpg")
+    data = tmp_path / "data"
+    data.mkdir()
+    first = Session(data, SessionConfig(model=server[0], model_named=True, serve_token=TOKEN))
+    first.load_model()
+    stats, _ = first.index([folder])
+    assert (stats.files_indexed, stats.items_added) == (2, 2)
+    later = Session(data, SessionConfig(serve_token=TOKEN))
+    assert later.config.model == server[0]
+    assert later.load_model().device.endswith(server[0].removeprefix("serve:"))
+    hits = later.search(Query("lighthouse keeper")).hits
+    assert hits and hits[0].path.name == "lighthouse.txt"
 
 
 def test_a_vanished_server_is_said_plainly(server: tuple[str, subprocess.Popen]) -> None:

@@ -48,12 +48,19 @@ class SessionConfig:
     serve_token: str = ""  # the bearer token of a served model (serve:URL)
 
 
-def choose(config: SessionConfig, index_model: str | None, index_budget: int | None) -> SessionConfig:
+# Meta key: the serve:URL an index was last used through, so later commands go on using the server.
+SERVED_BY = "served_by"
+
+
+def choose(config: SessionConfig, index_model: str | None, index_budget: int | None,
+           served_by: str | None = None) -> SessionConfig:
     """The one rule for an index's model: the one named on the command line, else the index's own (another
-    model's vectors could not be searched with it), else the configured one; likewise the image budget; then
-    rerank, if not set, as that model's preset advises. A served model (serve:URL) is always the one asked for:
-    its server says which model it is, binding it to the index refuses another's, and its rerank advice comes
-    with it when it connects."""
+    model's vectors could not be searched with it) — through the server it was last used through, if any — else
+    the configured one; likewise the image budget; then rerank, if not set, as that model's preset advises. A
+    served model (serve:URL) is always the one asked for: its server says which model it is, binding it to the
+    index refuses another's, and its rerank advice comes with it when it connects."""
+    if not config.model_named and served_by and not config.model.startswith(SERVE_PREFIX):
+        config = replace(config, model=served_by)
     served = config.model.startswith(SERVE_PREFIX)
     if not config.model_named and index_model is not None and not served:
         config = replace(config, model=index_model)
@@ -86,7 +93,8 @@ class Session:
         self._local = threading.local()
         if reset:
             self.store.reset()
-        self.config = choose(config, self.store.model_name, self.store.image_max_pixels)
+        self.config = choose(config, self.store.model_name, self.store.image_max_pixels,
+                             self.store.get_meta(SERVED_BY))
         self.model: Model | None = None
 
     @property
@@ -109,6 +117,9 @@ class Session:
         self.store.bind_model(model.name, model.dim, model.image_max_pixels)
         if self.config.rerank is None:  # a served model: it says whether it reranks usefully
             self.config = replace(self.config, rerank=bool(getattr(model, "rerank_useful", False)))
+        served = self.config.model if self.config.model.startswith(SERVE_PREFIX) else ""
+        if self.config.model_named or served:  # a model named here, served or local, is the one to go on with
+            self.store.set_meta(SERVED_BY, served)
         self.model = model
         return model
 
