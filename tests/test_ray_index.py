@@ -155,3 +155,32 @@ def test_a_run_cut_short_resumes_from_its_last_commit(library, reference, tiny_d
     assert stats.files_unchanged == committed[0]
     assert stats.files_unchanged + stats.files_indexed + len(stats.skipped) == 2010
     _same_index(tmp_path / "ray", reference)
+
+
+def test_the_indexing_machine_reads_a_hub_model_without_its_weights(tiny_dirs, idefics3, tmp_path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """`index --ray` chunks with the model's tokenizer where the files are: a hub model's config and tokenizer are
+    fetched there, not its weights; and a cache holding only those is no model to load."""
+    import huggingface_hub
+
+    from freeret_tui.engine.models.hf import model_facts
+    from freeret_tui.engine.models.hub import hub_snapshot
+    from freeret_tui.errors import ModelLoadError
+
+    asked: list[tuple[str, ...]] = []
+    reader_only = tmp_path / "reader-only"
+    reader_only.mkdir()
+    for f in tiny_dirs["idefics3"].iterdir():
+        if f.suffix != ".safetensors":
+            shutil.copy(f, reader_only / f.name)
+
+    def snapshot_download(repo_id: str, allow_patterns: list[str], local_files_only: bool = False) -> str:
+        asked.append(tuple(allow_patterns))
+        return str(reader_only)
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", snapshot_download)
+    facts = model_facts("someone/tiny-idefics3")
+    assert (facts.name, facts.dim, facts.supports_images) == ("someone/tiny-idefics3", idefics3.dim, True)
+    assert asked and all("*.safetensors" not in patterns for patterns in asked)
+    with pytest.raises(ModelLoadError, match="not in the Hugging Face cache"):  # HF_HUB_OFFLINE=1 in tests
+        hub_snapshot("someone/tiny-idefics3")

@@ -385,9 +385,10 @@ def token_spans_with(tok: Any, text: str) -> list[tuple[int, int]]:
 
 class _Reader:
     """What reads a model's inputs, without its weights: config, tokenizer (left-padded) and, for a vision model,
-    the processor with its image budget. A bulk index's extraction workers need only this."""
+    the processor with its image budget. A bulk index's extraction workers need only this (``weights`` False: a
+    hub model's weights are not fetched)."""
 
-    def __init__(self, source: ModelSource, image_max_pixels: int) -> None:
+    def __init__(self, source: ModelSource, image_max_pixels: int, weights: bool = True) -> None:
         import transformers
         from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
 
@@ -397,7 +398,7 @@ class _Reader:
             self.location = str(path.parent)
         else:
             self.kwargs = {}
-            self.location = hub_snapshot(source.location) if source.kind == "hub" else source.location
+            self.location = hub_snapshot(source.location, weights) if source.kind == "hub" else source.location
         self.config = transformers.AutoConfig.from_pretrained(self.location, **self.kwargs)
         self.supports_images = self.config.model_type in MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
         self.processor: Any = None
@@ -430,7 +431,7 @@ def model_facts(spec: str, image_max_pixels: int = DEFAULT_IMAGE_MAX_PIXELS) -> 
 
     source = resolve(spec)
     try:
-        reader = _Reader(source, image_max_pixels)
+        reader = _Reader(source, image_max_pixels, weights=False)
     except (ImportError, OSError, ValueError, KeyError) as err:
         raise ModelLoadError(f"could not read model {spec!r}: {' '.join(str(err).split())}") from None
     return ModelFacts(source.spec, int(reader.config.get_text_config().hidden_size), reader.supports_images,
