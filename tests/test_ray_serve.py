@@ -185,15 +185,18 @@ def test_an_index_built_through_the_server_goes_on_using_it(server: tuple[str, s
 def test_a_vanished_server_is_said_plainly(server: tuple[str, subprocess.Popen]) -> None:
     """Last in this module: it stops the server."""
     url, proc = server
-    model = RemoteModel(url, TOKEN, retry_seconds=2.0)
+    # Indexing would wait 10 minutes for the server; a search, which a person watches, 2 s.
+    model = RemoteModel(url, TOKEN, retry_seconds=600.0, search_retry_seconds=2.0)
     proc.send_signal(signal.SIGINT)
     proc.wait(60)
     started = time.monotonic()
     with pytest.raises(ModelUnavailableError, match="unreachable") as gone:
         model.embed([Content(text="hello")], Side.QUERY)
     assert "searching by words goes on" in gone.value.explain()
-    with pytest.raises(ModelUnavailableError):  # known to be gone: the next call fails at once, no retries
-        model.rerank(Content(text="q"), [Content(text="c")])
+    for call in (lambda: model.rerank(Content(text="q"), [Content(text="c")]),
+                 lambda: model.embed([Content(text="a note")], Side.CANDIDATE)):
+        with pytest.raises(ModelUnavailableError):  # known to be gone: the next calls fail at once, no retries
+            call()
     assert time.monotonic() - started < 30
     with pytest.raises(ModelLoadError, match="unreachable"):
         RemoteModel(url, TOKEN, retry_seconds=1.0)

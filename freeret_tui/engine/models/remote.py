@@ -34,8 +34,10 @@ from freeret_tui.engine.types import Content, Kind, Picture
 from freeret_tui.errors import ModelLoadError, ModelUnavailableError
 
 # How long an idempotent call keeps retrying while the server is down or restarting a replica (Serve replaces a
-# killed replica in a few seconds with the tiny test model; a 2B model loads in tens of seconds).
+# killed replica in a few seconds with the tiny test model; a 2B model loads in tens of seconds). Indexing waits
+# that long; a search, which a person watches (its words' hits already shown), gives up sooner.
 RETRY_SECONDS = 60.0
+SEARCH_RETRY_SECONDS = 5.0
 # One request's own limit: a first call may wait for a replica's model to load.
 REQUEST_TIMEOUT = 300.0
 _RETRYABLE_STATUS = frozenset({500, 502, 503, 504})
@@ -48,13 +50,15 @@ class _Retry(Exception):
 class RemoteModel:
     """A served model; safe to share between threads (each call is its own HTTP request)."""
 
-    def __init__(self, spec: str, token: str, retry_seconds: float = RETRY_SECONDS) -> None:
+    def __init__(self, spec: str, token: str, retry_seconds: float = RETRY_SECONDS,
+                 search_retry_seconds: float = SEARCH_RETRY_SECONDS) -> None:
         self.url = spec.removeprefix(SERVE_PREFIX).rstrip("/")
         if not self.url.startswith(("http://", "https://")):
             raise ModelLoadError(f"{spec!r}: a served model is named serve:http://HOST:PORT/NAME")
         self.spec = spec
         self.token = token
         self.retry_seconds = retry_seconds
+        self.search_retry_seconds = search_retry_seconds
         self._unavailable = threading.Event()  # set while the server is known to be gone: fail fast, no retries
         try:
             info = self._call("GET", "/info", None)
@@ -92,9 +96,11 @@ class RemoteModel:
         except (urllib.error.URLError, ConnectionError, socket.timeout, http.client.HTTPException) as err:
             raise _Retry(str(getattr(err, "reason", err))) from None
 
-    def _call(self, method: str, path: str, body: dict[str, Any] | None) -> dict[str, Any]:
-        """One idempotent call, retried for ``retry_seconds`` while the server is unreachable or restarting."""
-        deadline = time.monotonic() + (0.0 if self._unavailable.is_set() else self.retry_seconds)
+    def _call(self, method: str, path: str, body: dict[str, Any] | None, searching: bool = False) -> dict[str, Any]:
+        """One idempotent call, retried while the server is unreachable or restarting: ``retry_seconds``, or
+        ``search_retry_seconds`` for a search's calls; once only while the server is known to be gone."""
+        window = self.search_retry_seconds if searching else self.retry_seconds
+        deadline = time.monotonic() + (0.0 if self._unavailable.is_set() else window)
         delay = 0.25
         while True:
             try:
@@ -139,7 +145,8 @@ class RemoteModel:
             return np.empty((0, self.dim), dtype=np.float32)
         reply = self._call("POST", "/embed", {
             "items": [content_to_wire(c) for c in items], "side": side.value,
-            "kinds": None if kinds is None else [k.value for k in kinds], "pooling": pooling.value})
+            "kinds": None if kinds is None else [k.value for k in kinds], "pooling": pooling.value},
+            searching=side is Side.QUERY)
         return vectors_from_wire(reply["vectors"])
 
     def rerank(self, query: Content, candidates: Sequence[Content], framing: Framing = Framing.MC) -> list[float]:
@@ -147,7 +154,7 @@ class RemoteModel:
             return []
         reply = self._call("POST", "/rerank", {
             "query": content_to_wire(query), "candidates": [content_to_wire(c) for c in candidates],
-            "framing": framing.value})
+            "framing": framing.value}, searching=True)
         return [float(p) for p in reply["probs"]]
 
     def token_spans(self, text: str) -> list[tuple[int, int]]:
