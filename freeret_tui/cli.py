@@ -158,6 +158,10 @@ def _index_with_ray(args: argparse.Namespace, session: Any) -> tuple[Any, int]:
     ray_cluster.connect(None if args.ray == "local" else args.ray)
     try:
         result = index_with_ray(session.store, args.paths, options, c.index, _ProgressLine())
+    except ray.exceptions.RayError as err:  # a worker's own error (killed workers are retried, not raised)
+        first = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
+        raise FreeretError(f"the Ray pipeline failed: {first}", [
+            "what was committed stays: run the same command again to go on from there"]) from None
     finally:
         ray.shutdown()
     print(file=sys.stderr)
