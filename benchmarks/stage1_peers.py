@@ -105,8 +105,7 @@ def _row(method: str, setting: str, build_s: float, disk_mb: float, ram_mb: floa
     return row
 
 
-def run(vectors: np.ndarray, queries: np.ndarray, work: Path) -> list[dict[str, Any]]:
-    import faiss
+def run(vectors: np.ndarray, queries: np.ndarray, work: Path, with_peers: bool = True) -> list[dict[str, Any]]:
 
     dim = vectors.shape[1]
     normed = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
@@ -131,16 +130,23 @@ def run(vectors: np.ndarray, queries: np.ndarray, work: Path) -> list[dict[str, 
     store.build_prefilter()
     prefilter_s = time.perf_counter() - started
     disk = os.path.getsize(work / "index.db") / 2**20
-    default_probes, default_pool = ann.PROBES, vectors_module.PREFILTER_POOL
-    for probes in (2, 4, 8, 16):
+    defaults = ann.PROBES, ann.PROBE_MARGIN, vectors_module.PREFILTER_POOL
+    # Fixed probe counts (margin 0), then the default rule (at least PROBES, more within PROBE_MARGIN).
+    settings = [(probes, 0.0, f"probes {probes}") for probes in (2, 4, 8, 16)]
+    settings.append((defaults[0], defaults[1], f"probes {defaults[0]}+ within {defaults[1]} (default)"))
+    for probes, margin, label in settings:
         for pool in (200, 800):
-            ann.PROBES, vectors_module.PREFILTER_POOL = probes, pool
+            ann.PROBES, ann.PROBE_MARGIN, vectors_module.PREFILTER_POOL = probes, margin, pool
             # RAM of its own: the cell centroids (the rest is SQLite's page cache, shared with the catalog).
-            rows.append(_row("prefilter (this project)", f"probes {probes}, pool {pool}", insert_s + prefilter_s,
+            rows.append(_row("prefilter (this project)", f"{label}, pool {pool}", insert_s + prefilter_s,
                              disk, store.prefilter_cells * dim * 4 / 2**20,
                              lambda q: [i - 1 for i, _ in store.dense(q, 10)], queries, truth))
-    ann.PROBES, vectors_module.PREFILTER_POOL = default_probes, default_pool
+    ann.PROBES, ann.PROBE_MARGIN, vectors_module.PREFILTER_POOL = defaults
     store.close()
+    if not with_peers:
+        return rows
+
+    import faiss
 
     faiss.omp_set_num_threads(os.cpu_count() or 1)
     for centred in (False, True):
@@ -260,6 +266,8 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=100)
     parser.add_argument("--real", type=int, default=0, help="also measure N real SmolLM2 vectors' anisotropy")
     parser.add_argument("--plot-only", action="store_true", help="redraw the plot from stage1_peers.json")
+    parser.add_argument("--prefilter-only", action="store_true",
+                        help="re-measure this project's rows only; the JSON keeps the peers' rows of each set")
     args = parser.parse_args()
     if args.plot_only:
         plot(json.loads((HERE / "stage1_peers.json").read_text()), HERE / "stage1_peers.png")
@@ -269,7 +277,7 @@ def main() -> None:
         for name in args.sets.split(","):
             vectors, queries = vectors_for(name, size, args.dim, args.queries)
             with tempfile.TemporaryDirectory() as tmp:
-                rows = run(vectors, queries, Path(tmp))
+                rows = run(vectors, queries, Path(tmp), with_peers=not args.prefilter_only)
             report["results"].append({"set": name, "vectors": size, "dim": vectors.shape[1], "rows": rows})
     if args.real:
         report["smollm2_anisotropy"] = anisotropy(args.real)
@@ -278,6 +286,12 @@ def main() -> None:
     if path.exists():
         earlier = json.loads(path.read_text())
         done = {(r["set"], r["vectors"]) for r in report["results"]}
+        if args.prefilter_only:  # the peers' rows of a re-measured set stay as they were measured
+            kept = {(r["set"], r["vectors"]): r["rows"] for r in earlier["results"]}
+            for result in report["results"]:
+                mine = {row["method"] for row in result["rows"]}
+                result["rows"] += [row for row in kept.get((result["set"], result["vectors"]), [])
+                                   if row["method"] not in mine]
         report["results"] = [r for r in earlier["results"] if (r["set"], r["vectors"]) not in done] + report["results"]
         report.setdefault("smollm2_anisotropy", earlier.get("smollm2_anisotropy"))
     text = json.dumps(report, indent=1)

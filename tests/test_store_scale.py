@@ -63,6 +63,20 @@ def test_probes_are_read_when_a_query_runs(monkeypatch: pytest.MonkeyPatch) -> N
     assert len(ann.probe(centroids[0], np.zeros(DIM, np.float32), centroids)) == 3
 
 
+def test_a_query_between_cells_probes_more_of_them(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One centroid standing out: the fewest probes; several scoring alike (a query between topics, real
+    text-embedding vectors): every cell within the margin, up to the most allowed."""
+    monkeypatch.setattr(ann, "PROBES", 2)
+    centroids = np.eye(DIM, dtype=np.float32)[:12]
+    origin = np.zeros(DIM, np.float32)
+    assert ann.probe(centroids[4], origin, centroids) == [4, 0]  # cosine 1, then 0: two cells only
+    between = centroids[:6].sum(axis=0)  # cosine 0.41 to each of six, 0 to the rest
+    assert sorted(ann.probe(between, origin, centroids)) == [0, 1, 2, 3, 4, 5]
+    monkeypatch.setattr(ann, "MAX_PROBES", 4)
+    assert len(ann.probe(between, origin, centroids)) == 4
+    assert len(ann.probe(between, origin, centroids, probes=1)) == 1  # an explicit count wins
+
+
 def test_prefilter_recall_and_filters(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     centres = rng.standard_normal((300, DIM))

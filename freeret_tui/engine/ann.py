@@ -5,7 +5,7 @@ Two quantisers, used one after the other on large indexes:
 
 - **cells** (an inverted file): spherical k-means centroids of the mean-centred vectors split the index into
   cells; each vector is filed in its ``ASSIGNMENTS`` nearest cells, and a query looks only in the cells of its
-  ``PROBES`` nearest centroids.
+  nearest centroids (``PROBES`` or more, by how close the next ones score).
 - **sign bits**: one bit per dimension of the centred vector; Hamming distance between bit vectors ranks the
   vectors of those cells cheaply, and the best few are rescored exactly with their float vectors.
 
@@ -26,8 +26,16 @@ CELL_SIZE = 1024
 # probes (8.6 ms), 0.88-0.90 filed twice with 4 probes (10-11 ms) — the same number of entries scanned. On clustered
 # vectors (25k) both gave 0.95-0.96.
 ASSIGNMENTS = 2
-# Cells scanned per query: 4 x ~2048 entries. sqlite-vec's top-k selection cost grows with the entries scanned.
-PROBES = 4
+# Cells scanned per query: at least PROBES, more while the next centroid is within PROBE_MARGIN (cosine) of the
+# nearest, at most MAX_PROBES. Where cells follow clusters one centroid stands out and few cells hold a query's
+# neighbours; where scores are flat (real text-embedding vectors) they are spread over many. Recall@10 / p50
+# through the whole prefilter (benchmarks/stage1_peers.py --prefilter-only, one run): on the clean and mixed
+# synthetic sets (100k) and all-MiniLM vectors (30k), a fixed 4 probes gave 0.967 / 7.9 ms, 0.903 / 5.2 ms,
+# 0.949 / 5.9 ms; this rule 0.967 / 5.9 ms, 0.904 / 4.8 ms, 0.978 / 8.3 ms (a fixed 8: 0.980 / 11.0 ms). Each
+# probed cell costs ~1.2 ms at 100k (sqlite-vec's top-k selection grows with the entries scanned).
+PROBES = 3
+PROBE_MARGIN = 0.25
+MAX_PROBES = 16
 # Training vectors per centroid for k-means (more buys little: the centroids only route queries).
 _TRAIN_PER_CELL = 32
 _ITERATIONS = 8
@@ -102,8 +110,12 @@ def assign(vectors: np.ndarray, centre: np.ndarray, centroids: np.ndarray) -> np
 
 
 def probe(query: np.ndarray, centre: np.ndarray, centroids: np.ndarray, probes: int | None = None) -> list[int]:
-    """The cells a query looks in, nearest centroid first (``PROBES`` read at each call: benchmarks set it)."""
-    scores = centroids @ (np.asarray(query, dtype=np.float32) - centre)
-    probes = min(PROBES if probes is None else probes, len(scores))
-    best = np.argpartition(-scores, probes - 1)[:probes]
-    return [int(c) for c in best[np.argsort(-scores[best])]]
+    """The cells a query looks in, nearest centroid first: ``probes`` of them if given, else by the margin rule
+    above (the module's constants are read at each call: benchmarks set them)."""
+    point = np.asarray(query, dtype=np.float32) - centre
+    scores = centroids @ (point / max(float(np.linalg.norm(point)), 1e-12))  # cosines: the margin is one
+    order = np.argsort(-scores, kind="stable")  # ties in index order: the same cells every time
+    if probes is None:
+        close = int(np.count_nonzero(scores >= scores[order[0]] - PROBE_MARGIN))
+        probes = min(max(close, PROBES), MAX_PROBES)
+    return [int(c) for c in order[: min(probes, len(scores))]]
