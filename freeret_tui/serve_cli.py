@@ -53,10 +53,14 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
                            batch_size=settings.batch_size, max_new_tokens=settings.max_new_tokens,
                            image_max_pixels=args.image_max_pixels or 0, replicas=args.replicas,
                            gpus_per_replica=args.gpus_per_replica, cpus_per_replica=args.cpus_per_replica)
-    ray_cluster.connect(args.address)
+    ray_cluster.connect(args.address, show_worker_logs=True)
     try:
         serve.start(http_options={"host": args.host, "port": args.port})
-        serve.run(deployment(options, token), name=args.name, route_prefix=f"/{args.name}")
+        try:
+            serve.run(deployment(options, token), name=args.name, route_prefix=f"/{args.name}")
+        except RuntimeError as err:  # Serve's word for a replica that could not start (its log says why)
+            raise FreeretError(f"the model could not be served: {err}", [
+                "the replica's error is in the lines above; check --model and --device on this machine"]) from None
         host = "127.0.0.1" if args.host in ("127.0.0.1", "localhost") else args.host
         print(f"serving {options.model} at http://{host}:{args.port}/{args.name} ({args.replicas} replica(s))")
         print(f"clients: --model serve:http://{host}:{args.port}/{args.name} with FREERET_SERVE_TOKEN set to the "
