@@ -20,7 +20,9 @@ activation configs, torch.ao's deprecated ``quantize_dynamic``), thread count, b
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -159,6 +161,7 @@ def image_part(photo_count: int) -> dict[str, Any]:
     from freeret_tui.engine.prompts import embedding_prompt
 
     work = Path(tempfile.mkdtemp(prefix="freeret-levers-image-"))
+    atexit.register(shutil.rmtree, work, True)  # a real-size model: 4-16 GB that would stay in /tmp
     subprocess.run([sys.executable, str(HERE / "preset_cost.py"), "--preset", "default", "--build-into",
                     str(work / "model")], check=True)
     photos = [Content(image=p) for p in sorted(p for p in PHOTOS.iterdir() if p.suffix.lower() in (".jpg", ".png"))]

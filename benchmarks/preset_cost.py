@@ -30,9 +30,11 @@ have about the token counts of a real English tokenizer; the real vocabulary's s
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import platform
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -355,6 +357,7 @@ def main() -> None:
             build_qwen(args.build_into, strong=args.preset == "strong")
         return
     work = Path(tempfile.mkdtemp(prefix="freeret-preset-cost-"))
+    atexit.register(shutil.rmtree, work, True)  # a real-size model: 4-16 GB that would stay in /tmp
     started = time.perf_counter()
     # Built in a child process: its memory must not count in this one's peak RSS.
     subprocess.run([sys.executable, __file__, "--preset", args.preset, "--build-into", str(work / "model")], check=True)
