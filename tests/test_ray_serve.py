@@ -200,3 +200,22 @@ def test_a_vanished_server_is_said_plainly(server: tuple[str, subprocess.Popen])
     assert time.monotonic() - started < 30
     with pytest.raises(ModelLoadError, match="unreachable"):
         RemoteModel(url, TOKEN, retry_seconds=1.0)
+
+
+def test_a_refused_request_fails_alone_in_its_batch() -> None:
+    """Requests gathered into one model call: one the model refuses (an image for a text-only model) gets its
+    reason; the others in the same call get their results."""
+    import asyncio
+
+    from freeret_tui.engine.ray_serve import _gathered
+    from freeret_tui.errors import UnsupportedInputError
+
+    def embed(items: list[Content]) -> list[str]:
+        if any(c.is_image for c in items):
+            raise UnsupportedInputError("model 'text-only' cannot read images")
+        return [c.text.upper() for c in items]
+
+    parts = [[Content(text="a"), Content(text="b")], [Content(image=Path("x.jpg"))], [Content(text="c")]]
+    results = asyncio.run(_gathered(embed, parts))
+    assert results[0] == ["A", "B"] and results[2] == ["C"]
+    assert isinstance(results[1], UnsupportedInputError)

@@ -8,7 +8,8 @@ route; the token itself is never handed to Ray (replicas hold its SHA-256). Serv
 otherwise, and the Ray cluster runs with token authentication (``RAY_AUTH_MODE=token``).
 
 No ``from __future__ import annotations`` here: FastAPI reads the routes' parameter types at runtime, and Serve's
-ingress wrapper hides this module's names from it (a string ``Request`` becomes a required query field).
+ingress wrapper hides this module's names from it (a string ``Request`` becomes a required query field). For the
+same reason the replica's helpers come before its class: the class is captured where it is defined.
 """
 
 import asyncio
@@ -16,7 +17,6 @@ import hashlib
 import hmac
 import json
 import threading
-from collections import defaultdict
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -56,6 +56,30 @@ def token_digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
+async def _gathered(call: Callable[..., Any], parts: list[list[Any]], *args: Any) -> list[Any]:
+    """``call`` once over every request's items (in a thread: the replica keeps answering health checks), its
+    result cut back per request. Should it refuse an input, each request alone: one bad request (an image for a
+    text-only model) fails by itself, its result being the error."""
+    try:
+        whole = await asyncio.to_thread(call, [x for part in parts for x in part], *args)
+    except FreeretError as err:
+        if len(parts) == 1:
+            return [err]
+        return [result for part in parts for result in await _gathered(call, [part], *args)]
+    out, start = [], 0
+    for part in parts:
+        out.append(whole[start:start + len(part)])
+        start += len(part)
+    return out
+
+
+def _raised(result: Any) -> Any:
+    """A request's share of a batched call, or its refusal as a 400 with the reason."""
+    if isinstance(result, FreeretError):
+        raise HTTPException(status_code=400, detail=str(result))
+    return result
+
+
 api = FastAPI(title="freeret-tui model", docs_url=None, redoc_url=None, openapi_url=None)
 
 
@@ -89,13 +113,6 @@ class ModelReplica:
             raise HTTPException(status_code=400, detail="the body is not a JSON object")
         return body
 
-    async def _run(self, call: Callable[..., Any], *args: Any) -> Any:
-        """The model's blocking work in a thread: the replica keeps answering health checks meanwhile."""
-        try:
-            return await asyncio.to_thread(call, *args)
-        except FreeretError as err:  # e.g. an image given to a text-only model
-            raise HTTPException(status_code=400, detail=str(err)) from None
-
     @api.get("/info")
     async def info(self, request: Request) -> JSONResponse:
         self._authorize(request)
@@ -109,28 +126,26 @@ class ModelReplica:
     async def embed(self, request: Request) -> JSONResponse:
         body = await self._body(request)
         try:
-            job = (contents_from_wire(body["items"]), Side(body["side"]),
-                   None if body.get("kinds") is None else [Kind(k) for k in body["kinds"]],
+            items = contents_from_wire(body["items"])
+            kinds = [Kind(k) for k in body["kinds"]] if body.get("kinds") is not None else [
+                Kind.IMAGE if c.is_image else Kind.TEXT for c in items]
+            job = (list(zip(items, kinds, strict=True)), Side(body["side"]),
                    Pooling(body.get("pooling", Pooling.PREMLP.value)))
         except (KeyError, ValueError, TypeError) as err:
             raise HTTPException(status_code=400, detail=f"bad embed request: {err}") from None
-        return self._reply(vectors=vectors_to_wire(await self._embed_batched(job)))
+        return self._reply(vectors=vectors_to_wire(_raised(await self._embed_batched(job))))
 
     @serve.batch(max_batch_size=MAX_BATCH, batch_wait_timeout_s=BATCH_WAIT_S)
-    async def _embed_batched(self, jobs: list[tuple[list[Content], Side, list[Kind] | None, Pooling]]) -> list[Any]:
-        groups: dict[tuple[Side, Pooling], list[int]] = defaultdict(list)
-        for n, (_items, side, _kinds, pooling) in enumerate(jobs):
-            groups[side, pooling].append(n)
+    async def _embed_batched(self, jobs: list[tuple[list[tuple[Content, Kind]], Side, Pooling]]) -> list[Any]:
+        def embed(pairs: list[tuple[Content, Kind]], side: Side, pooling: Pooling) -> Any:
+            return self.model.embed([c for c, _ in pairs], side, [k for _, k in pairs], pooling)
+
         out: list[Any] = [None] * len(jobs)
-        for (side, pooling), members in groups.items():
-            items = [c for n in members for c in jobs[n][0]]
-            kinds = [k for n in members for k in (jobs[n][2] or [Kind.IMAGE if c.is_image else Kind.TEXT
-                                                                  for c in jobs[n][0]])]
-            vectors = await self._run(self.model.embed, items, side, kinds, pooling)
-            start = 0
-            for n in members:
-                out[n] = vectors[start:start + len(jobs[n][0])]
-                start += len(jobs[n][0])
+        for side, pooling in {(side, pooling) for _, side, pooling in jobs}:
+            members = [n for n, job in enumerate(jobs) if job[1:] == (side, pooling)]
+            for n, result in zip(members, await _gathered(embed, [jobs[n][0] for n in members], side, pooling),
+                                 strict=True):
+                out[n] = result
         return out
 
     # -- rerank: every request's pairs in one call ----------------------------------------------------------
@@ -144,19 +159,16 @@ class ModelReplica:
             framing = Framing(body.get("framing", Framing.MC.value))
         except (KeyError, ValueError, TypeError, IndexError) as err:
             raise HTTPException(status_code=400, detail=f"bad rerank request: {err}") from None
-        return self._reply(probs=await self._rerank_batched((pairs, framing)))
+        return self._reply(probs=_raised(await self._rerank_batched((pairs, framing))))
 
     @serve.batch(max_batch_size=MAX_BATCH, batch_wait_timeout_s=BATCH_WAIT_S)
-    async def _rerank_batched(self, jobs: list[tuple[list[tuple[Content, Content]], Framing]]) -> list[list[float]]:
-        out: list[list[float]] = [[] for _ in jobs]
+    async def _rerank_batched(self, jobs: list[tuple[list[tuple[Content, Content]], Framing]]) -> list[Any]:
+        out: list[Any] = [None] * len(jobs)
         for framing in {f for _, f in jobs}:
             members = [n for n, (_, f) in enumerate(jobs) if f is framing]
-            pairs = [p for n in members for p in jobs[n][0]]
-            probs = await self._run(self.model.rerank_pairs, pairs, framing)
-            start = 0
-            for n in members:
-                out[n] = probs[start:start + len(jobs[n][0])]
-                start += len(jobs[n][0])
+            for n, result in zip(members, await _gathered(self.model.rerank_pairs, [jobs[n][0] for n in members],
+                                                          framing), strict=True):
+                out[n] = result
         return out
 
     # -- answers, streamed ----------------------------------------------------------------------------------
@@ -203,7 +215,7 @@ class ModelReplica:
     @api.post("/token_spans")
     async def token_spans(self, request: Request) -> JSONResponse:
         body = await self._body(request)
-        return self._reply(spans=await self._run(self.model.token_spans, str(body.get("text", ""))))
+        return self._reply(spans=await asyncio.to_thread(self.model.token_spans, str(body.get("text", ""))))
 
 
 def deployment(options: ServeOptions, token: str) -> Any:
