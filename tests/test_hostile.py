@@ -549,3 +549,38 @@ def test_the_daemon_log_on_a_full_disk_loses_lines_not_the_daemon(tmp_path: Path
     done = subprocess.run([sys.executable, "-c", script], stderr=open("/dev/full", "wb"), check=False)  # noqa: SIM115
     assert done.returncode == 0
     assert log.read_text().endswith(" three (2 earlier log lines were lost: the disk was full)\n")
+
+
+def test_a_daemon_started_on_a_full_disk_waits_for_space(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Its first writes (the model's and the folders' records) meet the full disk: it waits like a daemon whose
+    disk filled later, instead of dying before its loop."""
+    folder = tmp_path / "notes"
+    folder.mkdir()
+    (folder / "first.txt").write_text("the first note")
+    with _small_disk(tmp_path / "disk") as disk:
+        monkeypatch.setenv("FREERET_DATA_DIR", str(disk / "data"))
+        session = Session(data_dir(), SessionConfig(model="fake-model", rerank=False, mode="lexical"),
+                          loader=lambda _c: FakeModel())
+        session.load_model()
+        logged: list[str] = []
+        daemon = session.daemon([folder], rescan_seconds=3600, log=logged.append)
+        daemon.debounce, daemon.retry_seconds = 0.1, 0.2
+        filler = _fill(disk)
+        thread = threading.Thread(target=daemon.run, daemon=True)
+        thread.start()
+        try:
+            deadline = time.monotonic() + 30
+            while not any("is full" in line for line in logged):
+                assert thread.is_alive(), "the daemon died"
+                assert time.monotonic() < deadline, logged
+                time.sleep(0.1)
+            filler.unlink()
+            while session.store.counts().get("indexed") != 1:
+                assert thread.is_alive(), "the daemon died"
+                assert time.monotonic() < deadline + 30, logged
+                time.sleep(0.1)
+        finally:
+            daemon.stop.set()
+            thread.join(10)
+            daemon.store.close()
+            session.store.close()

@@ -202,6 +202,7 @@ def test_a_vanished_server_is_said_plainly(server: tuple[str, subprocess.Popen])
         RemoteModel(url, TOKEN, retry_seconds=1.0)
 
 
+@pytest.mark.torch  # no torch, but Ray and FastAPI, which the torch-free tier leaves out with the model packages
 def test_a_refused_request_fails_alone_in_its_batch() -> None:
     """Requests gathered into one model call: one the model refuses (an image for a text-only model) gets its
     reason; the others in the same call get their results."""

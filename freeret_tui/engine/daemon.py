@@ -281,15 +281,18 @@ class Daemon:
 
     def run(self, ready: Callable[[], None] | None = None) -> None:
         """Scan, then follow events until ``stop`` is set."""
-        self.store.bind_model(self.model.name, self.model.dim, self.model.image_max_pixels)
-        for root in self.roots:
-            self.store.set_root(root, online=root.is_dir())
         logging.getLogger("watchdog").addHandler(self._alarm)
         try:
             self._next_scan = time.time()  # the first turn scans every root
             full = False
+            registered = False
             while not self.stop.is_set():
                 try:
+                    if not registered:  # writes too: a daemon started on a full disk waits like one filled later
+                        self.store.bind_model(self.model.name, self.model.dim, self.model.image_max_pixels)
+                        for root in self.roots:
+                            self.store.set_root(root, online=root.is_dir())
+                        registered = True
                     if not self._turn():
                         break
                 except ModelUnavailableError as err:
