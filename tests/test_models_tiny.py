@@ -140,3 +140,17 @@ def test_text_only_model_refuses_images(smollm2) -> None:
     # The refusal leaves no hook behind: the same model still embeds and generates.
     assert smollm2.embed([Content("horse")], Side.QUERY).shape == (1, smollm2.dim)
     assert "".join(smollm2.generate("", "Say hi.", []))
+
+
+def test_a_device_this_machine_lacks_is_one_clear_error(tiny_dirs) -> None:
+    """`--device cuda` with a CPU build of torch: torch asserts; the person reads which device and what to do."""
+    import torch
+
+    from freeret_tui.engine.models import load_model
+    from freeret_tui.errors import ModelLoadError
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    with pytest.raises(ModelLoadError, match="on cuda") as refused:
+        load_model(str(tiny_dirs["idefics3"]), device="cuda")
+    assert "--device" in refused.value.explain()

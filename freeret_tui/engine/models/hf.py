@@ -131,6 +131,9 @@ class HFModel:
             raise ModelLoadError(f"could not load model {source.spec!r}: {' '.join(str(err).split())}") from None
         except (OSError, ValueError, KeyError) as err:
             raise ModelLoadError(f"could not load model {source.spec!r}: {err}") from None
+        except (AssertionError, RuntimeError) as err:  # torch's words for a device it lacks or that is full
+            raise ModelLoadError(f"could not load model {source.spec!r} on {self.device}: {err}",
+                                 ["pick another --device (auto chooses what this machine has)"]) from None
         config = reader.config
         text_config = config.get_text_config()
         layer = self._model.get_decoder().layers[-1]
