@@ -163,8 +163,8 @@ def test_the_indexing_machine_reads_a_hub_model_without_its_weights(tiny_dirs, i
     fetched there, not its weights; and a cache holding only those is no model to load."""
     import huggingface_hub
 
-    from freeret_tui.engine.models.hf import model_facts
     from freeret_tui.engine.models.hub import hub_snapshot
+    from freeret_tui.engine.models.reader import model_facts
     from freeret_tui.errors import ModelLoadError
 
     asked: list[tuple[str, ...]] = []

@@ -66,7 +66,7 @@ class Extractor:
     """A Ray Data worker: one batch of files to rows of what the writer needs (chunks, pixels, or why not)."""
 
     def __init__(self, spec: str, image_max_pixels: int, options: IndexOptions, known: frozenset[str]) -> None:
-        from freeret_tui.engine.models.hf import model_facts, token_spans_with
+        from freeret_tui.engine.models.reader import model_facts, token_spans_with
 
         facts = model_facts(spec, image_max_pixels)
         self.name, self.supports_images, tok = facts.name, facts.supports_images, facts.tokenizer
@@ -251,7 +251,7 @@ def index_with_ray(
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    from freeret_tui.engine.models.hf import model_facts
+    from freeret_tui.engine.models.reader import model_facts
 
     started = time.perf_counter()
     context = ray.data.DataContext.get_current()

@@ -1,8 +1,8 @@
 """Hugging Face implementation of the model interface, for any image-text-to-text or causal LM.
 
-Read top to bottom: where the weights come from (hub with a one-time download, local dir, GGUF), which device
-and dtype, how a prompt becomes model inputs, then the three FreeRet operations. torch and transformers are
-imported here only, inside functions, so importing the engine or the CLI stays cheap.
+Read top to bottom: which device and dtype, the weights (found and read with their tokenizer and processor by
+``reader.py``), how a prompt becomes model inputs, then the three FreeRet operations. torch and transformers are
+imported only inside functions (here and in reader.py), so importing the engine or the CLI stays cheap.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ import functools
 import inspect
 import threading
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -20,9 +19,9 @@ import numpy as np
 from freeret_tui.engine.extract import load_image
 from freeret_tui.engine.models.base import Pooling
 from freeret_tui.engine.models.families import pre_mlp_module_name
-from freeret_tui.engine.models.hub import hub_snapshot
 from freeret_tui.engine.models.presets import ModelSource
-from freeret_tui.engine.models.processors import DEFAULT_IMAGE_MAX_PIXELS, apply_image_budget, load_processor
+from freeret_tui.engine.models.processors import DEFAULT_IMAGE_MAX_PIXELS
+from freeret_tui.engine.models.reader import Reader, token_spans_with
 from freeret_tui.engine.prompts import (
     CANDIDATE_LABEL,
     IMAGE_MARK,
@@ -121,7 +120,7 @@ class HFModel:
         self._torch = torch
         self._lock = threading.Lock()
         try:
-            reader = _Reader(source, image_max_pixels)
+            reader = Reader(source, image_max_pixels)
             self.supports_images, self._processor, self._tok = reader.supports_images, reader.processor, reader.tok
             auto = (transformers.AutoModelForImageTextToText if self.supports_images
                     else transformers.AutoModelForCausalLM)
@@ -378,64 +377,3 @@ class HFModel:
     @_one_at_a_time
     def token_spans(self, text: str) -> list[tuple[int, int]]:
         return token_spans_with(self._tok, text)
-
-
-def token_spans_with(tok: Any, text: str) -> list[tuple[int, int]]:
-    """Character (start, end) of each of ``tok``'s tokens of ``text``."""
-    enc = tok(text, add_special_tokens=False, return_offsets_mapping=True)
-    return [(int(a), int(b)) for a, b in enc["offset_mapping"]]
-
-
-class _Reader:
-    """What reads a model's inputs, without its weights: config, tokenizer (left-padded) and, for a vision model,
-    the processor with its image budget. A bulk index's extraction workers need only this (``weights`` False: a
-    hub model's weights are not fetched)."""
-
-    def __init__(self, source: ModelSource, image_max_pixels: int, weights: bool = True) -> None:
-        import transformers
-        from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
-
-        if source.kind == "gguf":
-            path = Path(source.location)
-            self.kwargs: dict[str, Any] = {"gguf_file": path.name}
-            self.location = str(path.parent)
-        else:
-            self.kwargs = {}
-            self.location = hub_snapshot(source.location, weights) if source.kind == "hub" else source.location
-        self.config = transformers.AutoConfig.from_pretrained(self.location, **self.kwargs)
-        self.supports_images = self.config.model_type in MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
-        self.processor: Any = None
-        if self.supports_images:
-            self.processor = load_processor(self.location, self.config)
-            apply_image_budget(self.processor, image_max_pixels)
-            self.tok = self.processor.tokenizer
-        else:
-            self.tok = transformers.AutoTokenizer.from_pretrained(self.location, **self.kwargs)
-        # Left padding puts every prompt's last token at position -1, where embeddings and scores are read.
-        self.tok.padding_side = "left"
-        if self.tok.pad_token is None:
-            self.tok.pad_token = self.tok.eos_token
-
-
-@dataclass(frozen=True)
-class ModelFacts:
-    """A model as an index records it, and its tokenizer (for chunking), read without loading its weights."""
-
-    name: str
-    dim: int
-    supports_images: bool
-    image_max_pixels: int | None
-    tokenizer: Any
-
-
-def model_facts(spec: str, image_max_pixels: int = DEFAULT_IMAGE_MAX_PIXELS) -> ModelFacts:
-    """What ``HFModel(resolve(spec), image_max_pixels=…)`` would report, from its config and tokenizer only."""
-    from freeret_tui.engine.models.presets import resolve
-
-    source = resolve(spec)
-    try:
-        reader = _Reader(source, image_max_pixels, weights=False)
-    except (ImportError, OSError, ValueError, KeyError) as err:
-        raise ModelLoadError(f"could not read model {spec!r}: {' '.join(str(err).split())}") from None
-    return ModelFacts(source.spec, int(reader.config.get_text_config().hidden_size), reader.supports_images,
-                      image_max_pixels if reader.supports_images else None, reader.tok)
