@@ -23,13 +23,18 @@ from typing import Any
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse, StreamingResponse
-from ray import serve
 
 from freeret_tui.engine.models import Pooling, load_model
 from freeret_tui.engine.models.wire import contents_from_wire, identity, picture_from_wire, vectors_to_wire
 from freeret_tui.engine.prompts import Framing, Side
+from freeret_tui.engine.ray_cluster import require_token_auth
 from freeret_tui.engine.types import Content, Kind
 from freeret_tui.errors import FreeretError
+
+# Before Ray is first imported: a process that imported it with token auth off sends no token to a cluster that
+# wants one ("Missing authorization header"), whoever starts that cluster later.
+require_token_auth()
+from ray import serve  # noqa: E402
 
 # Requests gathered into one model call, and how long the first waits for company. 16 fills a GPU's batch
 # (default_batch_size); on a CPU the model splits it into its own batches of 2 anyway.
