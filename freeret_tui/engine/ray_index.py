@@ -18,7 +18,7 @@ import os
 import pickle
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -35,11 +35,11 @@ from freeret_tui.engine.indexer import (
     text_only,
 )
 from freeret_tui.engine.models.processors import DEFAULT_IMAGE_MAX_PIXELS
-from freeret_tui.engine.models.wire import ENGINE_VERSION, identity
+from freeret_tui.engine.models.wire import identity
 from freeret_tui.engine.prompts import Side
 from freeret_tui.engine.scan import indexable, newest_first, sweep, walk
 from freeret_tui.engine.store import Store
-from freeret_tui.engine.types import Content, IndexStats, Skip
+from freeret_tui.engine.types import IndexStats, Skip
 from freeret_tui.errors import StoreError
 
 # Files per extraction call, and items per model-actor call (a GPU fills its batches from these).
@@ -112,8 +112,8 @@ class Extractor:
                 skip = result
             else:
                 try:  # pictures travel as their pixels: the model's node needs no access to these files
-                    contents = [Content(c.text, None if c.content().image is None else encode_image(
-                        c.content().image)) for c in result]
+                    contents = [c if c.image is None else replace(c, image=encode_image(c.image))
+                                for c in (chunk.content() for chunk in result)]
                 except Exception as err:  # noqa: BLE001 - PIL and pdfium raise many types for broken files
                     skip = Skip(path, f"cannot read it to embed: {type(err).__name__}: {err}", failed=True)
                 else:
@@ -259,7 +259,7 @@ def index_with_ray(
     logging.getLogger("ray.data").setLevel(logging.WARNING)
     facts = model_facts(ray_options.model, ray_options.image_max_pixels)
     store.bind_model(facts.name, facts.dim, facts.image_max_pixels)
-    expected = {"model": facts.name, "image_max_pixels": facts.image_max_pixels, "engine": ENGINE_VERSION}
+    expected = identity(facts)  # what every model actor must report
     work, unchanged, present = plan(store, paths, options)
     writer = Writer(store, expected, facts.dim, options.flush_items)
     if work:

@@ -118,7 +118,8 @@ class Session:
         if self.config.rerank is None:  # a served model: it says whether it reranks usefully
             self.config = replace(self.config, rerank=bool(getattr(model, "rerank_useful", False)))
         served = self.config.model if self.config.model.startswith(SERVE_PREFIX) else ""
-        if self.config.model_named or served:  # a model named here, served or local, is the one to go on with
+        # A model named here, served or local, is the one to go on with (written only when that changes).
+        if (self.config.model_named or served) and (self.store.get_meta(SERVED_BY) or "") != served:
             self.store.set_meta(SERVED_BY, served)
         self.model = model
         return model
