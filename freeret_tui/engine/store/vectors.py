@@ -23,11 +23,12 @@ from freeret_tui.engine.types import Kind
 # Below this many vectors exact search is fast enough; above it the prefilter answers. Measured at 1536-d on
 # 2 cores (benchmarks/stage1_latency.py): exact 23.5 ms at 10k and 243 ms at 100k.
 PREFILTER_MIN = 20_000
-# Hamming candidates rescored exactly: at least PREFILTER_POOL, and PREFILTER_PER_HIT per wanted hit. 200 for
-# the top-10 gave recall@10 0.96-0.99 against exact from 1k to 1M (benchmarks/stage1_latency.py; 500 gave 0.997
-# at 2.6x the time). Search asks for 50 dense candidates to fuse with the lexical ones; 20 per hit would mean
-# 1000 float16 rows and a sqlite-vec top-1000 in every cell.
-PREFILTER_POOL = 200
+# Hamming candidates rescored exactly: at least PREFILTER_POOL, and PREFILTER_PER_HIT per wanted hit. Each probed
+# cell returns that many from sqlite-vec, whose KNN costs ~4 us per row it returns (a cell of 1,600 entries:
+# 0.7 ms for its top 200, 3.2 ms for its top 800), and each rescored row is a point read (~8 us), so the pool is
+# the prefilter's main cost. 200 was enough where items cluster cleanly (recall@10 0.96-0.99, 1k to 1M,
+# benchmarks/stage1_latency.py) but not for items about two topics, whose sign bits rank their neighbours loosely.
+PREFILTER_POOL = 400
 PREFILTER_PER_HIT = 4
 # The cells are re-trained when the index has grown this many times over since they were: cells of a fixed count
 # grow with the index, and each query's scan with them.
