@@ -47,7 +47,7 @@ def test_cells_follow_clusters() -> None:
     centres = 3.0 * rng.standard_normal((8, DIM))
     labels = rng.integers(0, 8, 2000)
     vectors = (centres[labels] + 0.3 * rng.standard_normal((2000, DIM))).astype(np.float32)
-    centre = vectors.mean(axis=0)
+    centre = ann.centre_of(vectors)
     centroids = ann.train_cells(vectors, centre, 8)
     cells = ann.assign(vectors, centre, centroids)[:, 0]  # the nearest of its cells
     # Each cluster lands in one cell, and a query near a cluster probes that cell first.
@@ -75,6 +75,45 @@ def test_a_query_between_cells_probes_more_of_them(monkeypatch: pytest.MonkeyPat
     monkeypatch.setattr(ann, "MAX_PROBES", 4)
     assert len(ann.probe(between, origin, centroids)) == 4
     assert len(ann.probe(between, origin, centroids, probes=1)) == 1  # an explicit count wins
+
+
+def test_what_the_prefilter_finds_ignores_vector_lengths(tmp_path: Path) -> None:
+    """Search ranks by cosine, so a vector's length must not matter: items stored at lengths from 0.2x to 5x and
+    queries scaled up or down (another prompt's residual norm) find the exact neighbours, and the same ones."""
+    rng = np.random.default_rng(6)
+    centres = rng.standard_normal((300, DIM))
+    vectors = clustered(rng, 4000, centres) * rng.uniform(0.2, 5.0, (4000, 1)).astype(np.float32)
+    store = Store(tmp_path / "index.db")
+    fill(store, vectors)
+    queries = clustered(rng, 30, centres)
+    exact = [[i for i, _ in store.dense(q, 10, exact=True)] for q in queries]
+    assert store.ensure_prefilter(minimum=1000)
+    for scale in (1.0, 40.0, 0.02):
+        found = [[i for i, _ in store.dense(scale * q, 10)] for q in queries]
+        recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(exact, found, strict=True)])
+        assert recall >= 0.95, (scale, recall)
+        if scale == 1.0:
+            unscaled = found
+        assert found == unscaled
+
+
+def test_an_index_built_by_the_index_command_gets_its_prefilter(monkeypatch: pytest.MonkeyPatch,
+                                                                tmp_path: Path) -> None:
+    """Not only the daemon: `freeret-tui index` of a large folder leaves an index that searches through cells."""
+    from fake_model import FakeModel
+
+    from freeret_tui.engine.session import Session, SessionConfig
+    from freeret_tui.engine.store import vectors
+
+    monkeypatch.setattr(vectors, "PREFILTER_MIN", 150)
+    folder = tmp_path / "notes"
+    folder.mkdir()
+    for n in range(200):
+        (folder / f"{n}.txt").write_text(f"note {n} about topic {n % 7} and colour {n % 11}")
+    session = Session(data_dir(), SessionConfig(model="fake-model", rerank=False), loader=lambda _c: FakeModel())
+    session.load_model()
+    session.index([folder])
+    assert session.store.prefilter_cells > 1
 
 
 def test_prefilter_recall_and_filters(tmp_path: Path) -> None:

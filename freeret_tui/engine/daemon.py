@@ -292,6 +292,7 @@ class Daemon:
                         self.store.bind_model(self.model.name, self.model.dim, self.model.image_max_pixels)
                         for root in self.roots:
                             self.store.set_root(root, online=root.is_dir())
+                        self.store.ensure_prefilter()  # an index built by `index`, or in an older layout
                         registered = True
                     if not self._turn():
                         break

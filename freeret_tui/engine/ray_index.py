@@ -285,6 +285,7 @@ def index_with_ray(
             writer.add(row)
         writer.flush()
     removed = sweep(store, paths, present)
+    store.ensure_prefilter()
     s = writer.stats
     stats = IndexStats(files_seen=len(present), files_indexed=s["indexed"], files_unchanged=unchanged + s["unchanged"],
                        items_added=s["items"], skipped=tuple(writer.skipped), seconds=time.perf_counter() - started,

@@ -155,6 +155,7 @@ class Session:
         else:
             stats = IndexStats(files_seen=len(files), files_unchanged=len(files))
         removed = sweep(self.store, paths, [p for _, p in files])
+        self.store.ensure_prefilter()  # a large index indexed here, not by the daemon, gets its prefilter too
         return stats, removed
 
     def daemon(self, roots: Iterable[Path], flush_items: int | None = None, rescan_seconds: float = 600.0,

@@ -35,7 +35,7 @@ PREFILTER_PER_HIT = 4
 _REBUILD_GROWTH = 2
 _BUILD_BATCH = 4096  # vectors read, quantised and written per step of a prefilter build
 # What an index's prefilter tables look like; one built another way is rebuilt by the next ensure_prefilter.
-_LAYOUT = "cells-v2"
+_LAYOUT = "cells-v3"  # v3: bits and cells of unit vectors (v2 took them of the vectors as stored)
 
 
 @dataclass(frozen=True)
@@ -181,7 +181,7 @@ class Vectors(Transactions):
                 "SELECT vector FROM item_half ORDER BY (item_id * 2654435761) % 4294967296 LIMIT ?",
                 (ann.training_size(count),),
             )])
-            centre = sample.mean(axis=0) if len(sample) else np.zeros(int(self._dim), np.float32)
+            centre = ann.centre_of(sample) if len(sample) else np.zeros(int(self._dim), np.float32)
             centroids = ann.train_cells(sample, centre, ann.cell_count(count)) if len(sample) else centre[None, :]
             del sample
             self._drop_prefilter()
@@ -249,12 +249,13 @@ class Vectors(Transactions):
         except apsw.SQLError as err:
             print(f"freeret-tui: prefilter cells stay unindexed ({err})", file=sys.stderr)
 
-    def ensure_prefilter(self, minimum: int = PREFILTER_MIN) -> bool:
-        """Build the prefilter once the index reaches ``minimum`` vectors, and again each time it has grown
-        ``_REBUILD_GROWTH`` times over (amortised: the rebuilds of an index grown to n cost about 2n vector
-        writes in all). True when one exists."""
+    def ensure_prefilter(self, minimum: int | None = None) -> bool:
+        """Build the prefilter once the index reaches ``minimum`` vectors (PREFILTER_MIN, read at each call), and
+        again each time it has grown ``_REBUILD_GROWTH`` times over (amortised: the rebuilds of an index grown to
+        n cost about 2n vector writes in all), or when it was built in an older layout. True when one exists."""
         if self._dim is None:
             return False
+        minimum = PREFILTER_MIN if minimum is None else minimum
         self._sync_prefilter()
         count = self.vector_count()
         built_for = int(self._meta("prefilter_size") or 0)
