@@ -120,7 +120,13 @@ def vectors_for(kind: str, n: int, dim: int, n_queries: int, seed: int = 7) -> t
 
 
 def _recall(found: list[list[int]], truth: np.ndarray) -> float:
-    return round(float(np.mean([len(set(f[:10]) & set(t.tolist())) / 10 for f, t in zip(found, truth, strict=True)])), 4)
+    shares = [len(set(f[:10]) & set(t.tolist())) / 10 for f, t in zip(found, truth, strict=True)]
+    return round(float(np.mean(shares)), 4)
+
+
+def _unit_query(q: np.ndarray) -> np.ndarray:
+    """A query as FAISS takes it: one unit-length float32 row."""
+    return (q / np.linalg.norm(q))[None, :].astype(np.float32)
 
 
 def _row(method: str, setting: str, build_s: float, disk_mb: float, ram_mb: float,
@@ -206,7 +212,7 @@ def peers(base: np.ndarray, queries: np.ndarray, truth: np.ndarray, work: Path, 
     for nprobe in (1, 4, 16, 64):
         ivf.nprobe = nprobe
         rows.append(_row("FAISS IVF-Flat" + label, f"nlist {nlist}, nprobe {nprobe}", ivf_s, ivf_bytes, ivf_bytes,
-                         lambda q, ivf=ivf: ivf.search((q / np.linalg.norm(q))[None, :].astype(np.float32), 10)[1][0].tolist(),
+                         lambda q, ivf=ivf: ivf.search(_unit_query(q), 10)[1][0].tolist(),
                          queries, truth))
     del ivf, quantizer
 
@@ -219,7 +225,7 @@ def peers(base: np.ndarray, queries: np.ndarray, truth: np.ndarray, work: Path, 
     for ef in (16, 64, 256):
         hnsw.hnsw.efSearch = ef
         rows.append(_row("FAISS HNSW" + label, f"M 32, efSearch {ef}", hnsw_s, hnsw_bytes, hnsw_bytes,
-                         lambda q, hnsw=hnsw: hnsw.search((q / np.linalg.norm(q))[None, :].astype(np.float32), 10)[1][0].tolist(),
+                         lambda q, hnsw=hnsw: hnsw.search(_unit_query(q), 10)[1][0].tolist(),
                          queries, truth))
     del hnsw
 
@@ -232,9 +238,10 @@ def peers(base: np.ndarray, queries: np.ndarray, truth: np.ndarray, work: Path, 
         index.save(str(path))
         for ef in (16, 64, 256):
             index.expansion_search = ef
-            rows.append(_row(f"usearch HNSW {dtype}{label}", f"M 16, expansion {ef}", built_s, path.stat().st_size / 2**20,
-                             index.memory_usage / 2**20,
-                             lambda q, index=index: index.search(q / np.linalg.norm(q), 10).keys.tolist(), queries, truth))
+            rows.append(_row(f"usearch HNSW {dtype}{label}", f"M 16, expansion {ef}", built_s,
+                             path.stat().st_size / 2**20, index.memory_usage / 2**20,
+                             lambda q, index=index: index.search(q / np.linalg.norm(q), 10).keys.tolist(),
+                             queries, truth))
         del index
     return rows
 

@@ -323,3 +323,39 @@ def test_a_served_model_gone_pauses_the_daemon_and_loses_nothing(tmp_path: Path)
         thread.join(10)
         daemon.store.close()
         session.store.close()
+
+
+def test_a_starting_daemon_rebuilds_a_prefilter_of_an_older_layout(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """An index whose prefilter another version built (an older layout is ignored: exact search only) gets a
+    new one when the daemon starts, though no file changed and so no batch runs."""
+    from fake_model import FakeModel
+
+    from freeret_tui.engine import ann
+    from freeret_tui.engine.session import Session, SessionConfig
+    from freeret_tui.engine.store import vectors
+
+    monkeypatch.setattr(vectors, "PREFILTER_MIN", 150)
+    monkeypatch.setattr(ann, "CELL_SIZE", 64)
+    folder = tmp_path / "notes"
+    folder.mkdir()
+    for n in range(200):
+        (folder / f"{n}.txt").write_text(f"note {n} about topic {n % 7}")
+    session = Session(data_dir(), SessionConfig(model="fake-model", rerank=False), loader=lambda _c: FakeModel())
+    session.load_model()
+    session.index([folder])
+    assert session.store.prefilter_cells > 1
+    session.store.set_meta("prefilter_layout", "cells-v2")  # as an older version left it
+    assert session.store.prefilter_cells == 0
+    daemon = session.daemon([folder], rescan_seconds=3600)
+    started = threading.Event()
+    thread = threading.Thread(target=daemon.run, kwargs={"ready": started.set}, daemon=True)
+    thread.start()
+    try:
+        assert started.wait(30), "the daemon's first scan did not finish"
+        assert session.store.prefilter_cells > 1
+    finally:
+        daemon.stop.set()
+        thread.join(10)
+        daemon.store.close()
+        session.store.close()
