@@ -247,19 +247,21 @@ def peers(base: np.ndarray, queries: np.ndarray, truth: np.ndarray, work: Path, 
 
 
 def anisotropy(count: int) -> dict[str, Any]:
-    """How concentrated real SmolLM2 pre-MLP vectors are: what synthetic sets should mimic."""
-    import stdlib_beir
-
+    """How concentrated real SmolLM2 pre-MLP vectors are (what synthetic sets should mimic), over ``count``
+    standard-library docstring pieces as candidates, and how long query vectors are beside them: the first 12
+    words of other pieces, embedded with the query prompt."""
     from freeret_tui.engine.models import load_model
     from freeret_tui.engine.prompts import Side
     from freeret_tui.engine.types import Content, Kind
 
-    work = Path(tempfile.mkdtemp(prefix="freeret-peers-real-"))
-    stdlib_beir.build(work, limit=count, min_words=8, max_words=60)
-    texts = [json.loads(line)["text"] for line in (work / "corpus.jsonl").read_text().splitlines()]
+    pieces = _stdlib_pieces()
+    order = np.random.default_rng(5).permutation(len(pieces))
+    texts = [pieces[i] for i in order[:count]]
+    questions = [" ".join(pieces[i].split()[:12]) for i in order[count:count + 200]]
     model = load_model("smollm2", "cpu", 8, 16, "auto")
-    vecs = model.embed([Content(t) for t in texts], Side.CANDIDATE, [Kind.TEXT] * len(texts))
-    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+    raw = model.embed([Content(t) for t in texts], Side.CANDIDATE, [Kind.TEXT] * len(texts))
+    query_raw = model.embed([Content(t) for t in questions], Side.QUERY)
+    vecs = raw / np.linalg.norm(raw, axis=1, keepdims=True)
     rng = np.random.default_rng(0)
     a, b = rng.integers(0, len(vecs), (2, 5000))
     keep = a != b
@@ -268,7 +270,9 @@ def anisotropy(count: int) -> dict[str, Any]:
     return {"vectors": len(vecs), "dim": int(vecs.shape[1]),
             "mean_cosine_random_pairs": round(float(np.mean(np.sum(vecs[a[keep]] * vecs[b[keep]], axis=1))), 4),
             "norm_of_mean_vector": round(float(np.linalg.norm(vecs.mean(axis=0))), 4),
-            "variance_share_first_direction_after_centring": round(float(singular[0] ** 2 / np.sum(singular**2)), 4)}
+            "variance_share_first_direction_after_centring": round(float(singular[0] ** 2 / np.sum(singular**2)), 4),
+            "candidate_norm_median": round(float(np.median(np.linalg.norm(raw, axis=1))), 2),
+            "query_norm_median": round(float(np.median(np.linalg.norm(query_raw, axis=1))), 2)}
 
 
 def plot(report: dict[str, Any], out: Path) -> None:
@@ -278,8 +282,12 @@ def plot(report: dict[str, Any], out: Path) -> None:
     import matplotlib.pyplot as plt
 
     results = report["results"]
-    fig, axes = plt.subplots(1, len(results), figsize=(6 * len(results), 4.5), dpi=110, squeeze=False)
-    for ax, result in zip(axes[0], results, strict=True):
+    columns = min(3, len(results))
+    lines = -(-len(results) // columns)
+    fig, axes = plt.subplots(lines, columns, figsize=(6 * columns, 4.5 * lines), dpi=110, squeeze=False)
+    for ax in axes.flat[len(results):]:
+        ax.set_visible(False)
+    for ax, result in zip(axes.flat, results, strict=False):
         methods = dict.fromkeys(r["method"] for r in result["rows"])
         colours = plt.get_cmap("tab20").colors
         for n, method in enumerate(methods):
@@ -311,8 +319,8 @@ def main() -> None:
         plot(json.loads((HERE / "stage1_peers.json").read_text()), HERE / "stage1_peers.png")
         return
     report: dict[str, Any] = {"machine": {"cores": os.cpu_count()}, "results": []}
-    for size in (int(s) for s in args.sizes.split(",")):
-        for name in args.sets.split(","):
+    for size in (int(s) for s in args.sizes.split(",") if s):  # --sizes "" with --real: the real vectors only
+        for name in (s for s in args.sets.split(",") if s):
             vectors, queries = vectors_for(name, size, args.dim, args.queries)
             with tempfile.TemporaryDirectory() as tmp:
                 rows = run(vectors, queries, Path(tmp), with_peers=not args.prefilter_only)
