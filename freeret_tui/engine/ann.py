@@ -33,10 +33,10 @@ ASSIGNMENTS = 2
 # Cells scanned per query: at least PROBES, more while the next centroid is within PROBE_MARGIN (cosine) of the
 # nearest, at most MAX_PROBES. Where cells follow clusters one centroid stands out and few cells hold a query's
 # neighbours; where scores are flat (real text-embedding vectors) they are spread over many. Recall@10 / p50
-# through the whole prefilter (benchmarks/stage1_peers.py --prefilter-only, one run): on the clean and mixed
-# synthetic sets (100k) and all-MiniLM vectors (30k), a fixed 4 probes gave 0.967 / 7.9 ms, 0.903 / 5.2 ms,
-# 0.949 / 5.9 ms; this rule 0.967 / 5.9 ms, 0.904 / 4.8 ms, 0.978 / 8.3 ms (a fixed 8: 0.980 / 11.0 ms). Each
-# probed cell costs ~1.2 ms at 100k (sqlite-vec's top-k selection grows with the entries scanned).
+# through the whole prefilter at 100k vectors, rescore pool 400 (benchmarks/stage1_peers.py, one run): clean
+# synthetic 0.985 / 11.3 ms (a fixed 4 probes: 0.985 / 13.5), items about two topics 0.976 / 9.0 ms (0.976 /
+# 10.6), all-MiniLM text vectors 0.952 / 25.6 ms, p95 45 (a fixed 4: 0.860 / 12.5; a fixed 16: 0.966 / 39.9).
+# Each probed cell costs ~2 ms there: sqlite-vec returns the pool's worth of rows from every cell.
 PROBES = 3
 PROBE_MARGIN = 0.25
 MAX_PROBES = 16
