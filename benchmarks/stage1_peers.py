@@ -138,7 +138,17 @@ def _row(method: str, setting: str, build_s: float, disk_mb: float, ram_mb: floa
     return row
 
 
-def run(vectors: np.ndarray, queries: np.ndarray, work: Path, with_peers: bool = True) -> list[dict[str, Any]]:
+def _on_disk(vectors: np.ndarray, work: Path) -> np.ndarray:
+    """The vectors as a file mapped into memory: at 1M x 1536 (6 GB) they then sit in the page cache, which the
+    kernel can take back while a peer builds its own copy (held in RAM beside them, FAISS IVF's build was killed
+    for memory on this 24 GB machine)."""
+    path = work / "vectors.npy"
+    np.save(path, vectors)
+    return np.load(path, mmap_mode="r+")
+
+
+def run(vectors: np.ndarray, queries: np.ndarray, work: Path, with_peers: bool,
+        save: Callable[[list[dict[str, Any]]], None]) -> list[dict[str, Any]]:
 
     dim = vectors.shape[1]
     # Unit length in place, stored so too (cosine ranks the same): at 1M x 1536 a second copy is 6 GB more.
@@ -180,6 +190,7 @@ def run(vectors: np.ndarray, queries: np.ndarray, work: Path, with_peers: bool =
                              lambda q: [i - 1 for i, _ in store.dense(q, 10)], queries, truth))
     ann.PROBES, ann.PROBE_MARGIN, vectors_module.PREFILTER_POOL = defaults
     store.close()
+    save(rows)  # kept, should a peer's build fail
     if not with_peers:
         return rows
 
@@ -190,6 +201,14 @@ def run(vectors: np.ndarray, queries: np.ndarray, work: Path, with_peers: bool =
         rows += peers(normed - normed.mean(axis=0) if centred else normed, queries, truth, work,
                       " (centred)" if centred else "")
     return rows
+
+
+def _written_mb(faiss: Any, index: Any, path: Path) -> float:
+    """A FAISS index's size on disk, written there (``serialize_index`` would copy it in RAM: 6 GB at 1M)."""
+    faiss.write_index(index, str(path))
+    size = path.stat().st_size / 2**20
+    path.unlink()
+    return size
 
 
 def peers(base: np.ndarray, queries: np.ndarray, truth: np.ndarray, work: Path, label: str) -> list[dict[str, Any]]:
@@ -205,10 +224,10 @@ def peers(base: np.ndarray, queries: np.ndarray, truth: np.ndarray, work: Path, 
     started = time.perf_counter()
     quantizer = faiss.IndexFlatIP(dim)
     ivf = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
-    ivf.train(base[np.random.default_rng(0).choice(n, min(n, 40 * nlist), replace=False)])
+    ivf.train(base[np.random.default_rng(0).choice(n, min(n, 40 * nlist, 100_000), replace=False)])
     ivf.add(base)
     ivf_s = time.perf_counter() - started
-    ivf_bytes = len(faiss.serialize_index(ivf)) / 2**20
+    ivf_bytes = _written_mb(faiss, ivf, work / "ivf.faiss")
     for nprobe in (1, 4, 16, 64):
         ivf.nprobe = nprobe
         rows.append(_row("FAISS IVF-Flat" + label, f"nlist {nlist}, nprobe {nprobe}", ivf_s, ivf_bytes, ivf_bytes,
@@ -221,7 +240,7 @@ def peers(base: np.ndarray, queries: np.ndarray, truth: np.ndarray, work: Path, 
     hnsw.hnsw.efConstruction = 64
     hnsw.add(base)
     hnsw_s = time.perf_counter() - started
-    hnsw_bytes = len(faiss.serialize_index(hnsw)) / 2**20
+    hnsw_bytes = _written_mb(faiss, hnsw, work / "hnsw.faiss")
     for ef in (16, 64, 256):
         hnsw.hnsw.efSearch = ef
         rows.append(_row("FAISS HNSW" + label, f"M 32, efSearch {ef}", hnsw_s, hnsw_bytes, hnsw_bytes,
@@ -322,28 +341,43 @@ def main() -> None:
     for size in (int(s) for s in args.sizes.split(",") if s):  # --sizes "" with --real: the real vectors only
         for name in (s for s in args.sets.split(",") if s):
             vectors, queries = vectors_for(name, size, args.dim, args.queries)
+            result: dict[str, Any] = {"set": name, "vectors": size, "dim": vectors.shape[1], "rows": []}
+            report["results"].append(result)
+
+            def save(rows: list[dict[str, Any]], result: dict[str, Any] = result) -> None:
+                result["rows"] = rows
+                _write(report, args.prefilter_only)
+
             with tempfile.TemporaryDirectory() as tmp:
-                rows = run(vectors, queries, Path(tmp), with_peers=not args.prefilter_only)
-            report["results"].append({"set": name, "vectors": size, "dim": vectors.shape[1], "rows": rows})
+                if size > 200_000:
+                    vectors = _on_disk(vectors, Path(tmp))
+                save(run(vectors, queries, Path(tmp), not args.prefilter_only, save))
+            del vectors
     if args.real:
         report["smollm2_anisotropy"] = anisotropy(args.real)
-    # Runs of other sets or sizes already in the JSON are kept (a 1M run need not redo the 100k ones).
+    print(json.dumps(_write(report, args.prefilter_only), indent=1))
+
+
+def _write(report: dict[str, Any], prefilter_only: bool) -> dict[str, Any]:
+    """Merge ``report`` into stage1_peers.json, redraw the plot; the merged report. Runs of other sets or sizes
+    already there are kept (a 1M run need not redo the 100k ones); with ``prefilter_only`` so are the peers'
+    rows of a re-measured set, as they were measured."""
     path = HERE / "stage1_peers.json"
+    merged = json.loads(json.dumps(report))
     if path.exists():
         earlier = json.loads(path.read_text())
-        done = {(r["set"], r["vectors"]) for r in report["results"]}
-        if args.prefilter_only:  # the peers' rows of a re-measured set stay as they were measured
+        done = {(r["set"], r["vectors"]) for r in merged["results"]}
+        if prefilter_only:
             kept = {(r["set"], r["vectors"]): r["rows"] for r in earlier["results"]}
-            for result in report["results"]:
+            for result in merged["results"]:
                 mine = {row["method"] for row in result["rows"]}
                 result["rows"] += [row for row in kept.get((result["set"], result["vectors"]), [])
                                    if row["method"] not in mine]
-        report["results"] = [r for r in earlier["results"] if (r["set"], r["vectors"]) not in done] + report["results"]
-        report.setdefault("smollm2_anisotropy", earlier.get("smollm2_anisotropy"))
-    text = json.dumps(report, indent=1)
-    print(text)
-    path.write_text(text + "\n")
-    plot(report, HERE / "stage1_peers.png")
+        merged["results"] = [r for r in earlier["results"] if (r["set"], r["vectors"]) not in done] + merged["results"]
+        merged.setdefault("smollm2_anisotropy", earlier.get("smollm2_anisotropy"))
+    path.write_text(json.dumps(merged, indent=1) + "\n")
+    plot(merged, HERE / "stage1_peers.png")
+    return merged
 
 
 if __name__ == "__main__":

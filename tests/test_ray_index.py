@@ -93,10 +93,15 @@ def _same_index(data: Path, reference: Path) -> None:
         np.testing.assert_allclose(vector, ref_items[key], atol=1e-5, err_msg=str(key))
 
 
-def test_a_ray_data_index_equals_the_local_index(library, reference, tiny_dirs, cluster, tmp_path) -> None:
+def test_a_ray_data_index_equals_the_local_index(library, reference, tiny_dirs, cluster, tmp_path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    from freeret_tui.engine.store import vectors
+
+    monkeypatch.setattr(vectors, "PREFILTER_MIN", 1000)  # read by the driver, which writes the index
     stats, removed = _ray_index(tmp_path / "ray", library, tiny_dirs["idefics3"])
     assert (stats.files_seen, stats.files_indexed, len(stats.skipped), removed) == (2010, 2009, 1, 0)
     _same_index(tmp_path / "ray", reference)
+    assert Store.in_dir(tmp_path / "ray").prefilter_cells > 1  # searched through cells, as a daemon's index is
     again, _ = _ray_index(tmp_path / "ray", library, tiny_dirs["idefics3"])  # nothing changed: nothing to do
     assert (again.files_unchanged, again.files_indexed, again.items_added) == (2010, 0, 0)
 
