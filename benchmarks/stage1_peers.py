@@ -267,8 +267,7 @@ def peers(base: np.ndarray, queries: np.ndarray, truth: np.ndarray, work: Path, 
 
 def anisotropy(count: int) -> dict[str, Any]:
     """How concentrated real SmolLM2 pre-MLP vectors are (what synthetic sets should mimic), over ``count``
-    standard-library docstring pieces as candidates, and how long query vectors are beside them: the first 12
-    words of other pieces, embedded with the query prompt."""
+    standard-library docstring pieces embedded as candidates."""
     from freeret_tui.engine.models import load_model
     from freeret_tui.engine.prompts import Side
     from freeret_tui.engine.types import Content, Kind
@@ -276,11 +275,8 @@ def anisotropy(count: int) -> dict[str, Any]:
     pieces = _stdlib_pieces()
     order = np.random.default_rng(5).permutation(len(pieces))
     texts = [pieces[i] for i in order[:count]]
-    questions = [" ".join(pieces[i].split()[:12]) for i in order[count:count + 200]]
     model = load_model("smollm2", "cpu", 8, 16, "auto")
-    raw = model.embed([Content(t) for t in texts], Side.CANDIDATE, [Kind.TEXT] * len(texts))
-    query_raw = model.embed([Content(t) for t in questions], Side.QUERY)
-    vecs = raw / np.linalg.norm(raw, axis=1, keepdims=True)
+    vecs = model.embed([Content(t) for t in texts], Side.CANDIDATE, [Kind.TEXT] * len(texts))  # unit length
     rng = np.random.default_rng(0)
     a, b = rng.integers(0, len(vecs), (2, 5000))
     keep = a != b
@@ -289,9 +285,7 @@ def anisotropy(count: int) -> dict[str, Any]:
     return {"vectors": len(vecs), "dim": int(vecs.shape[1]),
             "mean_cosine_random_pairs": round(float(np.mean(np.sum(vecs[a[keep]] * vecs[b[keep]], axis=1))), 4),
             "norm_of_mean_vector": round(float(np.linalg.norm(vecs.mean(axis=0))), 4),
-            "variance_share_first_direction_after_centring": round(float(singular[0] ** 2 / np.sum(singular**2)), 4),
-            "candidate_norm_median": round(float(np.median(np.linalg.norm(raw, axis=1))), 2),
-            "query_norm_median": round(float(np.median(np.linalg.norm(query_raw, axis=1))), 2)}
+            "variance_share_first_direction_after_centring": round(float(singular[0] ** 2 / np.sum(singular**2)), 4)}
 
 
 def plot(report: dict[str, Any], out: Path) -> None:

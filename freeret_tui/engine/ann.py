@@ -11,10 +11,10 @@ Two quantisers, used one after the other on large indexes:
 
 Residual-stream vectors share a large mean direction; centring first makes both the bits and the cells encode
 what differs between items rather than that common offset. Everything here works on unit-length vectors, the
-centre included (the mean of unit vectors): search ranks by cosine, which ignores length, and so must the
-prefilter — a query whose length differs from the items' (another prompt, another model scale) was otherwise
-centred wrongly, read the wrong cells and got the wrong bits (recall@10 0.904 → 0.729 on the mixed set at 100k
-when the items were stored at unit length and the queries were not; benchmarks/stage1_peers.py, before this).
+centre included (the mean of unit vectors): the store ranks by cosine, which ignores length, and so must the
+prefilter. The models return unit vectors already; a caller that did not was centred wrongly, read the wrong cells
+and got the wrong bits (recall@10 0.904 → 0.729 on the mixed set at 100k with items stored at unit length and
+queries not, as benchmarks/stage1_peers.py first did).
 """
 
 from __future__ import annotations
