@@ -147,10 +147,10 @@ def _on_disk(vectors: np.ndarray, work: Path) -> np.ndarray:
     return np.load(path, mmap_mode="r+")
 
 
-def run(vectors: np.ndarray, queries: np.ndarray, work: Path, with_peers: bool,
+def run(vectors: np.ndarray, queries: np.ndarray, work: Path, parts: set[str],
         save: Callable[[list[dict[str, Any]]], None]) -> list[dict[str, Any]]:
-
-    dim = vectors.shape[1]
+    """The rows of one set: NumPy brute force always, ``own`` (sqlite-vec exact and the prefilter) and ``peers``
+    (FAISS, usearch) as asked."""
     # Unit length in place, stored so too (cosine ranks the same): at 1M x 1536 a second copy is 6 GB more.
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     normed = vectors
@@ -167,6 +167,26 @@ def run(vectors: np.ndarray, queries: np.ndarray, work: Path, with_peers: bool,
     rows.append(_row("numpy brute force", "float32 in RAM", 0.0, 0.0, normed.nbytes / 2**20, top10_numpy, queries,
                      truth))
 
+    if "own" in parts:
+        rows += _own(vectors, queries, truth, work, large)
+        save(rows)  # kept, should a peer's build fail
+    if "peers" not in parts:
+        return rows
+
+    import faiss
+
+    faiss.omp_set_num_threads(os.cpu_count() or 1)
+    for centred in (False, True) if not large else (False,):  # centring did not help them at 100k; 6 GB at 1M
+        rows += peers(normed - normed.mean(axis=0) if centred else normed, queries, truth, work,
+                      " (centred)" if centred else "")
+    return rows
+
+
+def _own(vectors: np.ndarray, queries: np.ndarray, truth: np.ndarray, work: Path,
+         large: bool) -> list[dict[str, Any]]:
+    """sqlite-vec exact and this project's prefilter, swept over probes and rescore pool."""
+    dim = vectors.shape[1]
+    rows = []
     started = time.perf_counter()
     store, _ = build(work / "index.db", vectors)
     insert_s = time.perf_counter() - started
@@ -190,16 +210,6 @@ def run(vectors: np.ndarray, queries: np.ndarray, work: Path, with_peers: bool,
                              lambda q: [i - 1 for i, _ in store.dense(q, 10)], queries, truth))
     ann.PROBES, ann.PROBE_MARGIN, vectors_module.PREFILTER_POOL = defaults
     store.close()
-    save(rows)  # kept, should a peer's build fail
-    if not with_peers:
-        return rows
-
-    import faiss
-
-    faiss.omp_set_num_threads(os.cpu_count() or 1)
-    for centred in (False, True) if not large else (False,):  # centring did not help them at 100k; 6 GB at 1M
-        rows += peers(normed - normed.mean(axis=0) if centred else normed, queries, truth, work,
-                      " (centred)" if centred else "")
     return rows
 
 
@@ -327,10 +337,14 @@ def main() -> None:
     parser.add_argument("--plot-only", action="store_true", help="redraw the plot from stage1_peers.json")
     parser.add_argument("--prefilter-only", action="store_true",
                         help="re-measure this project's rows only; the JSON keeps the peers' rows of each set")
+    parser.add_argument("--peers-only", action="store_true",
+                        help="re-measure the peers' rows only; the JSON keeps this project's rows of each set")
     args = parser.parse_args()
     if args.plot_only:
         plot(json.loads((HERE / "stage1_peers.json").read_text()), HERE / "stage1_peers.png")
         return
+    parts = {"own"} if args.prefilter_only else {"peers"} if args.peers_only else {"own", "peers"}
+    partial = parts != {"own", "peers"}
     report: dict[str, Any] = {"machine": {"cores": os.cpu_count()}, "results": []}
     for size in (int(s) for s in args.sizes.split(",") if s):  # --sizes "" with --real: the real vectors only
         for name in (s for s in args.sets.split(",") if s):
@@ -340,28 +354,28 @@ def main() -> None:
 
             def save(rows: list[dict[str, Any]], result: dict[str, Any] = result) -> None:
                 result["rows"] = rows
-                _write(report, args.prefilter_only)
+                _write(report, partial)
 
             with tempfile.TemporaryDirectory() as tmp:
                 if size > 200_000:
                     vectors = _on_disk(vectors, Path(tmp))
-                save(run(vectors, queries, Path(tmp), not args.prefilter_only, save))
+                save(run(vectors, queries, Path(tmp), parts, save))
             del vectors
     if args.real:
         report["smollm2_anisotropy"] = anisotropy(args.real)
-    print(json.dumps(_write(report, args.prefilter_only), indent=1))
+    print(json.dumps(_write(report, partial), indent=1))
 
 
-def _write(report: dict[str, Any], prefilter_only: bool) -> dict[str, Any]:
+def _write(report: dict[str, Any], partial: bool) -> dict[str, Any]:
     """Merge ``report`` into stage1_peers.json, redraw the plot; the merged report. Runs of other sets or sizes
-    already there are kept (a 1M run need not redo the 100k ones); with ``prefilter_only`` so are the peers'
-    rows of a re-measured set, as they were measured."""
+    already there are kept (a 1M run need not redo the 100k ones); after a ``partial`` run so are the rows of the
+    methods it did not re-measure, as they were measured."""
     path = HERE / "stage1_peers.json"
     merged = json.loads(json.dumps(report))
     if path.exists():
         earlier = json.loads(path.read_text())
         done = {(r["set"], r["vectors"]) for r in merged["results"]}
-        if prefilter_only:
+        if partial:
             kept = {(r["set"], r["vectors"]): r["rows"] for r in earlier["results"]}
             for result in merged["results"]:
                 mine = {row["method"] for row in result["rows"]}
