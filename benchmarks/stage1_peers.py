@@ -304,19 +304,30 @@ def plot(report: dict[str, Any], out: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    results = report["results"]
+    order = ["clean", "mix", "minilm"]
+    results = sorted(report["results"], key=lambda r: (r["vectors"], order.index(r["set"]) if r["set"] in order else 9))
     columns = min(3, len(results))
     lines = -(-len(results) // columns)
     fig, axes = plt.subplots(lines, columns, figsize=(6 * columns, 4.5 * lines), dpi=110, squeeze=False)
     for ax in axes.flat[len(results):]:
         ax.set_visible(False)
+    # One colour and marker per method in every panel.
+    methods = sorted({row["method"] for result in results for row in result["rows"]})
+    colours = plt.get_cmap("tab20").colors
+    style = {m: (colours[n % len(colours)], "os^Dv<>p"[n % 8]) for n, m in enumerate(methods)}
     for ax, result in zip(axes.flat, results, strict=False):
-        methods = dict.fromkeys(r["method"] for r in result["rows"])
-        colours = plt.get_cmap("tab20").colors
-        for n, method in enumerate(methods):
+        for method in dict.fromkeys(r["method"] for r in result["rows"]):
             rows = sorted((r for r in result["rows"] if r["method"] == method), key=lambda r: r["p50_ms"])
-            ax.plot([r["p50_ms"] for r in rows], [r["recall@10"] for r in rows], marker="os^D"[n % 4],
-                    color=colours[n % len(colours)], linestyle="--" if "centred" in method else "-", label=method)
+            colour, marker = style[method]
+            if method.startswith("prefilter"):  # a sweep over probes and pool: points, and its default ringed
+                ax.scatter([r["p50_ms"] for r in rows], [r["recall@10"] for r in rows], color=colour, marker=marker,
+                           s=18, label=method)
+                chosen = [r for r in rows if "default" in r["setting"] and "pool 400" in r["setting"]]
+                ax.scatter([r["p50_ms"] for r in chosen], [r["recall@10"] for r in chosen], facecolors="none",
+                           edgecolors="black", s=120, label="prefilter default")
+                continue
+            ax.plot([r["p50_ms"] for r in rows], [r["recall@10"] for r in rows], marker=marker, color=colour,
+                    linestyle="--" if "centred" in method else "-", label=method)
         ax.set_xscale("log")
         ax.set_xlabel("p50 latency per query (ms, log)")
         ax.set_ylabel("recall@10 vs exact")
