@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 os.environ.setdefault("RAY_AUTH_MODE", "token")
 
-from stage1_peers import _stdlib_pieces  # noqa: E402
+from real_vectors import stdlib_pieces  # noqa: E402
 
 from freeret_tui.engine import ray_cluster  # noqa: E402
 from freeret_tui.engine.indexer import IndexOptions  # noqa: E402
@@ -37,7 +37,7 @@ from freeret_tui.engine.types import Content  # noqa: E402
 
 
 def _library(root: Path, n: int) -> Path:
-    for i, text in enumerate(_stdlib_pieces()[:n]):
+    for i, text in enumerate(stdlib_pieces()[:n]):
         (root / f"note{i:05d}.txt").write_text(text, encoding="utf-8")
     return root
 
@@ -92,7 +92,7 @@ def _served_overhead(model_spec: str, requests: int) -> dict[str, Any]:
               route_prefix="/bench")
     remote = RemoteModel(f"serve:http://127.0.0.1:{port}/bench", token)
     local = load_model(model_spec)
-    pieces = _stdlib_pieces()
+    pieces = stdlib_pieces()
     query = Content(text="how do I read a file line by line")
     candidates = [Content(text=t) for t in pieces[:10]]
     out: dict[str, Any] = {}

@@ -1,6 +1,6 @@
-"""The prefilter (cells + sign bits: recall against exact search, kind filters, vectors added after it is built,
-rebuilds as the index grows, seen by other processes) and the ``maintenance`` command (integrity check, space
-given back, search still right)."""
+"""The prefilter (cells + sign bits: recall against exact search, kind filters, vectors of any length, vectors
+added after it is built, rebuilds as the index grows, built by ``index`` too, seen by other processes) and the
+``maintenance`` command (integrity check, space given back, search still right)."""
 
 from __future__ import annotations
 
@@ -78,8 +78,9 @@ def test_a_query_between_cells_probes_more_of_them(monkeypatch: pytest.MonkeyPat
 
 
 def test_what_the_prefilter_finds_ignores_vector_lengths(tmp_path: Path) -> None:
-    """Search ranks by cosine, so a vector's length must not matter: items stored at lengths from 0.2x to 5x and
-    queries scaled up or down (another prompt's residual norm) find the exact neighbours, and the same ones."""
+    """Search ranks by cosine, so a vector's length must not matter (the models return unit vectors; the store
+    must not depend on it): items stored at lengths from 0.2x to 5x and queries scaled up or down find the exact
+    neighbours, and the same ones."""
     rng = np.random.default_rng(6)
     centres = rng.standard_normal((300, DIM))
     vectors = clustered(rng, 4000, centres) * rng.uniform(0.2, 5.0, (4000, 1)).astype(np.float32)
