@@ -329,21 +329,15 @@ def test_a_starting_daemon_rebuilds_a_prefilter_of_an_older_layout(tmp_path: Pat
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     """An index whose prefilter another version built (an older layout is ignored: exact search only) gets a
     new one when the daemon starts, though no file changed and so no batch runs."""
-    from fake_model import FakeModel
+    from fake_model import indexed_notes
 
     from freeret_tui.engine import ann
-    from freeret_tui.engine.session import Session, SessionConfig
     from freeret_tui.engine.store import vectors
 
     monkeypatch.setattr(vectors, "PREFILTER_MIN", 150)
     monkeypatch.setattr(ann, "CELL_SIZE", 64)
     folder = tmp_path / "notes"
-    folder.mkdir()
-    for n in range(200):
-        (folder / f"{n}.txt").write_text(f"note {n} about topic {n % 7}")
-    session = Session(data_dir(), SessionConfig(model="fake-model", rerank=False), loader=lambda _c: FakeModel())
-    session.load_model()
-    session.index([folder])
+    session = indexed_notes(folder, 200)
     assert session.store.prefilter_cells > 1
     session.store.set_meta("prefilter_layout", "cells-v2")  # as an older version left it
     assert session.store.prefilter_cells == 0

@@ -101,20 +101,12 @@ def test_what_the_prefilter_finds_ignores_vector_lengths(tmp_path: Path) -> None
 def test_an_index_built_by_the_index_command_gets_its_prefilter(monkeypatch: pytest.MonkeyPatch,
                                                                 tmp_path: Path) -> None:
     """Not only the daemon: `freeret-tui index` of a large folder leaves an index that searches through cells."""
-    from fake_model import FakeModel
+    from fake_model import indexed_notes
 
-    from freeret_tui.engine.session import Session, SessionConfig
     from freeret_tui.engine.store import vectors
 
     monkeypatch.setattr(vectors, "PREFILTER_MIN", 150)
-    folder = tmp_path / "notes"
-    folder.mkdir()
-    for n in range(200):
-        (folder / f"{n}.txt").write_text(f"note {n} about topic {n % 7} and colour {n % 11}")
-    session = Session(data_dir(), SessionConfig(model="fake-model", rerank=False), loader=lambda _c: FakeModel())
-    session.load_model()
-    session.index([folder])
-    assert session.store.prefilter_cells > 1
+    assert indexed_notes(tmp_path / "notes", 200).store.prefilter_cells > 1
 
 
 def test_prefilter_recall_and_filters(tmp_path: Path) -> None:
