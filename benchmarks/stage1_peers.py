@@ -143,8 +143,10 @@ def _own(vectors: np.ndarray, queries: np.ndarray, truth: np.ndarray, work: Path
     return rows
 
 
-def _written_mb(faiss: Any, index: Any, path: Path) -> float:
+def _written_mb(index: Any, path: Path) -> float:
     """A FAISS index's size on disk, written there (``serialize_index`` would copy it in RAM: 6 GB at 1M)."""
+    import faiss
+
     faiss.write_index(index, str(path))
     size = path.stat().st_size / 2**20
     path.unlink()
@@ -167,7 +169,7 @@ def peers(base: np.ndarray, queries: np.ndarray, truth: np.ndarray, work: Path, 
     ivf.train(base[np.random.default_rng(0).choice(n, min(n, 40 * nlist, 100_000), replace=False)])
     ivf.add(base)
     ivf_s = time.perf_counter() - started
-    ivf_bytes = _written_mb(faiss, ivf, work / "ivf.faiss")
+    ivf_bytes = _written_mb(ivf, work / "ivf.faiss")
     for nprobe in (1, 4, 16, 64):
         ivf.nprobe = nprobe
         rows.append(_row("FAISS IVF-Flat" + label, f"nlist {nlist}, nprobe {nprobe}", ivf_s, ivf_bytes, ivf_bytes,
@@ -180,7 +182,7 @@ def peers(base: np.ndarray, queries: np.ndarray, truth: np.ndarray, work: Path, 
     hnsw.hnsw.efConstruction = 64
     hnsw.add(base)
     hnsw_s = time.perf_counter() - started
-    hnsw_bytes = _written_mb(faiss, hnsw, work / "hnsw.faiss")
+    hnsw_bytes = _written_mb(hnsw, work / "hnsw.faiss")
     for ef in (16, 64, 256):
         hnsw.hnsw.efSearch = ef
         rows.append(_row("FAISS HNSW" + label, f"M 32, efSearch {ef}", hnsw_s, hnsw_bytes, hnsw_bytes,
