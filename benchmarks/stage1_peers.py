@@ -132,7 +132,7 @@ def _own(vectors: np.ndarray, queries: np.ndarray, truth: np.ndarray, work: Path
     settings = [(probes, 0.0, f"probes {probes}") for probes in (2, 4, 8, 16)]
     settings.append((defaults[0], defaults[1], f"probes {defaults[0]}+ within {defaults[1]} (default)"))
     for probes, margin, label in settings:
-        for pool in (200, 400, 800):
+        for pool in (100, 200, 400):
             ann.PROBES, ann.PROBE_MARGIN, vectors_module.PREFILTER_POOL = probes, margin, pool
             # RAM of its own: the cell centroids (the rest is SQLite's page cache, shared with the catalog).
             rows.append(_row("prefilter (this project)", f"{label}, pool {pool}", insert_s + prefilter_s,
@@ -231,7 +231,8 @@ def plot(report: dict[str, Any], out: Path) -> None:
             if method.startswith("prefilter"):  # a sweep over probes and pool: points, and its default ringed
                 ax.scatter([r["p50_ms"] for r in rows], [r["recall@10"] for r in rows], color=colour, marker=marker,
                            s=18, label=method)
-                chosen = [r for r in rows if "default" in r["setting"] and "pool 400" in r["setting"]]
+                chosen = [r for r in rows if "default" in r["setting"]
+                          and f"pool {vectors_module.PREFILTER_POOL}" in r["setting"]]
                 ax.scatter([r["p50_ms"] for r in chosen], [r["recall@10"] for r in chosen], facecolors="none",
                            edgecolors="black", s=120, label="prefilter default")
                 continue

@@ -206,3 +206,88 @@ def test_prefilter_fills_float16_copies_of_an_older_index(tmp_path: Path) -> Non
     raw.close()
     assert store.ensure_prefilter(minimum=1000)
     assert len(set(exact) & {i for i, _ in store.dense(vectors[7], 10)}) >= 9
+
+
+def test_the_estimate_ranks_closer_than_counting_differing_bits() -> None:
+    """``ann.estimate`` (the query's float vector against each vector's sign bits, scaled by its two factors)
+    finds the true neighbours among fewer candidates than the Hamming distance between two sign codes does, on
+    items about two topics each (their lengths around the centre differ, as real vectors' do). Measured here:
+    0.917 of the true top-10 in the best 40 of 4,000; 0.853 without the factors, 0.843 by Hamming distance."""
+    rng = np.random.default_rng(8)
+    dim = 256
+    topics, common = rng.standard_normal((40, dim)), 3.0 * rng.standard_normal(dim)
+
+    def items(n: int) -> np.ndarray:
+        first, second, lean = rng.integers(0, 40, n), rng.integers(0, 40, n), rng.random((n, 1))
+        mixed = topics[first] + lean * (topics[second] - topics[first])
+        return (common + mixed + 0.5 * rng.standard_normal((n, dim))).astype(np.float32)
+
+    vectors = items(4000)
+    units = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    centre = ann.centre_of(vectors)
+    words, factors = ann.sign_codes(vectors, centre)
+    shares: dict[str, list[float]] = {"estimate": [], "hamming": []}
+    for query in items(30):
+        truth = set(np.argsort(-(units @ (query / np.linalg.norm(query))))[:10].tolist())
+        scores = {"estimate": ann.estimate(words, factors, query, centre),
+                  "hamming": -ann.hamming(words, ann.sign_codes(query, centre)[0][0])}
+        for name, score in scores.items():
+            shares[name].append(len(truth & set(np.argsort(-score, kind="stable")[:40].tolist())) / 10)
+    estimate, hamming = np.mean(shares["estimate"]), np.mean(shares["hamming"])
+    assert estimate >= 0.9 and hamming < estimate - 0.05, (estimate, hamming)
+
+
+def test_blocks_stay_whole_through_removals_and_additions(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Files removed and added after the build: every vector stays filed twice, in blocks no fuller than a block
+    holds, each live item is its own nearest neighbour through the prefilter, and no removed item comes back;
+    once every file is gone, no block and no member row is left."""
+    from freeret_tui.engine.store import prefilter
+
+    monkeypatch.setattr(prefilter, "BLOCK", 16)  # so that the cells here span several blocks
+    rng = np.random.default_rng(9)
+    centres = rng.standard_normal((30, DIM))
+    store = Store(tmp_path / "index.db")
+    fill(store, clustered(rng, 1500, centres), per_file=50)
+    assert store.ensure_prefilter(minimum=1000)
+    removed: set[int] = set()
+    for f in range(0, 30, 2):  # half of the files go, and as many new ones come
+        path = Path(f"/data/{f}.{'png' if f % 2 else 'txt'}")
+        removed |= {i for i, item in store.items(sorted(store.live_item_ids())).items() if item.chunk.path == path}
+        store.remove_file(path)
+        new = Path(f"/data/new{f}.txt")
+        chunks = [Chunk(new, Kind.TEXT, "", new.name, chunk_no=i) for i in range(50)]
+        store.put_file(new, Path("/data"), f, 0.0, f"{f + 900:064x}", chunks, clustered(rng, 50, centres))
+    assert store.vector_count() == 1500
+    assert store.prefilter_entries() == 2 * 1500
+    sizes = [int(s) for (s,) in store._db.execute("SELECT size FROM bit_blocks")]
+    assert max(sizes) <= 16 and min(sizes) >= 1
+    live = sorted(store.live_item_ids())
+    halves = dict(store._db.execute("SELECT item_id, vector FROM item_half"))
+    for item in live[::25]:
+        vector = np.frombuffer(halves[item], dtype=np.float16).astype(np.float32)
+        found = [i for i, _ in store.dense(vector, 10)]
+        assert found[0] == item and not removed & set(found)
+    assert store._db.execute("SELECT COUNT(*) FROM bit_members").fetchone()[0] == 1500
+    for path in {item.chunk.path for item in store.items(live).values()}:  # then every file goes
+        store.remove_file(path)
+    assert store._db.execute("SELECT COUNT(*) FROM bit_blocks").fetchone()[0] == 0
+    assert store._db.execute("SELECT COUNT(*) FROM bit_members").fetchone()[0] == 0
+
+
+def test_an_index_of_the_vec0_layout_gets_blocks(tmp_path: Path) -> None:
+    """An index whose prefilter an older version kept in vec0 (``item_bits``, layout cells-v3) searches exactly
+    until the next build, which drops that table with its shadow tables."""
+    rng = np.random.default_rng(10)
+    store = Store(tmp_path / "index.db")
+    vectors = clustered(rng, 1200, rng.standard_normal((40, DIM)))
+    fill(store, vectors)
+    store._db.execute(f"CREATE VIRTUAL TABLE item_bits USING vec0(entry INTEGER PRIMARY KEY, "
+                      f"cell INTEGER PARTITION KEY, embedding bit[{DIM}], kind TEXT)")
+    for key, value in (("prefilter_layout", "cells-v3"), ("prefilter_version", "1"), ("prefilter_size", "1200")):
+        store.set_meta(key, value)
+    reopened = Store(tmp_path / "index.db")
+    assert reopened.prefilter_cells == 0  # not read: exact search meanwhile
+    assert reopened.ensure_prefilter(minimum=1000) and reopened.prefilter_cells > 1
+    tables = {name for (name,) in reopened._db.execute("SELECT name FROM sqlite_schema WHERE type = 'table'")}
+    assert not {t for t in tables if t.startswith("item_bits")}
+    assert reopened.dense(vectors[5], 1)[0][0] == 6

@@ -6,8 +6,10 @@ Two quantisers, used one after the other on large indexes:
 - **cells** (an inverted file): spherical k-means centroids of the mean-centred vectors split the index into
   cells; each vector is filed in its ``ASSIGNMENTS`` nearest cells, and a query looks only in the cells of its
   nearest centroids (``PROBES`` or more, by how close the next ones score).
-- **sign bits**: one bit per dimension of the centred vector; Hamming distance between bit vectors ranks the
-  vectors of those cells cheaply, and the best few are rescored exactly with their float vectors.
+- **sign bits**: one bit per dimension of the centred vector and two factors per vector (``sign_codes``); the
+  Hamming distance to the query's bits ranks the vectors of those cells cheaply, the query's float vector
+  against the bits of the best of those ranks them closely (``estimate``), and the best few of that are rescored
+  exactly with their float vectors.
 
 Residual-stream vectors share a large mean direction; centring first makes both the bits and the cells encode
 what differs between items rather than that common offset. Everything here works on unit-length vectors, the
@@ -32,14 +34,14 @@ CELL_SIZE = 1024
 ASSIGNMENTS = 2
 # Cells scanned per query: at least PROBES, more while the next centroid is within PROBE_MARGIN (cosine) of the
 # nearest, at most MAX_PROBES. Where cells follow clusters one centroid stands out and few cells hold a query's
-# neighbours; where scores are flat (real text-embedding vectors) they are spread over many. Recall@10 / p50
-# through the whole prefilter at 100k vectors, rescore pool 400 (benchmarks/stage1_peers.py, one run): clean
-# synthetic 0.985 / 11.3 ms (a fixed 4 probes: 0.985 / 13.5), items about two topics 0.976 / 9.0 ms (0.976 /
-# 10.6), all-MiniLM text vectors 0.952 / 25.6 ms, p95 45 (a fixed 4: 0.860 / 12.5; a fixed 16: 0.966 / 39.9).
-# Each probed cell costs ~2 ms there: sqlite-vec returns the pool's worth of rows from every cell.
+# neighbours; where scores are flat (real text-embedding vectors) they are spread over many. A cell costs ~0.1 ms
+# to read and count at 384-d (~2,000 entries), so a wide margin is cheap where it matters. All-MiniLM text
+# vectors at 100k, rescore pool 200 (a throwaway sweep on benchmarks/stage1_peers.py's vectors, one run each):
+# margin 0.25 and at most 16 cells 0.952 recall@10 at 2.4 ms, 0.35 and 32 cells 0.984 at 3.4 ms, 0.4 and 32
+# 0.984 at 4.2 ms; the synthetic sets' recall did not move with the margin (one centroid stands out there).
 PROBES = 3
-PROBE_MARGIN = 0.25
-MAX_PROBES = 16
+PROBE_MARGIN = 0.35
+MAX_PROBES = 32
 # Training vectors per centroid for k-means (more buys little: the centroids only route queries).
 _TRAIN_PER_CELL = 32
 _ITERATIONS = 8
@@ -61,9 +63,59 @@ def centre_of(sample: np.ndarray) -> np.ndarray:
     return _unit_rows(sample).mean(axis=0)
 
 
-def sign_bits(vectors: np.ndarray, centre: np.ndarray) -> np.ndarray:
-    """Sign bits of the centred unit vectors, packed 8 per byte (any fixed bit order works for Hamming distance)."""
-    return np.packbits(_unit_rows(vectors) - centre > 0, axis=1)
+def sign_codes(vectors: np.ndarray, centre: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each vector's code: the sign bits of its centred unit vector x - c, as 64-bit words (n, words) uint64 (zero
+    bits pad the last word: equal everywhere, they change no count), and two float32 factors (n, 2) that turn a
+    query's product with those signs into an estimate of its cosine to the vector (``estimate``):
+
+    q·x = q·c + (q - c)·(x - c) + c·(x - c), and (q - c)·(x - c) ≈ |x - c|² / |x - c|₁ · (q - c)·sign(x - c)
+    (RaBitQ's estimator, Gao & Long 2024: the product with the signs, divided by how well the signs line up with
+    the vector). q·c is the same for every item, so the factors are the scale |x - c|² / |x - c|₁ and the offset
+    c·(x - c)."""
+    points = _unit_rows(vectors) - centre
+    dim = points.shape[1]
+    bits = np.zeros((len(points), -(-dim // 64) * 64), dtype=bool)
+    bits[:, :dim] = points > 0
+    length = np.einsum("ij,ij->i", points, points)
+    factors = np.stack([length / np.maximum(np.abs(points).sum(axis=1), 1e-12), points @ centre], axis=1)
+    return np.packbits(bits, axis=1).view(np.uint64), factors.astype(np.float32)
+
+
+def _row_counts(words: np.ndarray) -> np.ndarray:
+    """Set bits per row of 64-bit words, as float32 (summed by a matrix product: 0.17 ms for 6,400 rows of 24
+    words, where ``sum(axis=1)`` over the per-word counts took 0.26)."""
+    return np.bitwise_count(words).astype(np.float32) @ np.ones(words.shape[-1], dtype=np.float32)
+
+
+def hamming(words: np.ndarray, query_words: np.ndarray) -> np.ndarray:
+    """Bits that differ between each row of ``words`` and ``query_words``: (n,) float32 (whole numbers)."""
+    return _row_counts(words ^ query_words)
+
+
+def estimate(words: np.ndarray, factors: np.ndarray, query: np.ndarray, centre: np.ndarray) -> np.ndarray:
+    """Estimated cosines (less a constant: only their order is meant) of the query to the coded vectors, from the
+    query's float vector against each code's sign bits (``sign_codes``). Ranks far closer than the Hamming
+    distance between the two sets of sign bits, which also throws the query's magnitudes and each vector's
+    length away: recall@10 of the best 100 items 0.938 against 0.822 on items about two topics (100k, 1536-d).
+
+    The query's centred coordinates are rounded to 16 levels, lo + step·u, so that the product with the bits of x
+    is four AND-and-count passes, one per bit of u, plus one count of x's bits: Σ q_k x_k = lo·|x| + step·Σ_b 2^b
+    |u_b & x| (RaBitQ's rounding; recall the same as with the exact product on that set)."""
+    point = _unit_rows(query)[0] - centre
+    dim = len(point)
+    low, high = float(point.min()), float(point.max())
+    step = max(high - low, 1e-12) / 15
+    levels = np.rint((point - low) / step).astype(np.uint8)
+    planes = np.zeros((5, words.shape[1] * 64), dtype=bool)
+    for bit in range(4):
+        planes[bit, :dim] = (levels >> bit) & 1
+    planes[4, :dim] = True  # counts x's own bits
+    packed = np.packbits(planes, axis=1).view(np.uint64)
+    counts = _row_counts(words[:, None, :] & packed[None])
+    weighted = counts[:, :4] @ np.array([1, 2, 4, 8], dtype=np.float32)  # exact: whole numbers below 2^24
+    # q·sign(x) over the signs ±1: 2·Σ q_k x_k - Σ q_k.
+    product = 2 * (low * counts[:, 4] + step * weighted) - float(point.sum())
+    return factors[:, 0] * product + factors[:, 1]
 
 
 def train_cells(sample: np.ndarray, centre: np.ndarray, cells: int, seed: int = 0) -> np.ndarray:

@@ -1,8 +1,8 @@
 """The index database, a facade over one connection: every SQL string lives in one of its seams — schema.py
 (migrations, meta, the model an index belongs to), catalog.py (files, items, FTS, trash), vectors.py (vec0,
-float16 copies, the prefilter), queue.py (the daemon's queue and roots) and maintenance.py. No seam touches
-another's tables. SQLite through apsw (this Python's sqlite3 cannot load
-extensions) with sqlite-vec for vectors and FTS5 for the lexical side of hybrid search.
+float16 copies, the prefilter's build and search), prefilter.py (the prefilter's tables), queue.py (the daemon's
+queue and roots) and maintenance.py. No seam touches another's tables. SQLite through apsw (this Python's sqlite3
+cannot load extensions) with sqlite-vec for vectors and FTS5 for the lexical side of hybrid search.
 
 Layout: ``files`` (one row per path, with its state or skip reason), ``items`` (chunks: passages, images,
 pages), ``items_fts`` (FTS5 over title + text) and ``item_vectors`` (vec0, cosine). The vector table is made
@@ -13,9 +13,10 @@ Beside the index itself: ``queue`` (the daemon's persistent work list: a path is
 that stores its result, so a killed daemon loses nothing), ``roots`` (watched folders, online or not), ``trash``
 (vectors of removed files, kept a while so a moved or renamed file is recognised by its content hash and not
 embedded again), ``item_half`` (a float16 copy of each vector in a plain table, fast to read in bulk or by id)
-and, once the index is large, the prefilter (engine/ann.py computes it): ``bit_cells`` (k-means centroids) and
-``item_bits`` (vec0 of sign bits partitioned by cell, each vector filed in its two nearest cells, so a query
-reads only the cells nearest to it), whose Hamming candidates are rescored exactly with ``item_half``.
+and, once the index is large, the prefilter (engine/ann.py computes it, prefilter.py files it): ``bit_cells``
+(k-means centroids), ``bit_blocks`` (sign bits, each vector filed in its two nearest cells, a cell's entries in
+blocks read whole, so a query reads only the cells nearest to it) and ``bit_members`` (an item's blocks); its
+Hamming candidates are rescored exactly with ``item_half``.
 """
 
 from __future__ import annotations
@@ -29,9 +30,10 @@ import apsw
 
 from freeret_tui.engine.store.catalog import Catalog, FileRow, StoredItem
 from freeret_tui.engine.store.maintenance import Maintenance
+from freeret_tui.engine.store.prefilter import PrefilterState
 from freeret_tui.engine.store.queue import Queue
 from freeret_tui.engine.store.schema import INDEX_FILE, SCHEMA_VERSION, Schema, _connect, damaged
-from freeret_tui.engine.store.vectors import PREFILTER_MIN, PREFILTER_PER_HIT, PREFILTER_POOL, Vectors, _Prefilter
+from freeret_tui.engine.store.vectors import PREFILTER_MIN, PREFILTER_PER_HIT, PREFILTER_POOL, Vectors
 
 __all__ = ["INDEX_FILE", "PREFILTER_MIN", "PREFILTER_PER_HIT", "PREFILTER_POOL", "SCHEMA_VERSION", "FileRow",
            "Store", "StoredItem"]
@@ -49,7 +51,7 @@ class Store(Schema, Catalog, Vectors, Queue, Maintenance):
         self.path = str(path)
         self._db = _connect(self.path)
         self._file_id = self._on_disk()
-        self._prefilter: _Prefilter | None = None
+        self._prefilter: PrefilterState | None = None
         try:
             self._migrate()
             self._dim = self._meta("dim")

@@ -122,6 +122,10 @@ def _connect(path: str):  # -> apsw.Connection
         conn.execute("PRAGMA page_size = 65536")
         if path != ":memory:":
             conn.execute("PRAGMA journal_mode = WAL")  # one writer, many readers
+            # Reads map the file instead of copying each 64 KiB page out of the kernel's cache: the prefilter's
+            # 400 float16 rescore rows, each on its own page, cost 2.9 ms a query at 100k vectors copied and 0.57 ms
+            # mapped. Address space only: the pages are the kernel's page cache, shared, not this process's memory.
+            conn.execute(f"PRAGMA mmap_size = {1 << 40}")
         conn.execute("SELECT COUNT(*) FROM sqlite_schema").fetchone()
     except (apsw.CorruptError, apsw.NotADBError) as err:
         conn.close()
