@@ -95,7 +95,6 @@ class Prefilter(Transactions):
         self._db.execute("CREATE TABLE bit_members (item_id INTEGER PRIMARY KEY, blocks BLOB NOT NULL)")
         for cell, centroid in enumerate(centroids):
             self._db.execute("INSERT INTO bit_cells(cell, centroid) VALUES (?, ?)", (cell, centroid.tobytes()))
-        self._prefilter = PrefilterState("building", centre, centroids)
 
     def _file_all(self, ids: np.ndarray, kinds: Sequence[str], vectors_cells: np.ndarray, bits: np.ndarray,
                   factors: np.ndarray) -> None:
