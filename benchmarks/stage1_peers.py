@@ -37,9 +37,10 @@ from freeret_tui.engine import ann
 from freeret_tui.engine.store import vectors as vectors_module
 
 
-def vectors_for(kind: str, n: int, dim: int, n_queries: int, seed: int = 7) -> tuple[np.ndarray, np.ndarray]:
+def vectors_for(kind: str, n: int, dim: int, n_queries: int, seed: int = 7,
+                cache: Path | None = None) -> tuple[np.ndarray, np.ndarray]:
     if kind == "minilm":
-        return minilm(n, n_queries)
+        return minilm(n, n_queries, cache)
     rng = np.random.default_rng(seed)
     common = 3.0 * rng.standard_normal(dim, dtype=np.float32)
     topics = rng.standard_normal((max(n // 1000, 2), dim), dtype=np.float32)
@@ -254,6 +255,7 @@ def main() -> None:
     parser.add_argument("--sets", default="clean,mix")
     parser.add_argument("--dim", type=int, default=1536)
     parser.add_argument("--queries", type=int, default=100)
+    parser.add_argument("--cache", type=Path, help="keep the MiniLM vectors in this folder, for a later run")
     parser.add_argument("--real", type=int, default=0, help="also measure N real SmolLM2 vectors' anisotropy")
     parser.add_argument("--plot-only", action="store_true", help="redraw the plot from stage1_peers.json")
     parser.add_argument("--prefilter-only", action="store_true",
@@ -269,7 +271,7 @@ def main() -> None:
     report: dict[str, Any] = {"machine": {"cores": os.cpu_count()}, "results": []}
     for size in (int(s) for s in args.sizes.split(",") if s):  # --sizes "" with --real: the real vectors only
         for name in (s for s in args.sets.split(",") if s):
-            vectors, queries = vectors_for(name, size, args.dim, args.queries)
+            vectors, queries = vectors_for(name, size, args.dim, args.queries, cache=args.cache)
             result: dict[str, Any] = {"set": name, "vectors": size, "dim": vectors.shape[1], "rows": []}
             report["results"].append(result)
 
