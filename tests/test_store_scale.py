@@ -291,3 +291,32 @@ def test_an_index_of_the_vec0_layout_gets_blocks(tmp_path: Path) -> None:
     tables = {name for (name,) in reopened._db.execute("SELECT name FROM sqlite_schema WHERE type = 'table'")}
     assert not {t for t in tables if t.startswith("item_bits")}
     assert reopened.dense(vectors[5], 1)[0][0] == 6
+
+
+def test_cells_are_retrained_once_the_content_has_turned_over(tmp_path: Path) -> None:
+    """Every file replaced by files about other things, the index no larger: the cells trained on what is gone
+    crowd the new vectors into a few of them (each query then reads a large part of the index), until
+    ``ensure_prefilter`` sees that as many vectors were filed as the build had, and trains new cells. Here the
+    largest cell held 49 % of the entries before, 7 % after."""
+    rng = np.random.default_rng(11)
+    store = Store(tmp_path / "index.db")
+    fill(store, clustered(rng, 1200, rng.standard_normal((30, DIM))))
+    assert store.ensure_prefilter(minimum=1000)
+    with store.transaction():
+        for f in range(12):
+            store.remove_file(Path(f"/data/{f}.{'png' if f % 2 else 'txt'}"))
+    later = clustered(rng, 1200, rng.standard_normal((30, DIM))) + 3.0 * rng.standard_normal(DIM).astype(np.float32)
+    for f, offset in enumerate(range(0, 1200, 100)):
+        path = Path(f"/data/later{f}.txt")
+        chunks = [Chunk(path, Kind.TEXT, "", path.name, chunk_no=i) for i in range(100)]
+        store.put_file(path, Path("/data"), f, 0.0, f"{f + 700:064x}", chunks, later[offset : offset + 100])
+
+    def largest_cell_share() -> float:
+        sizes = [int(s) for (s,) in store._db.execute("SELECT SUM(size) FROM bit_blocks GROUP BY cell")]
+        return max(sizes) / sum(sizes)
+
+    stale, cells = largest_cell_share(), store.prefilter_cells
+    assert store.vector_count() == 1200 and store.prefilter_written() == 1200
+    assert store.ensure_prefilter(minimum=1000)
+    assert store.prefilter_written() == 0 and store.prefilter_cells == cells
+    assert largest_cell_share() < stale / 3, (stale, largest_cell_share())

@@ -150,6 +150,11 @@ class Prefilter(Transactions):
             blocks.append(int(block))
         self._db.execute("INSERT INTO bit_members(item_id, blocks) VALUES (?, ?)",
                          (item_id, np.array(blocks, dtype=np.int64).tobytes()))
+        self._add_meta("prefilter_written", 1)  # type: ignore[attr-defined]  # schema.py; reset by each build
+
+    def prefilter_written(self) -> int:
+        """Vectors filed one by one since the prefilter was built (what decides its next build)."""
+        return int(self._meta("prefilter_written") or 0)
 
     def _unfile(self, item_id: int) -> None:
         """Take an item out of the blocks it is filed in (a block left empty goes)."""
