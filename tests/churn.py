@@ -13,8 +13,11 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import numpy as np
 
 from freeret_tui.engine.daemon import STATUS_KEY, holder_pid
 from freeret_tui.engine.scan import indexable, walk
@@ -130,11 +133,12 @@ class Churner:
 
 
 def start_daemon(model_dir: Path, roots: list[Path], env: dict[str, str], log: Path,
-                 ready: bool = False) -> subprocess.Popen:
+                 ready: bool = False, launcher: Sequence[str] = ()) -> subprocess.Popen:
     """``freeret-tui daemon run`` in a child process; returns once it holds the lock (``ready``: once its model
-    is loaded and it has reported in, so a kill lands in scanning, embedding or committing, not in start-up)."""
-    command = [sys.executable, "-m", "freeret_tui", "daemon", "run", *map(str, roots), "--model", str(model_dir),
-               "--dtype", "float32", "--device", "cpu", "--batch-size", "4", "--nice", "0"]
+    is loaded and it has reported in, so a kill lands in scanning, embedding or committing, not in start-up).
+    ``launcher``: what runs the CLI instead of ``python -m freeret_tui`` (a benchmark's settings)."""
+    command = [*(launcher or (sys.executable, "-m", "freeret_tui")), "daemon", "run", *map(str, roots),
+               "--model", str(model_dir), "--dtype", "float32", "--device", "cpu", "--batch-size", "4", "--nice", "0"]
     with log.open("ab") as out:
         child = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
     data_dir = Path(env["FREERET_DATA_DIR"])
@@ -153,21 +157,44 @@ def start_daemon(model_dir: Path, roots: list[Path], env: dict[str, str], log: P
     return child
 
 
+def prefilter_state(store: Store) -> dict[str, int]:
+    """The prefilter against the catalog: its cells and entries, and what must be 0 — entries of items that are
+    gone (``stray``), items filed in fewer cells than the others or not at all (``unfiled``), member rows that
+    name a missing block (``broken_members``). All 0 without a prefilter."""
+    if not store.prefilter_cells:
+        return {"cells": 0, "entries": 0, "stray": 0, "unfiled": 0, "broken_members": 0}
+    db = store._db
+    filed: dict[int, int] = {}
+    for (ids,) in db.execute("SELECT ids FROM bit_blocks"):
+        for item in np.frombuffer(ids, dtype=np.int64).tolist():
+            filed[item] = filed.get(item, 0) + 1
+    live = store.live_item_ids()
+    blocks = {int(b) for (b,) in db.execute("SELECT block FROM bit_blocks")}
+    members = [np.frombuffer(m, dtype=np.int64).tolist() for (m,) in db.execute("SELECT blocks FROM bit_members")]
+    width = max(filed.values(), default=1)
+    return {"cells": store.prefilter_cells, "entries": sum(filed.values()),
+            "stray": sum(n for item, n in filed.items() if item not in live),
+            "unfiled": sum(1 for item in live if filed.get(item, 0) < width),
+            "broken_members": sum(1 for m in members if not set(m) <= blocks)}
+
+
 def churn_and_kill(model_dir: Path, roots: list[Path], env: dict[str, str], log: Path, kills: int,
-                   ops_per_round: int, seed: int, converge_timeout: float = 120.0) -> dict[str, object]:
-    """Churn with ``kills`` SIGKILLs at random moments, then a clean run; the final comparison and counts."""
+                   ops_per_round: int, seed: int, converge_timeout: float = 120.0,
+                   launcher: Sequence[str] = ()) -> dict[str, object]:
+    """Churn with ``kills`` SIGKILLs at random moments, then a clean run; the final comparison and counts, and
+    the prefilter's (``prefilter_state``)."""
     rng = random.Random(seed)
     churner = Churner(roots, rng)
     started = time.monotonic()
     for _ in range(kills):
-        child = start_daemon(model_dir, roots, env, log, ready=True)
+        child = start_daemon(model_dir, roots, env, log, ready=True, launcher=launcher)
         for _ in range(ops_per_round):
             churner.step()
             time.sleep(rng.uniform(0.0, 0.05))
         time.sleep(rng.uniform(0.0, 2.5))  # after the 1 s debounce: the kill lands in embedding, commit or idle
         child.send_signal(signal.SIGKILL)
         child.wait()
-    child = start_daemon(model_dir, roots, env, log)
+    child = start_daemon(model_dir, roots, env, log, launcher=launcher)
     store = Store(Path(env["FREERET_DATA_DIR"]) / "index.db")
     try:
         report = wait_converged(store, roots, converge_timeout)
@@ -182,6 +209,7 @@ def churn_and_kill(model_dir: Path, roots: list[Path], env: dict[str, str], log:
             "distinct_contents_written": len(churner.contents),
             "distinct_contents_present": len(present),
             "embedded_items": store.embedded_items,
+            "prefilter": prefilter_state(store),
             "seconds": round(time.monotonic() - started, 1),
         }
     finally:
