@@ -21,9 +21,9 @@ import numpy as np
 from freeret_tui.engine import ann
 from freeret_tui.engine.store.tx import Transactions
 
-# Entries ranked by ``ann.estimate`` per item wanted from the Hamming ranking: at 800 for 200 (100k vectors,
-# items about two topics) recall was the same as estimating every entry of the probed cells (~6,400), at a
-# tenth of the cost.
+# Entries ranked by ``ann.estimate`` per item wanted, the closest by Hamming distance: 800 for 200 (100k vectors,
+# items about two topics) gave the same recall as estimating every entry of the probed cells (~6,400); the
+# estimate costs ~5x the Hamming count per entry.
 _ESTIMATED_PER_ITEM = 4
 # Entries per block: an append or a removal rewrites one block, ~53 KB at 1536-d (192 bytes of bits, 8 of id, 8 of
 # factors, 1 of kind per entry), which fits one of the index's 64 KiB pages; a query reads a cell of ~2,000
