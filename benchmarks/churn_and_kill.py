@@ -26,18 +26,6 @@ sys.path.insert(0, str(ROOT / "tests"))
 import churn  # noqa: E402
 import tiny_models  # noqa: E402
 
-# The CLI with the prefilter's threshold (argv[1]) and cell size lowered: this benchmark's settings, not a flag of
-# the product's.
-_WITH_PREFILTER = """
-import sys
-from freeret_tui.cli import main
-from freeret_tui.engine import ann
-from freeret_tui.engine.store import vectors
-vectors.PREFILTER_MIN = int(sys.argv.pop(1))
-ann.CELL_SIZE = 16
-raise SystemExit(main())
-"""
-
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -46,9 +34,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--prefilter-min", type=int, help="build the prefilter from this many vectors on")
     args = parser.parse_args()
-    launcher: list[str] = []
-    if args.prefilter_min is not None:
-        launcher = [sys.executable, "-c", _WITH_PREFILTER, str(args.prefilter_min)]
+    launcher = [] if args.prefilter_min is None else churn.prefilter_launcher(args.prefilter_min, cell_size=16)
     work = Path(tempfile.mkdtemp(prefix="freeret-churn-"))
     model = tiny_models.build_idefics3(work / "tiny-idefics3")
     roots = [work / "a", work / "b"]

@@ -2,10 +2,12 @@
 Samples the daemon's RSS and queue length every 0.5 s, and checks at the end that nothing was lost (the same
 checker as the churn-and-kill test). Prints one JSON object.
 
-    python benchmarks/daemon_load.py [--files 10000] [--churn-rate 1000] [--churn-seconds 10]
+    python benchmarks/daemon_load.py [--files 10000] [--churn-rate 1000] [--churn-seconds 10] [--prefilter-min N]
 
 Uses the tiny random Idefics3 model built by the test suite: this measures the daemon and the store, not the
-model (its own memory is reported as the RSS after start-up, before any file arrives).
+model (its own memory is reported as the RSS after start-up, before any file arrives). ``--prefilter-min N``
+turns the prefilter on from N vectors (cells of 256) instead of the product's 20k, so that the load lands on its
+writes and rebuilds too; the report then says whether its tables match the catalog.
 """
 
 from __future__ import annotations
@@ -42,13 +44,15 @@ def main() -> None:
     parser.add_argument("--churn-rate", type=int, default=1000, help="file operations per second")
     parser.add_argument("--churn-seconds", type=float, default=10.0)
     parser.add_argument("--timeout", type=float, default=1800.0)
+    parser.add_argument("--prefilter-min", type=int, help="build the prefilter from this many vectors on")
     args = parser.parse_args()
+    launcher = [] if args.prefilter_min is None else churn.prefilter_launcher(args.prefilter_min, cell_size=256)
     work = Path(tempfile.mkdtemp(prefix="freeret-load-"))
     model = tiny_models.build_idefics3(work / "tiny-idefics3")
     root = work / "inbox"
     root.mkdir()
     env = dict(os.environ, FREERET_DATA_DIR=str(work / "data"), HF_HUB_OFFLINE="1")
-    child = churn.start_daemon(model, [root], env, work / "daemon.log", ready=True)
+    child = churn.start_daemon(model, [root], env, work / "daemon.log", ready=True, launcher=launcher)
     store = Store(work / "data" / "index.db")
     samples: list[dict[str, float]] = []
     started = time.monotonic()
@@ -97,6 +101,7 @@ def main() -> None:
             "rss_after_start_mb": idle_rss,
             "rss_peak_mb": max(s["rss_mb"] for s in samples),
             "queue_peak": max(s["queued"] for s in samples),
+            "prefilter": churn.prefilter_state(store),
             "samples": samples[:: max(1, len(samples) // 40)],
         }))
     finally:

@@ -132,6 +132,17 @@ class Churner:
             files.append(path)
 
 
+def prefilter_launcher(minimum: int, cell_size: int) -> list[str]:
+    """A ``start_daemon`` launcher: the CLI with the prefilter turned on from ``minimum`` vectors, in cells of
+    ``cell_size`` (the benchmarks' few hundred or thousand items stay far below the product's 20k), so that what
+    they check covers its writes and rebuilds. The benchmarks' settings, not a flag of the product's."""
+    code = ("import sys; from freeret_tui.cli import main; from freeret_tui.engine import ann; "
+            "from freeret_tui.engine.store import vectors; "
+            "vectors.PREFILTER_MIN, ann.CELL_SIZE = int(sys.argv.pop(1)), int(sys.argv.pop(1)); "
+            "raise SystemExit(main())")
+    return [sys.executable, "-c", code, str(minimum), str(cell_size)]
+
+
 def start_daemon(model_dir: Path, roots: list[Path], env: dict[str, str], log: Path,
                  ready: bool = False, launcher: Sequence[str] = ()) -> subprocess.Popen:
     """``freeret-tui daemon run`` in a child process; returns once it holds the lock (``ready``: once its model
