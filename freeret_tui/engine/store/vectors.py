@@ -21,10 +21,11 @@ from freeret_tui.engine.types import Kind
 # 2 cores (benchmarks/stage1_latency.py): exact 23.5 ms at 10k and 243 ms at 100k.
 PREFILTER_MIN = 20_000
 # Candidates rescored exactly: at least PREFILTER_POOL, and PREFILTER_PER_HIT per wanted hit. Each is one float16
-# row read back and converted (~3 µs a row at 1536-d), so the pool sets most of the prefilter's cost; how well
+# row read back and converted (~5 µs a row at 1536-d), so the pool sets much of the prefilter's cost; how well
 # the estimate ranks (ann.estimate) sets how small it can be. At 100k vectors, default probes, pool 100 / 200 /
-# 400 (a throwaway sweep on benchmarks/stage1_peers.py's vectors, one run): recall@10 0.967 / 0.990 / - on the
-# clean synthetic set (1.7 / 2.3 ms), 0.930 / 0.971 / 0.984 on items about two topics (1.5 / 2.1 / 3.5 ms).
+# 400 (benchmarks/stage1_peers.py, one run): recall@10 0.967 / 0.990 / 0.997 on the clean synthetic set (1.36 /
+# 1.97 / 3.18 ms), 0.930 / 0.971 / 0.984 on items about two topics (1.35 / 1.93 / 3.14 ms), 0.973 / 0.984 /
+# 0.986 on all-MiniLM text vectors (2.61 / 2.94 / 3.63 ms).
 PREFILTER_POOL = 200
 PREFILTER_PER_HIT = 4
 _BUILD_BATCH = 4096  # vectors read, quantised and written per step of a prefilter build
