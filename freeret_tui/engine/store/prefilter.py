@@ -21,9 +21,10 @@ import numpy as np
 from freeret_tui.engine import ann
 from freeret_tui.engine.store.tx import Transactions
 
-# Entries ranked by ``ann.estimate`` per item wanted, the closest by Hamming distance: 800 for 200 (100k vectors,
-# items about two topics) gave the same recall as estimating every entry of the probed cells (~6,400); the
-# estimate costs ~5x the Hamming count per entry.
+# Entries ranked by ``ann.estimate`` per item wanted, the closest by Hamming distance; at least 2, since an item
+# has up to two entries and the shortlist must hold ``pool`` items. 800 for 200 (100k vectors, items about two
+# topics) gave the same recall as estimating every entry of the probed cells (~6,400); the estimate costs ~5x the
+# Hamming count per entry.
 _ESTIMATED_PER_ITEM = 4
 # Entries per block: an append or a removal rewrites one block, ~53 KB at 1536-d (192 bytes of bits, 8 of id, 8 of
 # factors, 1 of kind per entry), which fits one of the index's 64 KiB pages; a query reads a cell of ~2,000
@@ -197,9 +198,8 @@ class Prefilter(Transactions):
             wanted = np.isin(np.frombuffer(b"".join(r[1] for r in rows), dtype=np.uint8),
                              [_KIND_CODES[k] for k in kinds])
             ids, words, factors = ids[wanted], words[wanted], factors[wanted]
-        # Hamming distance over every entry read, then the estimate over the closest: an item has at most two
-        # entries, so 2 x pool entries hold at least `pool` items.
-        shortlist = max(2, _ESTIMATED_PER_ITEM) * pool
+        # Hamming distance over every entry read, then the estimate over the closest.
+        shortlist = _ESTIMATED_PER_ITEM * pool
         if len(ids) > shortlist:
             closest = np.argpartition(ann.hamming(words, query_words), shortlist)[:shortlist]
             ids, words, factors = ids[closest], words[closest], factors[closest]

@@ -206,7 +206,8 @@ class Vectors(Prefilter):
     def _prefiltered(
         self, prefilter: PrefilterState, vector: np.ndarray, k: int, wanted: list[str]
     ) -> list[tuple[int, float]]:
-        """Hamming candidates from the sign bits of the nearest cells, rescored exactly (cosine) in float16."""
+        """Candidates from the codes of the nearest cells (``_nearest_by_bits``), rescored exactly (cosine) in
+        float16."""
         pool = max(PREFILTER_POOL, k * PREFILTER_PER_HIT)
         candidates = self._nearest_by_bits(prefilter, vector, pool, wanted)
         if not candidates:
