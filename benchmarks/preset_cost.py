@@ -8,10 +8,14 @@ per scanned page (a rendered A4 page at the same budget), per 256-token passage,
 over passages and over photos; answer tokens/s; peak RSS against the weights' own size. Each embedding forward
 is split into the vision tower and the language model (forward hooks) and set against this CPU's matmul roofline
 measured in the same run (``F.linear`` at the model's own shapes, in the model's dtype). From the rates: the
-projected time to index 10k photos and 5k notes (two passages each).
+projected time to index 10k photos and 5k notes (two passages each). With ``--device cuda`` the same run on a GPU,
+plus seconds per photo and per passage at each of ``--batches`` (a GPU needs batches to fill up; the projection
+takes the best), and the GPU's peak memory against the weights.
 
     python benchmarks/preset_cost.py [--preset default|fast|strong] [--dtype auto|float32|bfloat16]
         [--image-max-pixels N] [--photos N]      # JSON: benchmarks/preset_cost_<preset>.json
+    python benchmarks/preset_cost.py --device cuda --batches 1,2,4,8,16,32,64 [--preset ...]
+                                                 # JSON: benchmarks/preset_cost_<preset>_gpu.json
     python benchmarks/preset_cost.py --plot-only   # benchmarks/preset_cost.png from the JSON files already written
 
 Architectures, from the published config.json of each hub model:
@@ -48,7 +52,7 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "tests"))
 
 import stdlib_beir
-from throughput import gemm_flops
+from throughput import gemm_flops, sync
 
 from freeret_tui.engine.prompts import Side, answer_prompt, embedding_prompt
 from freeret_tui.engine.types import Content, Kind
@@ -77,22 +81,24 @@ def _tokenizer(special: list[str], chat_template: str, eos: str):  # -> PreTrain
                                    chat_template=chat_template)
 
 
-def _random(model_class: type, config: Any, out: Path) -> None:
-    """Random weights in bf16 (an fp32 build of the 7B model alone would need 33 GB), saved as safetensors."""
+def _random(model_class: type, config: Any, out: Path, device: str) -> None:
+    """Random weights in bf16 (an fp32 build of the 7B model alone would need 33 GB), saved as safetensors; drawn
+    on ``device`` (a GPU draws 8B random numbers in a second, 16 CPU cores in minutes)."""
     import torch
 
     torch.manual_seed(0)
     default = torch.get_default_dtype()
     torch.set_default_dtype(torch.bfloat16)
     try:
-        model = model_class(config)
+        with torch.device(device):
+            model = model_class(config)
     finally:
         torch.set_default_dtype(default)
     model.save_pretrained(out)
     del model
 
 
-def build_qwen(out: Path, strong: bool) -> Path:
+def build_qwen(out: Path, strong: bool, device: str = "cpu") -> Path:
     import torch  # noqa: F401
     from tiny_models import _QWEN_CHAT_TEMPLATE, _QWEN_SPECIAL
     from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
@@ -112,7 +118,7 @@ def build_qwen(out: Path, strong: bool) -> Path:
                       "patch_size": 14, "spatial_merge_size": 2, "temporal_patch_size": 2, "window_size": 112,
                       "fullatt_block_indexes": [7, 15, 23, 31], "hidden_act": "silu"}
         _random(Qwen2_5_VLForConditionalGeneration, Qwen2_5_VLConfig(text_config=text, vision_config=vision, **common),
-                out)
+                out, device)
     else:
         from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration
 
@@ -122,7 +128,8 @@ def build_qwen(out: Path, strong: bool) -> Path:
                     "rope_scaling": {"type": "mrope", "mrope_section": [16, 24, 24]}}
         vision = {"depth": 32, "embed_dim": 1280, "mlp_ratio": 4, "num_heads": 16, "hidden_size": 1536, "patch_size": 14,
                       "spatial_merge_size": 2, "temporal_patch_size": 2}
-        _random(Qwen2VLForConditionalGeneration, Qwen2VLConfig(text_config=text, vision_config=vision, **common), out)
+        _random(Qwen2VLForConditionalGeneration, Qwen2VLConfig(text_config=text, vision_config=vision, **common), out,
+                device)
     tok.save_pretrained(out)
     # The published processor: 14-px patches, 2x2 merge, 3,136 to 12,845,056 pixels (the product caps it lower).
     Qwen2VLImageProcessorPil(patch_size=14, merge_size=2, min_pixels=3136, max_pixels=12_845_056).save_pretrained(out)
@@ -130,7 +137,7 @@ def build_qwen(out: Path, strong: bool) -> Path:
     return out
 
 
-def build_smolvlm(out: Path) -> Path:
+def build_smolvlm(out: Path, device: str = "cpu") -> Path:
     from tiny_models import _CHAT_TEMPLATE
     from transformers import Idefics3Config, Idefics3ForConditionalGeneration, Idefics3Processor
     from transformers.models.idefics3.image_processing_pil_idefics3 import Idefics3ImageProcessorPil
@@ -146,7 +153,7 @@ def build_smolvlm(out: Path) -> Path:
     config = Idefics3Config(vision_config=vision, text_config=text, scale_factor=4,
                             image_token_id=tok.convert_tokens_to_ids("<image>"), pad_token_id=tok.pad_token_id,
                             tie_word_embeddings=True)
-    _random(Idefics3ForConditionalGeneration, config, out)
+    _random(Idefics3ForConditionalGeneration, config, out, device)
     # The published processor: photos resized to 2048 px on the long side, split into 512-px tiles (the product's
     # image budget picks fewer tiles), 64 image tokens a tile.
     image_processor = Idefics3ImageProcessorPil(size={"longest_edge": 2048}, max_image_size={"longest_edge": 512},
@@ -158,17 +165,20 @@ def build_smolvlm(out: Path) -> Path:
 
 
 class Split:
-    """Wall time spent inside the vision tower, and the patches it read, during the forwards run meanwhile."""
+    """Wall time spent inside the vision tower, and the patches it read, during the forwards run meanwhile (on a
+    GPU each end waits for the queued work, so the time is the tower's own)."""
 
-    def __init__(self, module: Any, patch: int):
+    def __init__(self, module: Any, patch: int, device: str):
         self.seconds = 0.0
         self.patches = 0
         self._patch = patch
         self._start = 0.0
+        self._device = device
         module.register_forward_pre_hook(self._pre, with_kwargs=True)
         module.register_forward_hook(self._post)
 
     def _pre(self, _module: Any, args: tuple, kwargs: dict) -> None:
+        sync(self._device)
         self._start = time.perf_counter()
         pixels = args[0] if args else kwargs.get("pixel_values", kwargs.get("hidden_states"))
         if pixels.dim() == 2:  # Qwen: one row per patch already
@@ -177,6 +187,7 @@ class Split:
             self.patches += int(pixels.shape[0]) * (pixels.shape[-2] // self._patch) * (pixels.shape[-1] // self._patch)
 
     def _post(self, *_args: Any) -> None:
+        sync(self._device)
         self.seconds += time.perf_counter() - self._start
 
 
@@ -206,15 +217,20 @@ def _page(work: Path, passage: str) -> Path:
     return path
 
 
-def measure(spec: str, dtype: str, budget: int, photos: list[Path], work: Path) -> dict[str, Any]:
+def measure(spec: str, dtype: str, budget: int, photos: list[Path], work: Path, device: str,
+            batches: list[int]) -> dict[str, Any]:
     import torch
 
     from freeret_tui.engine.models import load_model
 
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     started = time.perf_counter()
-    model = load_model(spec, device="cpu", dtype=dtype, image_max_pixels=budget, max_new_tokens=32)
+    model = load_model(spec, device=device, dtype=dtype, image_max_pixels=budget, max_new_tokens=32)
+    sync(device)
     load_s = time.perf_counter() - started
+    gpu = device.startswith("cuda")
+    if gpu:
+        torch.cuda.reset_peak_memory_stats()
     hf = model._model
     weights = sum(p.numel() * p.element_size() for p in hf.parameters())
     decoder = hf.get_decoder()
@@ -222,23 +238,30 @@ def measure(spec: str, dtype: str, budget: int, photos: list[Path], work: Path) 
     lm_params = _params(decoder.layers) - _params(decoder.layers[-1].mlp)
     vis_params = _params(visual) + (_params(hf.model.connector) if hasattr(hf.model, "connector") else 0)
     vision_config = hf.config.vision_config
-    split = Split(visual, int(vision_config.patch_size))
+    split = Split(visual, int(vision_config.patch_size), device)
     hidden = hf.config.get_text_config().hidden_size
     intermediate = hf.config.get_text_config().intermediate_size
-    # The best of the model's own projection shapes and a square one (a short run of one shape read 40 % low).
-    shapes = [(256, hidden, intermediate), (1024, 1280, 5120), (2048, 2048, 2048)]
-    roofline = max(gemm_flops(str(hf.dtype).removeprefix("torch."), *shape, repeats=10) for shape in shapes)
+    # The best of the model's own projection shapes and a square one (a short run of one shape read 40 % low); a GPU
+    # reaches its peak only on large products, so it gets a large square too.
+    shapes = [(256, hidden, intermediate), (1024, 1280, 5120), (2048, 2048, 2048)] + [(8192, 8192, 8192)] * gpu
+    roofline = max(gemm_flops(str(hf.dtype).removeprefix("torch."), *shape, repeats=10, device=device)
+                   for shape in shapes)
 
     corpus = stdlib_beir.build(work / "beir", limit=60, min_words=180, max_words=400)
     texts = [json.loads(line)["text"] for line in (corpus / "corpus.jsonl").read_text().splitlines()]
-    spans = model.token_spans(" ".join(texts))
-    passages = [" ".join(texts)[spans[i][0]:spans[i + 255][1]] for i in range(0, 256 * 10, 256)]  # 256 tokens each
+    count = max([10, *batches])
+    joined = " ".join(texts)
+    # The standard library has ~16k tokens of long docstrings: a sweep's 64 passages read them more than once.
+    joined = " ".join([joined] * -(-(256 * count + 1) // len(model.token_spans(joined))))
+    spans = model.token_spans(joined)
+    passages = [joined[spans[i][0]:spans[i + 255][1]] for i in range(0, 256 * count, 256)]  # 256 tokens each
 
     def lm_tokens(content: Content, kind: Kind) -> int:
         """Tokens the language model reads for one item: the prompt with each image expanded to its tokens."""
         return int(model._inputs([embedding_prompt(content, Side.CANDIDATE, kind)])["input_ids"].shape[1])
 
-    out: dict[str, Any] = {"model": spec, "dtype": model.dtype, "image_max_pixels": budget, "load_s": round(load_s, 1),
+    out: dict[str, Any] = {"model": spec, "device": device, "dtype": model.dtype, "image_max_pixels": budget,
+                           "load_s": round(load_s, 1),
                            "weights_gb": round(weights / 1e9, 2), "lm_params_embedding_pass": lm_params,
                            "vision_params": vis_params, "roofline_tflops": round(roofline / 1e12, 3)}
 
@@ -285,7 +308,7 @@ def measure(spec: str, dtype: str, budget: int, photos: list[Path], work: Path) 
     system = "Answer from the sources."
     prompt = "\n".join(f"[{n}] {p}" for n, p in enumerate(passages[:5], 1)) + "\nQuestion: what changed?"
     started = time.perf_counter()
-    next(iter(model.generate(system, prompt, [], stop)))
+    next(iter(model.generate(system, prompt, [], stop)), None)  # random weights may stop at once: no piece at all
     first_piece = time.perf_counter() - started
     stop.set()
     enc = model._inputs([answer_prompt("what changed?", [Content(text=p) for p in passages[:5]])])
@@ -297,16 +320,62 @@ def measure(spec: str, dtype: str, budget: int, photos: list[Path], work: Path) 
     out["answer"] = {"prompt_tokens": int(enc["input_ids"].shape[1]), "first_piece_s": round(first_piece, 1),
                      "tokens_per_s": round(16 / (decode(17) - decode(1)), 2)}
 
+    per_photo_s, per_passage = out["seconds_per_photo"], out[f"seconds_per_passage_batch{batch}"]
+    if batches:
+        out["batches"] = sweep(model, split, photos, passages, batches, lm_tokens, lm_params, roofline, device)
+        per_photo_s = min(row["seconds_per_photo"] for row in out["batches"])
+        per_passage = min(row["seconds_per_passage"] for row in out["batches"])
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     out["peak_rss_mb"] = round(peak)
     out["rss_before_load_mb"] = round(rss_before)
-    out["peak_rss_over_weights"] = round((peak - rss_before) * 1e6 / 1.048576 / weights, 2)
-    per_passage = out[f"seconds_per_passage_batch{batch}"]
-    hours = (LIBRARY["photos"] * out["seconds_per_photo"]
-             + LIBRARY["notes"] * LIBRARY["passages_per_note"] * per_passage) / 3600
+    if gpu:  # the weights live in the GPU's memory: its peak is the one that counts
+        out["gpu"] = torch.cuda.get_device_name()
+        out["gpu_peak_gb"] = round(torch.cuda.max_memory_allocated() / 1e9, 2)
+        out["gpu_peak_over_weights"] = round(torch.cuda.max_memory_allocated() / weights, 2)
+    else:
+        out["peak_rss_over_weights"] = round((peak - rss_before) * 1e6 / 1.048576 / weights, 2)
+    hours = (LIBRARY["photos"] * per_photo_s + LIBRARY["notes"] * LIBRARY["passages_per_note"] * per_passage) / 3600
     out["projected_hours"] = {**LIBRARY, "hours": round(hours, 1)}
     out["torch_threads"] = torch.get_num_threads()
+    out["versions"] = {"torch": torch.__version__, "transformers": __import__("transformers").__version__}
     return out
+
+
+def sweep(model: Any, split: Split, photos: list[Path], passages: list[str], batches: list[int], lm_tokens: Any,
+          lm_params: int, roofline: float, device: str) -> list[dict[str, Any]]:
+    """Seconds per photo and per 256-token passage at each batch size, over as many items as the largest batch
+    (the sample photos repeated), through ``model.embed`` as the indexer calls it; a photo's time split into
+    preparing its inputs (decode, resize, patchify, tokenise, copy to the device), the vision tower and the rest
+    (the language model), the language model's share of the roofline counted on the tokens it read."""
+    n = max(batches)
+    sets = {"photo": ([Content(image=p) for p in (photos * n)[:n]], Kind.IMAGE),
+            "passage": ([Content(text=p) for p in passages[:n]], Kind.TEXT)}
+    tokens = {name: sum(lm_tokens(c, kind) for c in items) for name, (items, kind) in sets.items()}
+    rows = []
+    for size in batches:
+        model.batch_size = size
+        row: dict[str, Any] = {"batch": size}
+        for name, (items, kind) in sets.items():
+            model.embed(items[:size], Side.CANDIDATE, [kind] * size)  # warm-up at this batch's shapes
+            split.seconds, split.patches = 0.0, 0
+            sync(device)
+            started = time.perf_counter()
+            model.embed(items, Side.CANDIDATE, [kind] * n)
+            seconds = time.perf_counter() - started
+            vision_s = split.seconds
+            turns = [embedding_prompt(c, Side.CANDIDATE, kind) for c in items]
+            prep_s = sum(_timed(lambda t=turns[i:i + size]: model._inputs(t)) for i in range(0, n, size))
+            lm_s = seconds - vision_s - prep_s
+            row[f"seconds_per_{name}"] = round(seconds / n, 4)
+            row[f"{name}_prep_s"] = round(prep_s / n, 4)
+            if name == "photo":
+                row["photo_vision_s"] = round(vision_s / n, 4)
+            row[f"{name}_lm_s"] = round(lm_s / n, 4)
+            row[f"{name}_lm_roofline_pct"] = (round(100 * 2 * lm_params * tokens[name] / lm_s / roofline, 1)
+                                              if lm_s > 0 else None)  # a GPU's forward may hide under the prep
+        print(json.dumps(row), file=sys.stderr)
+        rows.append(row)
+    return rows
 
 
 def plot(out: Path) -> None:
@@ -344,6 +413,10 @@ def main() -> None:
     parser.add_argument("--dtype", default="auto")
     parser.add_argument("--image-max-pixels", type=int, default=200_704)
     parser.add_argument("--photos", type=int, default=8, help="how many of the sample photos")
+    parser.add_argument("--photo-dir", type=Path, default=PHOTOS, help="where the photos are (default: the samples)")
+    parser.add_argument("--device", default="cpu", help="cpu, or cuda: then JSON preset_cost_<preset>_gpu.json")
+    parser.add_argument("--batches", type=lambda v: [int(b) for b in v.split(",")], default=[],
+                        help="batch sizes to sweep, e.g. 1,2,4,8,16,32,64 (a GPU needs batches to fill up)")
     parser.add_argument("--build-into", type=Path, help=argparse.SUPPRESS)  # the child that builds the model
     parser.add_argument("--plot-only", action="store_true", help="redraw preset_cost.png from the JSON files")
     args = parser.parse_args()
@@ -352,25 +425,30 @@ def main() -> None:
         return
     if args.build_into:
         if args.preset == "fast":
-            build_smolvlm(args.build_into)
+            build_smolvlm(args.build_into, args.device)
         else:
-            build_qwen(args.build_into, strong=args.preset == "strong")
+            build_qwen(args.build_into, strong=args.preset == "strong", device=args.device)
         return
     work = Path(tempfile.mkdtemp(prefix="freeret-preset-cost-"))
     atexit.register(shutil.rmtree, work, True)  # a real-size model: 4-16 GB that would stay in /tmp
     started = time.perf_counter()
     # Built in a child process: its memory must not count in this one's peak RSS.
-    subprocess.run([sys.executable, __file__, "--preset", args.preset, "--build-into", str(work / "model")], check=True)
+    subprocess.run([sys.executable, __file__, "--preset", args.preset, "--device", args.device,
+                    "--build-into", str(work / "model")], check=True)
     directory = work / "model"
     build_s = time.perf_counter() - started
-    photos = sorted(p for p in PHOTOS.iterdir() if p.suffix.lower() in (".jpg", ".png"))[: args.photos]
+    photos = sorted(p for p in args.photo_dir.iterdir() if p.suffix.lower() in (".jpg", ".png"))[: args.photos]
     report = {"preset": args.preset, "machine": {"cpu": platform.processor() or platform.machine(),
                                                  "cores": __import__("os").cpu_count(), "python": platform.python_version()},
-              "build_s": round(build_s, 1), **measure(str(directory), args.dtype, args.image_max_pixels, photos, work)}
+              "build_s": round(build_s, 1),
+              **measure(str(directory), args.dtype, args.image_max_pixels, photos, work, args.device, args.batches)}
     text = json.dumps(report, indent=1)
     print(text)
-    (HERE / f"preset_cost_{args.preset}.json").write_text(text + "\n")
-    plot(HERE / "preset_cost.png")
+    if args.device.startswith("cuda"):
+        (HERE / f"preset_cost_{args.preset}_gpu.json").write_text(text + "\n")
+    else:
+        (HERE / f"preset_cost_{args.preset}.json").write_text(text + "\n")
+        plot(HERE / "preset_cost.png")
 
 
 if __name__ == "__main__":

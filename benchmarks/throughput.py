@@ -37,18 +37,29 @@ from freeret_tui.engine.prompts import Side, embedding_prompt  # noqa: E402
 from freeret_tui.engine.types import Content, Kind  # noqa: E402
 
 
-def gemm_flops(dtype_name: str, rows: int, inner: int, cols: int, repeats: int = 3) -> float:
-    """FLOP/s of ``F.linear`` (the op the model's projections run) at a (rows x inner) @ (inner x cols) shape."""
+def sync(device: str) -> None:
+    """Wait for a GPU's queued work (its calls return before it is done); nothing to wait for on a CPU."""
+    if device.startswith("cuda"):
+        import torch
+
+        torch.cuda.synchronize()
+
+
+def gemm_flops(dtype_name: str, rows: int, inner: int, cols: int, repeats: int = 3, device: str = "cpu") -> float:
+    """FLOP/s of ``F.linear`` (the op the model's projections run) at a (rows x inner) @ (inner x cols) shape, on
+    ``device`` (a GPU's products are timed to their end: they run asynchronously)."""
     import torch
     import torch.nn.functional as F
 
     dtype = getattr(torch, dtype_name)
-    x = torch.randn(rows, inner, dtype=dtype)
-    w = torch.randn(cols, inner, dtype=dtype)
+    x = torch.randn(rows, inner, dtype=dtype, device=device)
+    w = torch.randn(cols, inner, dtype=dtype, device=device)
     F.linear(x, w)  # warm-up
+    sync(device)
     start = time.perf_counter()
     for _ in range(repeats):
         F.linear(x, w)
+    sync(device)
     return 2 * rows * inner * cols * repeats / (time.perf_counter() - start)
 
 
