@@ -36,6 +36,7 @@ from __future__ import annotations
 import argparse
 import atexit
 import json
+import os
 import platform
 import resource
 import shutil
@@ -104,30 +105,32 @@ def build_qwen(out: Path, strong: bool, device: str = "cpu") -> Path:
     from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
     tok = _tokenizer(_QWEN_SPECIAL, _QWEN_CHAT_TEMPLATE, "<|im_end|>")
-    ids = dict(zip(("vision_start", "vision_end", "image", "video"), tok.convert_tokens_to_ids(_QWEN_SPECIAL)))
-    common = {"image_token_id": ids["image"], "video_token_id": ids["video"], "vision_start_token_id": ids["vision_start"],
-                  "vision_end_token_id": ids["vision_end"], "pad_token_id": tok.pad_token_id}
+    names = ("vision_start", "vision_end", "image", "video")
+    ids = dict(zip(names, tok.convert_tokens_to_ids(_QWEN_SPECIAL), strict=True))
+    common = {"image_token_id": ids["image"], "video_token_id": ids["video"],
+              "vision_start_token_id": ids["vision_start"], "vision_end_token_id": ids["vision_end"],
+              "pad_token_id": tok.pad_token_id}
     if strong:
         from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 
         text = {"vocab_size": 152_064, "hidden_size": 3584, "intermediate_size": 18_944, "num_hidden_layers": 28,
-                    "num_attention_heads": 28, "num_key_value_heads": 4, "max_position_embeddings": 128_000,
-                    "rope_theta": 1e6, "rms_norm_eps": 1e-6, "tie_word_embeddings": False,
-                    "rope_scaling": {"type": "mrope", "mrope_section": [16, 24, 24]}}
+                "num_attention_heads": 28, "num_key_value_heads": 4, "max_position_embeddings": 128_000,
+                "rope_theta": 1e6, "rms_norm_eps": 1e-6, "tie_word_embeddings": False,
+                "rope_scaling": {"type": "mrope", "mrope_section": [16, 24, 24]}}
         vision = {"depth": 32, "hidden_size": 1280, "intermediate_size": 3420, "num_heads": 16, "out_hidden_size": 3584,
-                      "patch_size": 14, "spatial_merge_size": 2, "temporal_patch_size": 2, "window_size": 112,
-                      "fullatt_block_indexes": [7, 15, 23, 31], "hidden_act": "silu"}
+                  "patch_size": 14, "spatial_merge_size": 2, "temporal_patch_size": 2, "window_size": 112,
+                  "fullatt_block_indexes": [7, 15, 23, 31], "hidden_act": "silu"}
         _random(Qwen2_5_VLForConditionalGeneration, Qwen2_5_VLConfig(text_config=text, vision_config=vision, **common),
                 out, device)
     else:
         from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration
 
         text = {"vocab_size": 151_936, "hidden_size": 1536, "intermediate_size": 8960, "num_hidden_layers": 28,
-                    "num_attention_heads": 12, "num_key_value_heads": 2, "max_position_embeddings": 32_768, "rope_theta": 1e6,
-                    "rms_norm_eps": 1e-6, "tie_word_embeddings": True,
-                    "rope_scaling": {"type": "mrope", "mrope_section": [16, 24, 24]}}
-        vision = {"depth": 32, "embed_dim": 1280, "mlp_ratio": 4, "num_heads": 16, "hidden_size": 1536, "patch_size": 14,
-                      "spatial_merge_size": 2, "temporal_patch_size": 2}
+                "num_attention_heads": 12, "num_key_value_heads": 2, "max_position_embeddings": 32_768,
+                "rope_theta": 1e6, "rms_norm_eps": 1e-6, "tie_word_embeddings": True,
+                "rope_scaling": {"type": "mrope", "mrope_section": [16, 24, 24]}}
+        vision = {"depth": 32, "embed_dim": 1280, "mlp_ratio": 4, "num_heads": 16, "hidden_size": 1536,
+                  "patch_size": 14, "spatial_merge_size": 2, "temporal_patch_size": 2}
         _random(Qwen2VLForConditionalGeneration, Qwen2VLConfig(text_config=text, vision_config=vision, **common), out,
                 device)
     tok.save_pretrained(out)
@@ -145,11 +148,11 @@ def build_smolvlm(out: Path, device: str = "cpu") -> Path:
     special = ["<fake_token_around_image>", "<image>", "<end_of_utterance>", "<global-img>"]
     special += [f"<row_{r}_col_{c}>" for r in range(1, 7) for c in range(1, 7)]
     tok = _tokenizer(special, _CHAT_TEMPLATE.replace("IMAGE_PLACEHOLDER", "<image>"), "<end_of_utterance>")
-    text = {"model_type": "llama", "vocab_size": 49_280, "hidden_size": 576, "intermediate_size": 1536, "num_hidden_layers": 30,
-                "num_attention_heads": 9, "num_key_value_heads": 3, "max_position_embeddings": 8192, "rope_theta": 100_000,
-                "rms_norm_eps": 1e-5, "tie_word_embeddings": True}
+    text = {"model_type": "llama", "vocab_size": 49_280, "hidden_size": 576, "intermediate_size": 1536,
+            "num_hidden_layers": 30, "num_attention_heads": 9, "num_key_value_heads": 3,
+            "max_position_embeddings": 8192, "rope_theta": 100_000, "rms_norm_eps": 1e-5, "tie_word_embeddings": True}
     vision = {"hidden_size": 768, "intermediate_size": 3072, "num_hidden_layers": 12, "num_attention_heads": 12,
-                  "image_size": 512, "patch_size": 16}
+              "image_size": 512, "patch_size": 16}
     config = Idefics3Config(vision_config=vision, text_config=text, scale_factor=4,
                             image_token_id=tok.convert_tokens_to_ids("<image>"), pad_token_id=tok.pad_token_id,
                             tie_word_embeddings=True)
@@ -294,8 +297,9 @@ def measure(spec: str, dtype: str, budget: int, photos: list[Path], work: Path, 
     out["seconds_per_passage"] = round(_timed(
         lambda: model.embed([Content(text=passages[0])], Side.CANDIDATE, [Kind.TEXT]), 2), 2)
     batch = model.batch_size
+    first_batch = [Content(text=p) for p in passages[:batch]]
     out[f"seconds_per_passage_batch{batch}"] = round(_timed(
-        lambda: model.embed([Content(text=p) for p in passages[:batch]], Side.CANDIDATE, [Kind.TEXT] * batch)) / batch, 2)
+        lambda: model.embed(first_batch, Side.CANDIDATE, [Kind.TEXT] * batch)) / batch, 2)
     query = Content(text="the receipt for the bike repair in spring")
     out["seconds_per_query"] = round(_timed(lambda: model.embed([query], Side.QUERY, [Kind.TEXT]), 3), 3)
     out["rerank_top10_passages_s"] = round(_timed(lambda: model.rerank(query, [Content(text=p) for p in passages])), 1)
@@ -438,8 +442,9 @@ def main() -> None:
     directory = work / "model"
     build_s = time.perf_counter() - started
     photos = sorted(p for p in args.photo_dir.iterdir() if p.suffix.lower() in (".jpg", ".png"))[: args.photos]
-    report = {"preset": args.preset, "machine": {"cpu": platform.processor() or platform.machine(),
-                                                 "cores": __import__("os").cpu_count(), "python": platform.python_version()},
+    machine = {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+               "python": platform.python_version()}
+    report = {"preset": args.preset, "machine": machine,
               "build_s": round(build_s, 1),
               **measure(str(directory), args.dtype, args.image_max_pixels, photos, work, args.device, args.batches)}
     text = json.dumps(report, indent=1)

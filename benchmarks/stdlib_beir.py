@@ -64,4 +64,5 @@ if __name__ == "__main__":
     parser.add_argument("--limit", type=int, default=200)
     args = parser.parse_args()
     build(args.out, args.limit)
-    print(f"wrote {sum(1 for _ in (args.out / 'qrels.tsv').open()) - 1} query/passage pairs to {args.out}", file=sys.stderr)
+    pairs = sum(1 for _ in (args.out / "qrels.tsv").open()) - 1
+    print(f"wrote {pairs} query/passage pairs to {args.out}", file=sys.stderr)
