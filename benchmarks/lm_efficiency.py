@@ -5,18 +5,21 @@ product and the model's own shapes, as benchmarks/preset_cost.py takes it):
 
 1. the matmuls alone, at the layer's own shapes (q, k/v, o, gate/up, down at ``--tokens`` rows): their rates, and
    the rate of a whole layer's matmuls weighted by their FLOPs — what a forward could reach if nothing else ran;
-2. the forward itself, eager and under ``torch.compile`` (which fuses the elementwise work): seconds and share of
-   the roofline;
+2. the forward itself, eager, under ``torch.compile`` (which fuses the elementwise work) and under
+   ``torch.compile`` with inductor's ``freezing`` (weights taken as constants, so oneDNN packs them once into its
+   own layout): seconds, share of the roofline, and for freezing the memory it adds (resident set after it
+   against before, beside the layers' weights);
 3. torch's profiler over eager forwards: the share of time in matrix products, the MLP's activation (SiLU and
    the gate product), attention, and the rest.
 
-    python benchmarks/lm_efficiency.py [--layers 4] [--tokens 300] [--repeats 8]   # JSON: benchmarks/lm_efficiency.json
+    python benchmarks/lm_efficiency.py [--layers 28] [--tokens 300] [--repeats 8]  # JSON: benchmarks/lm_efficiency.json
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -34,6 +37,22 @@ _GROUPS = {"matmul": ("aten::mm", "aten::addmm", "aten::bmm"), "mlp activation":
                          "aten::_scaled_dot_product_attention_math")}
 
 
+def _rss() -> int:
+    """This process's resident set now, in bytes (Linux)."""
+    return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _first(call: Any) -> float:
+    """Seconds of a first call: for a compiled model, its tracing and compiling (inductor keeps some of it in a
+    cache on disk, so a rerun can be quicker)."""
+    import torch
+
+    started = time.perf_counter()
+    with torch.inference_mode():
+        call()
+    return time.perf_counter() - started
+
+
 def _timed(call: Any, repeats: int) -> float:
     import torch
 
@@ -48,7 +67,7 @@ def _timed(call: Any, repeats: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--layers", type=int, default=4, help="decoder layers (the share per layer is the same)")
+    parser.add_argument("--layers", type=int, default=28, help="decoder layers (Qwen2-1.5B has 28)")
     parser.add_argument("--tokens", type=int, default=300, help="a photo's tokens at the default image budget")
     parser.add_argument("--repeats", type=int, default=8)
     args = parser.parse_args()
@@ -62,11 +81,8 @@ def main() -> None:
     shapes = {"q, o": (rows, HIDDEN, HIDDEN), "k, v": (rows, HIDDEN, KV_HEADS * head),
               "gate, up": (rows, HIDDEN, MLP), "down": (rows, MLP, HIDDEN)}
     per_layer = {"q, o": 2, "k, v": 2, "gate, up": 2, "down": 1}  # products of each shape in one layer
+    shapes["square 2048"] = (2048, 2048, 2048)
     rates = {name: gemm_flops("bfloat16", *shape, repeats=20) for name, shape in shapes.items()}
-    square = gemm_flops("bfloat16", 2048, 2048, 2048, repeats=20)
-    roofline = max(square, *rates.values())
-    flops = {name: 2 * r * i * c * per_layer[name] for name, (r, i, c) in shapes.items()}
-    layer_rate = sum(flops.values()) / sum(flops[name] / rates[name] for name in shapes)
 
     torch.manual_seed(0)
     config = Qwen2Config(vocab_size=151_936, hidden_size=HIDDEN, intermediate_size=MLP,
@@ -79,11 +95,30 @@ def main() -> None:
     forward_flops = 2 * weights * rows
     eager_s = _timed(lambda: model(input_ids=ids, use_cache=False), args.repeats)
     compiled = torch.compile(model)
+    compiled_first_s = _first(lambda: compiled(input_ids=ids, use_cache=False))
     compiled_s = _timed(lambda: compiled(input_ids=ids, use_cache=False), args.repeats)
+    import torch._dynamo
+    import torch._inductor.config
+
+    torch._dynamo.reset()  # else the graph compiled above is reused: its cache does not key on inductor's settings
+    torch._inductor.config.freezing = True
+    rss_before = _rss()
+    frozen = torch.compile(model)
+    frozen_first_s = _first(lambda: frozen(input_ids=ids, use_cache=False))
+    frozen_s = _timed(lambda: frozen(input_ids=ids, use_cache=False), args.repeats)
+    frozen_added = _rss() - rss_before
+    torch._inductor.config.freezing = False
 
     with torch.inference_mode(), profile(activities=[ProfilerActivity.CPU]) as prof:
         for _ in range(args.repeats):
             model(input_ids=ids, use_cache=False)
+    # The rates again, the best of both kept: this shared machine's matmul rate moves within a run (one run read
+    # 2.0 TFLOP/s before the forwards where others read 3.0), and a low roofline would inflate every share.
+    rates = {name: max(rate, gemm_flops("bfloat16", *shapes[name], repeats=20)) for name, rate in rates.items()}
+    square = rates.pop("square 2048")
+    roofline = max(square, *rates.values())
+    flops = {name: 2 * r * i * c * per_layer[name] for name, (r, i, c) in shapes.items() if name in per_layer}
+    layer_rate = sum(flops.values()) / sum(flops[name] / rates[name] for name in flops)
     self_us = {e.key: e.self_cpu_time_total for e in prof.key_averages()}
     total = sum(self_us.values())
     shares = {group: sum(self_us.get(op, 0.0) for op in ops) / total for group, ops in _GROUPS.items()}
@@ -96,8 +131,11 @@ def main() -> None:
         "layer_matmuls_tflops": round(layer_rate / 1e12, 3),
         "layer_matmuls_pct_of_roofline": round(100 * layer_rate / roofline, 1),
         "eager_s": round(eager_s, 4), "eager_pct_of_roofline": round(100 * forward_flops / eager_s / roofline, 1),
-        "compiled_s": round(compiled_s, 4),
+        "compiled_s": round(compiled_s, 4), "compiled_first_call_s": round(compiled_first_s, 1),
         "compiled_pct_of_roofline": round(100 * forward_flops / compiled_s / roofline, 1),
+        "frozen_s": round(frozen_s, 4), "frozen_first_call_s": round(frozen_first_s, 1),
+        "frozen_pct_of_roofline": round(100 * forward_flops / frozen_s / roofline, 1),
+        "frozen_added_rss_gb": round(frozen_added / 1e9, 2), "layer_weights_gb": round(weights * 2 / 1e9, 2),
         "eager_time_shares_pct": {group: round(100 * share, 1) for group, share in shares.items()},
     }
     text = json.dumps(report, indent=1)
