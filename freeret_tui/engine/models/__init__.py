@@ -19,11 +19,13 @@ def load_model(
     dtype: str = "auto",
     image_max_pixels: int = DEFAULT_IMAGE_MAX_PIXELS,
     serve_token: str = "",
+    pack_weights: bool = True,
 ) -> Model:
     """Load a preset name, hub id, local directory or .gguf file, or connect to a served model
     (``serve:http://HOST:PORT/NAME``, with ``serve_token``); raises ModelLoadError with the reason.
     ``image_max_pixels``: the most pixels each image is read at (see processors.apply_image_budget); a served
-    model has its own, like its device and batch size."""
+    model has its own, like its device and batch size. ``pack_weights``: let oneDNN pack the linear layers' weights
+    on a bf16 CPU (models/packing.py); off only to measure what packing changes."""
     if spec.startswith(SERVE_PREFIX):
         from freeret_tui.engine.models.remote import RemoteModel
 
@@ -42,4 +44,4 @@ def load_model(
     from freeret_tui.engine.models.hf import HFModel
 
     return HFModel(resolve(spec), device=device, batch_size=batch_size, max_new_tokens=max_new_tokens, dtype=dtype,
-                   image_max_pixels=image_max_pixels)
+                   image_max_pixels=image_max_pixels, pack_weights=pack_weights)

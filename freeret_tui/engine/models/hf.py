@@ -107,6 +107,7 @@ class HFModel:
         max_new_tokens: int = 256,
         dtype: str = "auto",
         image_max_pixels: int = DEFAULT_IMAGE_MAX_PIXELS,
+        pack_weights: bool = True,
     ):
         import torch
         import transformers
@@ -126,6 +127,12 @@ class HFModel:
                     else transformers.AutoModelForCausalLM)
             self._model = auto.from_pretrained(reader.location, dtype=torch_dtype, **reader.kwargs)
             self._model = self._model.to(self.device).eval()
+            # Linear layers whose weights oneDNN packed once: 1.3-1.6x a forward on a bf16 CPU (packing.py).
+            self.packed_layers = 0
+            if pack_weights and self.device == "cpu" and torch_dtype == torch.bfloat16:
+                from freeret_tui.engine.models.packing import pack_linears
+
+                self.packed_layers = pack_linears(self._model)
         except ImportError as err:
             raise ModelLoadError(f"could not load model {source.spec!r}: {' '.join(str(err).split())}") from None
         except (OSError, ValueError, KeyError) as err:
