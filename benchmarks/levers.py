@@ -53,6 +53,7 @@ class Lever:
     quantize: str = ""  # "", "int8-weight-only", "int8-dynamic" (torchao), "torch-ao-dynamic"
     threads: int = 2
     batch: int = 1
+    packed: bool = True  # oneDNN-packed linear weights, as the product loads a bf16 model on a CPU (packing.py)
 
 
 def quantize(hf: Any, how: str) -> None:
@@ -71,17 +72,18 @@ def quantize(hf: Any, how: str) -> None:
 
 
 def prepare(load: Any, lever: Lever, cache: dict[str, Any]) -> Any:
-    """The model with ``lever`` applied; unquantised models are loaded once per dtype and reused."""
+    """The model with ``lever`` applied; unquantised models are loaded once per dtype and packing, and reused."""
     import torch
 
     torch.set_num_threads(lever.threads)
     if lever.quantize:
-        model = load(lever.dtype)
+        model = load(lever.dtype, False)  # torchao quantises nn.Linear layers: packed ones are not
         quantize(model._model, lever.quantize)
     else:
-        if lever.dtype not in cache:
-            cache[lever.dtype] = load(lever.dtype)
-        model = cache[lever.dtype]
+        key = f"{lever.dtype} packed {lever.packed}"
+        if key not in cache:
+            cache[key] = load(lever.dtype, lever.packed)
+        model = cache[key]
     model._model.set_attn_implementation(lever.attention)
     model.batch_size = lever.batch
     return model
@@ -105,6 +107,7 @@ def text_part(limit: int) -> dict[str, Any]:
     levers = [
         Lever("reference: fp32, SDPA, 2 threads, batch 1", dtype="float32"),
         Lever("bf16", dtype="bfloat16"),
+        Lever("bf16, weights not packed", dtype="bfloat16", packed=False),
         Lever("fp32 eager attention", dtype="float32", attention="eager"),
         Lever("bf16 eager attention", attention="eager"),
         Lever("bf16 1 thread", threads=1),
@@ -121,7 +124,8 @@ def text_part(limit: int) -> dict[str, Any]:
     reference: tuple[np.ndarray, np.ndarray] | None = None
     for lever in levers:
         try:
-            model = prepare(lambda dtype: load_model("smollm2", "cpu", 1, 16, dtype), lever, cache)
+            model = prepare(lambda dtype, packed: load_model("smollm2", "cpu", 1, 16, dtype, pack_weights=packed),
+                            lever, cache)
         except (ImportError, RuntimeError, NotImplementedError) as err:  # a lever this torch cannot run
             runs.append({"name": lever.name, "error": " ".join(str(err).split())[:200]})
             continue
@@ -167,11 +171,12 @@ def image_part(photo_count: int) -> dict[str, Any]:
     photos = [Content(image=p) for p in sorted(p for p in PHOTOS.iterdir() if p.suffix.lower() in (".jpg", ".png"))]
     photos = photos[:photo_count]
 
-    def load(dtype: str, pixels: int = 256 * 28 * 28) -> Any:
-        return load_model(str(work / "model"), device="cpu", dtype=dtype, image_max_pixels=pixels)
+    def load(dtype: str, packed: bool, pixels: int = 256 * 28 * 28) -> Any:
+        return load_model(str(work / "model"), device="cpu", dtype=dtype, image_max_pixels=pixels,
+                          pack_weights=packed)
 
     # Loaded at the largest budget: a budget only ever lowers the processor's size, so each one starts from this.
-    cache: dict[str, Any] = {"bfloat16": load("bfloat16", 1024 * 28 * 28)}
+    cache: dict[str, Any] = {"bfloat16 packed True": load("bfloat16", True, 1024 * 28 * 28)}
     base = prepare(load, Lever("bf16"), cache)
     widest = dict(base._processor.image_processor.size)
 
@@ -180,7 +185,7 @@ def image_part(photo_count: int) -> dict[str, Any]:
         apply_image_budget(base._processor, pixels)
         base.image_max_pixels = pixels
 
-    split = Split(base._model.model.visual, int(base._model.config.vision_config.patch_size))
+    split = Split(base._model.model.visual, int(base._model.config.vision_config.patch_size), "cpu")
 
     def per_photo(model: Any, batch: int) -> dict[str, float]:
         model.embed(photos[:batch], Side.CANDIDATE, [Kind.IMAGE] * batch)  # warm-up at the new shapes
@@ -212,7 +217,7 @@ def image_part(photo_count: int) -> dict[str, Any]:
             runs.append({"name": lever.name, "error": " ".join(str(err).split())[:200]})
             continue
         if model is not base:  # loaded at the default budget
-            split = Split(model._model.model.visual, int(model._model.config.vision_config.patch_size))
+            split = Split(model._model.model.visual, int(model._model.config.vision_config.patch_size), "cpu")
         runs.append({**lever.__dict__, **per_photo(model, lever.batch)})
         print(json.dumps(runs[-1]), file=sys.stderr)
         if model is not base:

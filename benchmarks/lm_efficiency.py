@@ -9,8 +9,10 @@ product and the model's own shapes, as benchmarks/preset_cost.py takes it):
    ``torch.compile`` with inductor's ``freezing`` (weights taken as constants, so oneDNN packs them once into its
    own layout): seconds, share of the roofline, and for freezing the memory it adds (resident set after it
    against before, beside the layers' weights);
-3. torch's profiler over eager forwards: the share of time in matrix products, the MLP's activation (SiLU and
-   the gate product), attention, and the rest.
+3. eager with the linear layers' weights packed by oneDNN once (what the product does on a bf16 CPU,
+   freeret_tui/engine/models/packing.py): seconds, share, memory added;
+4. torch's profiler over those packed forwards: the share of time in matrix products, the MLP's activation (SiLU
+   and the gate product), attention, and the rest.
 
     python benchmarks/lm_efficiency.py [--layers 28] [--tokens 300] [--repeats 8]  # JSON: benchmarks/lm_efficiency.json
 """
@@ -30,9 +32,12 @@ sys.path.insert(0, str(HERE))
 
 from throughput import gemm_flops  # noqa: E402
 
+from freeret_tui.engine.models.packing import pack_linears  # noqa: E402
+
 HIDDEN, MLP, HEADS, KV_HEADS = 1536, 8960, 12, 2
 # Profiler op names, by what they do in a Qwen2 layer.
-_GROUPS = {"matmul": ("aten::mm", "aten::addmm", "aten::bmm"), "mlp activation": ("aten::silu", "aten::mul"),
+_GROUPS = {"matmul": ("aten::mm", "aten::addmm", "aten::bmm", "mkldnn::_linear_pointwise"),
+           "mlp activation": ("aten::silu", "aten::mul"),
            "attention": ("aten::_scaled_dot_product_flash_attention_for_cpu",
                          "aten::_scaled_dot_product_attention_math")}
 
@@ -65,6 +70,37 @@ def _timed(call: Any, repeats: int) -> float:
     return (time.perf_counter() - started) / repeats
 
 
+def _model(config: Any) -> Any:
+    """The layers with random bf16 weights (seeded: two calls build the same model)."""
+    import torch
+    from transformers import Qwen2Model
+
+    torch.manual_seed(0)
+    torch.set_default_dtype(torch.bfloat16)
+    try:
+        return Qwen2Model(config).eval()
+    finally:
+        torch.set_default_dtype(torch.float32)
+
+
+def _compiled(model: Any, ids: Any, repeats: int, freezing: bool) -> tuple[float, float, int]:
+    """First call, steady seconds and resident memory added of ``torch.compile(model)``, with inductor's freezing
+    or without."""
+    import torch
+    import torch._dynamo
+    import torch._inductor.config
+
+    torch._dynamo.reset()  # else an earlier graph is reused: dynamo's cache does not key on inductor's settings
+    torch._inductor.config.freezing = freezing
+    rss_before = _rss()
+    compiled = torch.compile(model)
+    first_s = _first(lambda: compiled(input_ids=ids, use_cache=False))
+    steady_s = _timed(lambda: compiled(input_ids=ids, use_cache=False), repeats)
+    added = _rss() - rss_before
+    torch._inductor.config.freezing = False
+    return first_s, steady_s, added
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--layers", type=int, default=28, help="decoder layers (Qwen2-1.5B has 28)")
@@ -74,7 +110,7 @@ def main() -> None:
 
     import torch
     from torch.profiler import ProfilerActivity, profile
-    from transformers import Qwen2Config, Qwen2Model
+    from transformers import Qwen2Config
 
     rows = args.tokens
     head = HIDDEN // HEADS
@@ -84,32 +120,24 @@ def main() -> None:
     shapes["square 2048"] = (2048, 2048, 2048)
     rates = {name: gemm_flops("bfloat16", *shape, repeats=20) for name, shape in shapes.items()}
 
-    torch.manual_seed(0)
     config = Qwen2Config(vocab_size=151_936, hidden_size=HIDDEN, intermediate_size=MLP,
                          num_hidden_layers=args.layers, num_attention_heads=HEADS, num_key_value_heads=KV_HEADS)
-    torch.set_default_dtype(torch.bfloat16)
-    model = Qwen2Model(config).eval()
-    torch.set_default_dtype(torch.float32)
+    model = _model(config)
     ids = torch.randint(0, 30_000, (1, rows))
     weights = sum(p.numel() for p in model.layers.parameters())
     forward_flops = 2 * weights * rows
     eager_s = _timed(lambda: model(input_ids=ids, use_cache=False), args.repeats)
-    compiled = torch.compile(model)
-    compiled_first_s = _first(lambda: compiled(input_ids=ids, use_cache=False))
-    compiled_s = _timed(lambda: compiled(input_ids=ids, use_cache=False), args.repeats)
-    import torch._dynamo
-    import torch._inductor.config
-
-    torch._dynamo.reset()  # else the graph compiled above is reused: its cache does not key on inductor's settings
-    torch._inductor.config.freezing = True
+    compiled_first_s, compiled_s, _ = _compiled(model, ids, args.repeats, freezing=False)
+    frozen_first_s, frozen_s, frozen_added = _compiled(model, ids, args.repeats, freezing=True)
+    # What the product does on a bf16 CPU (freeret_tui/engine/models/packing.py): the same packing, in eager mode,
+    # the original weights replaced; on a model of its own (the compiled graphs above keep the first one's weights).
+    model = _model(config)
     rss_before = _rss()
-    frozen = torch.compile(model)
-    frozen_first_s = _first(lambda: frozen(input_ids=ids, use_cache=False))
-    frozen_s = _timed(lambda: frozen(input_ids=ids, use_cache=False), args.repeats)
-    frozen_added = _rss() - rss_before
-    torch._inductor.config.freezing = False
+    packed_layers = pack_linears(model)
+    packed_added = _rss() - rss_before
+    packed_s = _timed(lambda: model(input_ids=ids, use_cache=False), args.repeats)
 
-    with torch.inference_mode(), profile(activities=[ProfilerActivity.CPU]) as prof:
+    with torch.inference_mode(), profile(activities=[ProfilerActivity.CPU]) as prof:  # packed: the product's forward
         for _ in range(args.repeats):
             model(input_ids=ids, use_cache=False)
     # The rates again, the best of both kept: this shared machine's matmul rate moves within a run (one run read
@@ -136,6 +164,9 @@ def main() -> None:
         "frozen_s": round(frozen_s, 4), "frozen_first_call_s": round(frozen_first_s, 1),
         "frozen_pct_of_roofline": round(100 * forward_flops / frozen_s / roofline, 1),
         "frozen_added_rss_gb": round(frozen_added / 1e9, 2), "layer_weights_gb": round(weights * 2 / 1e9, 2),
+        "packed_linears": packed_layers, "packed_s": round(packed_s, 4),
+        "packed_pct_of_roofline": round(100 * forward_flops / packed_s / roofline, 1),
+        "packed_added_rss_gb": round(packed_added / 1e9, 2),
         "eager_time_shares_pct": {group: round(100 * share, 1) for group, share in shares.items()},
     }
     text = json.dumps(report, indent=1)
