@@ -127,7 +127,7 @@ class HFModel:
                     else transformers.AutoModelForCausalLM)
             self._model = auto.from_pretrained(reader.location, dtype=torch_dtype, **reader.kwargs)
             self._model = self._model.to(self.device).eval()
-            # Linear layers whose weights oneDNN packed once: 1.3-1.6x a forward on a bf16 CPU (packing.py).
+            # Linear layers whose weights oneDNN packed once: 1.1-1.3x the default's layers on a bf16 CPU (packing.py).
             self.packed_layers = 0
             if pack_weights and self.device == "cpu" and torch_dtype == torch.bfloat16:
                 from freeret_tui.engine.models.packing import pack_linears

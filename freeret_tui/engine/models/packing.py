@@ -1,19 +1,25 @@
 """oneDNN-packed weights for a model's linear layers on a CPU with native bf16 (AVX512-BF16, AMX).
 
-``F.linear`` hands oneDNN a plain row-major weight, which it reorders into its blocked layout on every call. Packed
-once at load (``torch.ops.mkldnn._reorder_linear_weight``, the op inductor's ``freezing`` emits) and multiplied
-with ``torch.ops.mkldnn._linear_pointwise``, the same products skip that work: on this project's 2-core machine,
-bf16, a 300x1536 @ 1536x8960 product took 2.45 ms against 3.41, a one-row product 0.50 against 0.76 (so decoding
-gains too), with results equal to ``F.linear``'s; Qwen2-1.5B's 28 layers on 300 tokens 0.41 s against 0.63
-(benchmarks/preset_cost.py measures it per preset). The packed weight replaces the original, so memory does not
-grow. In fp32 the packed one-row product was slower (0.98 ms against 0.88) and its results differ in the last
-bits, so only bf16 is packed.
+``F.linear`` hands oneDNN a plain row-major weight, which its bf16 kernels reorder into their blocked layout at each
+call. Packed once at load (``torch.ops.mkldnn._reorder_linear_weight``, the op inductor's ``freezing`` emits) and
+multiplied with ``torch.ops.mkldnn._linear_pointwise``, the same products skip that work. On this project's 2-core
+machine, bf16: Qwen2-1.5B's 28 layers on 300 tokens in 0.40-0.43 s against 0.48-0.51 unpacked
+(benchmarks/lm_efficiency.py, two runs); SmolLM2's queries 11 % faster (benchmarks/levers.py); in a throwaway check
+one-row products (decoding) took 0.50 ms against 0.76. Results are equal for one item; in padded batches the kernels
+sum in another order (cosine 0.9999 on real weights; tests/test_packing.py holds it above 0.9995). Each original
+weight is freed as its packed copy replaces it, so memory is not held twice. fp32 is not packed: in the same
+throwaway check a packed one-row product ran slower there (0.98 ms against 0.88) and its results differ in the last
+bits.
 
 torch is imported at the top: this module is imported only once a model is loaded (models/hf.py).
 """
 
 from __future__ import annotations
 
+import ctypes
+import mmap
+import sys
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -37,6 +43,36 @@ class PackedLinear(torch.nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.ops.mkldnn._linear_pointwise(x, self.weight, self.bias, "none", [], "")
+
+
+def _file_mappings() -> list[tuple[int, int]]:
+    """Address ranges of this process's memory-mapped weight files (Linux; none elsewhere)."""
+    maps = Path("/proc/self/maps")
+    if not sys.platform.startswith("linux") or not maps.exists():
+        return []
+    ranges = []
+    for line in maps.read_text().splitlines():
+        fields = line.split(maxsplit=5)
+        if len(fields) == 6 and fields[5].endswith((".safetensors", ".bin", ".gguf")):
+            start, end = (int(x, 16) for x in fields[0].split("-"))
+            ranges.append((start, end))
+    return ranges
+
+
+def _release(weight: torch.Tensor, files: list[tuple[int, int]]) -> None:
+    """Drop from this process's resident set the whole pages of ``weight`` that a mapped weight file backs.
+    transformers reads safetensors through a memory map that stays open while any tensor of the file lives (the
+    embeddings, the norms): packing reads every original weight, so without this their pages stayed resident beside
+    the packed copies, and the default preset's peak memory went from 1.14x to 1.94x its weights
+    (benchmarks/preset_cost.py). The pages are clean copies of the file: dropping them loses nothing."""
+    start = weight.data_ptr()
+    end = start + weight.numel() * weight.element_size()
+    if not any(low <= start and end <= high for low, high in files):
+        return
+    first = -(-start // mmap.PAGESIZE) * mmap.PAGESIZE
+    last = end // mmap.PAGESIZE * mmap.PAGESIZE
+    if last > first:
+        ctypes.CDLL(None).madvise(ctypes.c_void_p(first), ctypes.c_size_t(last - first), mmap.MADV_DONTNEED)
 
 
 def _agrees(linear: torch.nn.Linear, packed: PackedLinear) -> bool:
@@ -64,6 +100,7 @@ def pack_linears(model: Any) -> int:
                if type(child) is torch.nn.Linear and child is not head and child.weight.dtype == torch.bfloat16
                and counts[id(child.weight)] == 1]
     del counts, head
+    files = _file_mappings()
     packed = 0
     for parent, name in targets:
         original = getattr(parent, name)
@@ -74,6 +111,7 @@ def pack_linears(model: Any) -> int:
         if not packed and not _agrees(original, replacement):
             return 0
         setattr(parent, name, replacement)
+        _release(original.weight, files)
         del original, replacement
         packed += 1
     return packed
