@@ -7,9 +7,10 @@ machine, bf16: Qwen2-1.5B's 28 layers on 300 tokens in 0.40-0.43 s against 0.48-
 (benchmarks/lm_efficiency.py, two runs); SmolLM2's queries 11 % faster (benchmarks/levers.py); in a throwaway check
 one-row products (decoding) took 0.50 ms against 0.76. Results are equal for one item; in padded batches the kernels
 sum in another order (cosine 0.9999 on real weights; tests/test_packing.py holds it above 0.9995). Each original
-weight is freed as its packed copy replaces it, so memory is not held twice. fp32 is not packed: in the same
-throwaway check a packed one-row product ran slower there (0.98 ms against 0.88) and its results differ in the last
-bits.
+weight is freed as its packed copy replaces it, and the pages of one read from a mapped weight file are dropped
+(``_release``), so memory is not held twice: the default preset's peak stays at 1.12x its weights
+(benchmarks/preset_cost.py). fp32 is not packed: in the same throwaway check a packed one-row product ran slower
+there (0.98 ms against 0.88) and its results differ in the last bits.
 
 torch is imported at the top: this module is imported only once a model is loaded (models/hf.py).
 """
