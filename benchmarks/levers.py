@@ -99,6 +99,7 @@ def text_part(limit: int) -> dict[str, Any]:
     from freeret_tui.engine.models import load_model
 
     work = Path(tempfile.mkdtemp(prefix="freeret-levers-"))
+    atexit.register(shutil.rmtree, work, True)
     stdlib_beir.build(work / "beir", limit=limit)
     data = load_beir(work / "beir" / "corpus.jsonl", work / "beir" / "queries.jsonl", work / "beir" / "qrels.tsv")
     dids, qids = list(data.corpus), list(data.queries)
