@@ -71,7 +71,7 @@ def quantize(hf: Any, how: str) -> None:
     quantize_(hf, config, filter_fn=lambda module, fqn: type(module).__name__ == "Linear" and "lm_head" not in fqn)
 
 
-def prepare(load: Any, lever: Lever, cache: dict[str, Any]) -> Any:
+def prepare(load: Any, lever: Lever, cache: dict[tuple[str, bool], Any]) -> Any:
     """The model with ``lever`` applied; unquantised models are loaded once per dtype and packing, and reused."""
     import torch
 
@@ -80,9 +80,9 @@ def prepare(load: Any, lever: Lever, cache: dict[str, Any]) -> Any:
         model = load(lever.dtype, False)  # torchao quantises nn.Linear layers: packed ones are not
         quantize(model._model, lever.quantize)
     else:
-        key = f"{lever.dtype} packed {lever.packed}"
+        key = (lever.dtype, lever.packed)
         if key not in cache:
-            cache[key] = load(lever.dtype, lever.packed)
+            cache[key] = load(*key)
         model = cache[key]
     model._model.set_attn_implementation(lever.attention)
     model.batch_size = lever.batch
@@ -120,7 +120,7 @@ def text_part(limit: int) -> dict[str, Any]:
         Lever("fp32 int8 dynamic (torchao)", dtype="float32", quantize="int8-dynamic"),
         Lever("fp32 int8 dynamic (torch.ao, deprecated)", dtype="float32", quantize="torch-ao-dynamic"),
     ]
-    cache: dict[str, Any] = {}
+    cache: dict[tuple[str, bool], Any] = {}
     runs: list[dict[str, Any]] = []
     reference: tuple[np.ndarray, np.ndarray] | None = None
     for lever in levers:
@@ -177,7 +177,7 @@ def image_part(photo_count: int) -> dict[str, Any]:
                           pack_weights=packed)
 
     # Loaded at the largest budget: a budget only ever lowers the processor's size, so each one starts from this.
-    cache: dict[str, Any] = {"bfloat16 packed True": load("bfloat16", True, 1024 * 28 * 28)}
+    cache: dict[tuple[str, bool], Any] = {("bfloat16", True): load("bfloat16", True, 1024 * 28 * 28)}
     base = prepare(load, Lever("bf16"), cache)
     widest = dict(base._processor.image_processor.size)
 

@@ -60,7 +60,7 @@ def _file_mappings() -> list[tuple[int, int]]:
     return ranges
 
 
-def _release(weight: torch.Tensor, files: list[tuple[int, int]]) -> None:
+def _release(weight: torch.Tensor, files: list[tuple[int, int]], libc: ctypes.CDLL) -> None:
     """Drop from this process's resident set the whole pages of ``weight`` that a mapped weight file backs.
     transformers reads safetensors through a memory map that stays open while any tensor of the file lives (the
     embeddings, the norms): packing reads every original weight, so without this their pages stayed resident beside
@@ -73,7 +73,7 @@ def _release(weight: torch.Tensor, files: list[tuple[int, int]]) -> None:
     first = -(-start // mmap.PAGESIZE) * mmap.PAGESIZE
     last = end // mmap.PAGESIZE * mmap.PAGESIZE
     if last > first:
-        ctypes.CDLL(None).madvise(ctypes.c_void_p(first), ctypes.c_size_t(last - first), mmap.MADV_DONTNEED)
+        libc.madvise(ctypes.c_void_p(first), ctypes.c_size_t(last - first), mmap.MADV_DONTNEED)
 
 
 def _agrees(linear: torch.nn.Linear, packed: PackedLinear) -> bool:
@@ -102,6 +102,7 @@ def pack_linears(model: Any) -> int:
                and counts[id(child.weight)] == 1]
     del counts, head
     files = _file_mappings()
+    libc = ctypes.CDLL(None) if files else None  # madvise, found once; only where a weight file is mapped
     packed = 0
     for parent, name in targets:
         original = getattr(parent, name)
@@ -112,7 +113,8 @@ def pack_linears(model: Any) -> int:
         if not packed and not _agrees(original, replacement):
             return 0
         setattr(parent, name, replacement)
-        _release(original.weight, files)
+        if libc is not None:
+            _release(original.weight, files, libc)
         del original, replacement
         packed += 1
     return packed
