@@ -22,6 +22,7 @@ import numpy as np
 from freeret_tui.engine.daemon import STATUS_KEY, holder_pid
 from freeret_tui.engine.scan import indexable, walk
 from freeret_tui.engine.store import Store
+from freeret_tui.engine.store.prefilter import block_ids
 
 WORDS = ("harbour lighthouse tide kelp granite orchard cider ledger invoice sonata violin glacier moraine "
          "pancake lentil comet nebula tractor barley kestrel lantern quarry saddle walnut").split()
@@ -176,8 +177,8 @@ def prefilter_state(store: Store) -> dict[str, int]:
         return {"cells": 0, "entries": 0, "stray": 0, "unfiled": 0, "broken_members": 0}
     db = store._db
     filed: dict[int, int] = {}
-    for (ids,) in db.execute("SELECT ids FROM bit_blocks"):
-        for item in np.frombuffer(ids, dtype=np.int64).tolist():
+    for entries, size in db.execute("SELECT entries, size FROM bit_blocks"):
+        for item in block_ids(entries, size).tolist():
             filed[item] = filed.get(item, 0) + 1
     live = store.live_item_ids()
     blocks = {int(b) for (b,) in db.execute("SELECT block FROM bit_blocks")}

@@ -230,7 +230,7 @@ def test_the_estimate_ranks_closer_than_counting_differing_bits() -> None:
     for query in items(30):
         truth = set(np.argsort(-(units @ (query / np.linalg.norm(query))))[:10].tolist())
         scores = {"estimate": ann.estimate(words, factors, query, centre),
-                  "hamming": -ann.hamming(words, ann.sign_codes(query, centre)[0][0])}
+                  "hamming": -ann.hamming(words.T, ann.sign_codes(query, centre)[0][0])}
         for name, score in scores.items():
             shares[name].append(len(truth & set(np.argsort(-score, kind="stable")[:40].tolist())) / 10)
     estimate, hamming = np.mean(shares["estimate"]), np.mean(shares["hamming"])
@@ -274,22 +274,35 @@ def test_blocks_stay_whole_through_removals_and_additions(tmp_path: Path, monkey
     assert store._db.execute("SELECT COUNT(*) FROM bit_members").fetchone()[0] == 0
 
 
-def test_an_index_of_the_vec0_layout_gets_blocks(tmp_path: Path) -> None:
-    """An index whose prefilter an older version kept in vec0 (``item_bits``, layout cells-v3) searches exactly
-    until the next build, which drops that table with its shadow tables."""
+@pytest.mark.parametrize("layout", ["cells-v3", "blocks-v1"])
+def test_an_index_of_an_older_layout_is_rebuilt(tmp_path: Path, layout: str) -> None:
+    """An index whose prefilter an older version wrote — bits in vec0 (``item_bits``, cells-v3), or blocks of three
+    row-major blobs (blocks-v1) — searches exactly until the next build, which drops the old tables (vec0's with
+    its shadow tables) and files every vector in word-major blocks."""
     rng = np.random.default_rng(10)
     store = Store(tmp_path / "index.db")
     vectors = clustered(rng, 1200, rng.standard_normal((40, DIM)))
     fill(store, vectors)
-    store._db.execute(f"CREATE VIRTUAL TABLE item_bits USING vec0(entry INTEGER PRIMARY KEY, "
-                      f"cell INTEGER PARTITION KEY, embedding bit[{DIM}], kind TEXT)")
-    for key, value in (("prefilter_layout", "cells-v3"), ("prefilter_version", "1"), ("prefilter_size", "1200")):
+    if layout == "cells-v3":
+        store._db.execute(f"CREATE VIRTUAL TABLE item_bits USING vec0(entry INTEGER PRIMARY KEY, "
+                          f"cell INTEGER PARTITION KEY, embedding bit[{DIM}], kind TEXT)")
+    else:
+        store._db.execute("CREATE TABLE bit_blocks (block INTEGER PRIMARY KEY, cell INTEGER NOT NULL, size INTEGER "
+                          "NOT NULL, ids BLOB NOT NULL, kinds BLOB NOT NULL, bits BLOB NOT NULL, "
+                          "factors BLOB NOT NULL)")
+        store._db.execute("INSERT INTO bit_blocks VALUES (0, 0, 1, ?, x'00', ?, ?)",
+                          (np.int64(1).tobytes(), bytes(DIM // 8), bytes(8)))
+    for key, value in (("prefilter_layout", layout), ("prefilter_version", "1"), ("prefilter_size", "1200")):
         store.set_meta(key, value)
     reopened = Store(tmp_path / "index.db")
     assert reopened.prefilter_cells == 0  # not read: exact search meanwhile
+    assert [i for i, _ in reopened.dense(vectors[5], 3)] == [i for i, _ in reopened.dense(vectors[5], 3, exact=True)]
     assert reopened.ensure_prefilter(minimum=1000) and reopened.prefilter_cells > 1
     tables = {name for (name,) in reopened._db.execute("SELECT name FROM sqlite_schema WHERE type = 'table'")}
     assert not {t for t in tables if t.startswith("item_bits")}
+    columns = {row[1] for row in reopened._db.execute("PRAGMA table_info(bit_blocks)")}
+    assert columns == {"block", "cell", "size", "entries", "kinds"}
+    assert reopened.prefilter_entries() == 2 * 1200
     assert reopened.dense(vectors[5], 1)[0][0] == 6
 
 

@@ -89,9 +89,16 @@ def _row_counts(words: np.ndarray) -> np.ndarray:
     return np.bitwise_count(words).astype(np.float32) @ np.ones(words.shape[-1], dtype=np.float32)
 
 
-def hamming(words: np.ndarray, query_words: np.ndarray) -> np.ndarray:
-    """Bits that differ between each row of ``words`` and ``query_words``: (n,) float32 (whole numbers)."""
-    return _row_counts(words ^ query_words)
+def hamming(columns: np.ndarray, query_words: np.ndarray) -> np.ndarray:
+    """Bits that differ between each coded vector and ``query_words``, from the codes word-major: ``columns``
+    (words, ...), ``columns[w]`` the w-th 64-bit word of every code; int32, shaped ``columns[0]``. One pass over
+    each word's row, counts summed in 16 bits: 0.23 ms for 58k codes of 6 words, against 0.75 ms row-major (n,
+    words) summed by a matrix product (a throwaway micro-benchmark). int32 out, since NumPy's argpartition over
+    uint16 took 0.53 ms there and 0.07 ms over int32."""
+    counts = np.zeros(columns.shape[1:], dtype=np.uint16)
+    for row, word in zip(columns, query_words, strict=True):
+        counts += np.bitwise_count(row ^ word)
+    return counts.astype(np.int32)
 
 
 def estimate(words: np.ndarray, factors: np.ndarray, query: np.ndarray, centre: np.ndarray) -> np.ndarray:

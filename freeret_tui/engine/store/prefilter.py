@@ -1,13 +1,17 @@
 """The prefilter's tables (engine/ann.py computes what goes in them): ``bit_cells`` (the k-means centroids),
-``bit_blocks`` (each cell's entries in blocks of up to ``BLOCK`` rows: item ids, kind codes, sign bits and the
-two factors of ``ann.sign_codes``, each as one blob) and ``bit_members`` (the blocks an item is filed in, so that
-its removal rewrites only those).
+``bit_blocks`` (each cell's entries in blocks of ``BLOCK``, the last of a cell padded: one blob of item ids, the two
+factors of ``ann.sign_codes`` and the sign bits, word-major (``_pack``), and one of kind codes) and ``bit_members``
+(the blocks an item is filed in, so that its removal rewrites only those).
 
-A query reads the blocks of its probed cells whole and ranks their entries in NumPy: by Hamming distance, then
-the closest of those by ``ann.estimate``. Until this layout the bits sat in a vec0 table partitioned by cell,
-whose KNN returned ``pool`` rows from every probed cell at ~4 µs a row: 4.4 ms of an 8.8 ms query at 100k vectors
-(3 cells, pool 400); reading the same cells' blocks and counting their bits costs 0.5 ms (measured with a
-throwaway profile of the two layouts on benchmarks/stage1_peers.py's mixed set).
+A query reads the blocks of its probed cells straight into one array (``_read_blobs``) and ranks their entries in
+NumPy: by Hamming distance, one pass per 64-bit word over every block, then the closest of those by
+``ann.estimate``. Until layout blocks-v1 the bits sat in a vec0 table partitioned by cell, whose KNN returned
+``pool`` rows from every probed cell at ~4 µs a row: 4.4 ms of an 8.8 ms query at 100k vectors (3 cells, pool 400);
+reading the same cells' blocks and counting their bits costs 0.5 ms (measured with a throwaway profile of the two
+layouts on benchmarks/stage1_peers.py's mixed set). blocks-v1 kept ids, bits and factors in three blobs, the bits
+row-major, fetched through a query: on 1M MiniLM vectors (58,883 entries read a query, a throwaway profile)
+fetching the rows took 0.83 ms, joining the blobs 0.71 and counting bits 1.44 of a 4.6 ms query; in this layout
+reading 65k entries took 0.52 ms and counting 0.49 (2.5 ms a query; same probes and pool).
 """
 
 from __future__ import annotations
@@ -31,7 +35,9 @@ _ESTIMATED_PER_ITEM = 4
 # entries in ~8 rows.
 BLOCK = 256
 # What an index's prefilter tables look like; one built another way is rebuilt by the next ensure_prefilter.
-LAYOUT = "blocks-v1"  # v1: bits in blocks read whole; cells-v3: vec0 bits partitioned by cell, of unit vectors
+# v2: one word-major blob a block; v1: ids, bits and factors in three blobs, row-major; cells-v3: vec0 bits
+# partitioned by cell, of unit vectors.
+LAYOUT = "blocks-v2"
 # A block stores each entry's kind as one byte. Fixed here (not taken from the enum's order), since the codes
 # are on disk.
 _KIND_CODES = {"text": 0, "image": 1, "page": 2}
@@ -40,11 +46,40 @@ _KIND_CODES = {"text": 0, "image": 1, "page": 2}
 @dataclass(frozen=True)
 class PrefilterState:
     """The prefilter as built: its version (a reader re-reads it when another process rebuilt it), the centre of
-    the sign bits and the cell centroids."""
+    the sign bits, the cell centroids and how many entries a block holds."""
 
     version: str
     centre: np.ndarray
     centroids: np.ndarray
+    block: int
+
+    @property
+    def words(self) -> int:
+        """64-bit words of sign bits per entry."""
+        return -(-len(self.centre) // 64)
+
+
+def _pack(ids: np.ndarray, factors: np.ndarray, words: np.ndarray, block: int) -> np.ndarray:
+    """Entries as a block stores them: a (2 + words, block) uint64 matrix, row 0 the item ids, row 1 each entry's
+    two float32 factors, then row 2 + w the w-th word of every entry's sign bits; zero past the entries (item id 0
+    is never an item's: ids start at 1)."""
+    matrix = np.zeros((2 + words.shape[1], block), dtype=np.uint64)
+    matrix[0, : len(ids)] = np.asarray(ids, dtype=np.int64).view(np.uint64)
+    matrix[1, : len(ids)] = np.ascontiguousarray(factors, dtype=np.float32).view(np.uint64)[:, 0]
+    matrix[2:, : len(ids)] = words.T
+    return matrix
+
+
+def _kind_row(codes: np.ndarray, block: int) -> bytes:
+    """Kind codes as a block stores them: one byte an entry, zero past the entries."""
+    row = np.zeros(block, dtype=np.uint8)
+    row[: len(codes)] = codes
+    return row.tobytes()
+
+
+def block_ids(blob: bytes, size: int) -> np.ndarray:
+    """The item ids a block's ``entries`` blob holds (the first ``size`` words of its first row)."""
+    return np.frombuffer(blob, dtype=np.int64, count=size)
 
 
 class Prefilter(Transactions):
@@ -65,7 +100,7 @@ class Prefilter(Transactions):
         centre = np.frombuffer(bytes.fromhex(self._meta("bit_centre") or ""), dtype=np.float32)
         blobs = [b for (b,) in self._db.execute("SELECT centroid FROM bit_cells ORDER BY cell")]
         centroids = np.frombuffer(b"".join(blobs), dtype=np.float32).reshape(len(blobs), -1)
-        self._prefilter = PrefilterState(version, centre, centroids)
+        self._prefilter = PrefilterState(version, centre, centroids, int(self._meta("prefilter_block") or BLOCK))
 
     @property
     def prefilter_cells(self) -> int:
@@ -87,20 +122,22 @@ class Prefilter(Transactions):
         self._forget_meta("prefilter_", "bit_centre")  # type: ignore[attr-defined]  # schema.py
 
     def _create_prefilter(self, centre: np.ndarray, centroids: np.ndarray) -> None:
-        """Empty tables for a prefilter of these cells (inside the caller's transaction, after ``_drop_prefilter``)."""
+        """Empty tables for a prefilter of these cells (inside the caller's transaction, after ``_drop_prefilter``).
+        The index on (cell, size) holds all a query needs to find its blocks (the rowid is the block)."""
         self._db.execute("CREATE TABLE bit_cells (cell INTEGER PRIMARY KEY, centroid BLOB NOT NULL)")
         self._db.execute("CREATE TABLE bit_blocks (block INTEGER PRIMARY KEY, cell INTEGER NOT NULL, "
-                         "size INTEGER NOT NULL, ids BLOB NOT NULL, kinds BLOB NOT NULL, bits BLOB NOT NULL, "
-                         "factors BLOB NOT NULL)")
+                         "size INTEGER NOT NULL, entries BLOB NOT NULL, kinds BLOB NOT NULL)")
         self._db.execute("CREATE INDEX bit_blocks_cell ON bit_blocks(cell, size)")
         self._db.execute("CREATE TABLE bit_members (item_id INTEGER PRIMARY KEY, blocks BLOB NOT NULL)")
         for cell, centroid in enumerate(centroids):
             self._db.execute("INSERT INTO bit_cells(cell, centroid) VALUES (?, ?)", (cell, centroid.tobytes()))
+        self.set_meta("prefilter_block", str(BLOCK))  # type: ignore[attr-defined]  # schema.py; what _file_all writes
 
     def _file_all(self, ids: np.ndarray, kinds: Sequence[str], vectors_cells: np.ndarray, bits: np.ndarray,
                   factors: np.ndarray) -> None:
         """File a whole index at once (a build): ``vectors_cells`` (n, assignments) from ``ann.assign``, ``bits``
-        and ``factors`` from ``ann.sign_codes``. Blocks are written full, cell after cell."""
+        and ``factors`` from ``ann.sign_codes``. Blocks of ``BLOCK`` entries (``_create_prefilter`` recorded that
+        number) are written full, cell after cell."""
         if not len(ids):
             return
         width = vectors_cells.shape[1]
@@ -115,9 +152,9 @@ class Prefilter(Transactions):
                 entries = run[start : start + BLOCK]
                 rows = entries // width
                 self._db.execute(
-                    "INSERT INTO bit_blocks(block, cell, size, ids, kinds, bits, factors) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (block, int(cells[entries[0]]), len(rows), ids[rows].tobytes(), codes[rows].tobytes(),
-                     bits[rows].tobytes(), factors[rows].tobytes()),
+                    "INSERT INTO bit_blocks(block, cell, size, entries, kinds) VALUES (?, ?, ?, ?, ?)",
+                    (block, int(cells[entries[0]]), len(rows),
+                     _pack(ids[rows], factors[rows], bits[rows], BLOCK).tobytes(), _kind_row(codes[rows], BLOCK)),
                 )
                 block_of[entries] = block
                 block += 1
@@ -126,28 +163,31 @@ class Prefilter(Transactions):
                              ((int(i), b.tobytes()) for i, b in zip(ids, blocks, strict=True)))
 
     def _file_one(self, item_id: int, vector: np.ndarray, kind: str) -> None:
-        """File a new vector in its cells: appended to the fullest block of each with room, or a new block."""
+        """File a new vector in its cells: into the fullest block of each with room, or a new block."""
         state = self._prefilter
         if state is None:
             return
-        words, factor_rows = ann.sign_codes(vector, state.centre)
-        bits, factors = words[0].tobytes(), factor_rows[0].tobytes()
-        code = bytes([_KIND_CODES[kind]])
+        words, factors = ann.sign_codes(vector, state.centre)
+        entry = _pack(np.array([item_id]), factors, words, 1)[:, 0]
+        code = _KIND_CODES[kind]
         blocks = []
         for cell in ann.assign(vector, state.centre, state.centroids)[0]:
             row = self._db.execute(
-                "SELECT block, ids, kinds, bits, factors FROM bit_blocks WHERE cell = ? AND size < ? "
-                "ORDER BY size DESC LIMIT 1", (int(cell), BLOCK)).fetchone()
+                "SELECT block, size, entries, kinds FROM bit_blocks WHERE cell = ? AND size < ? "
+                "ORDER BY size DESC LIMIT 1", (int(cell), state.block)).fetchone()
             if row is None:
-                self._db.execute(
-                    "INSERT INTO bit_blocks(cell, size, ids, kinds, bits, factors) VALUES (?, 1, ?, ?, ?, ?)",
-                    (int(cell), np.int64(item_id).tobytes(), code, bits, factors))
+                self._db.execute("INSERT INTO bit_blocks(cell, size, entries, kinds) VALUES (?, 1, ?, ?)",
+                                 (int(cell), _pack(np.array([item_id]), factors, words, state.block).tobytes(),
+                                  _kind_row(np.array([code]), state.block)))
                 blocks.append(int(self._db.last_insert_rowid()))
                 continue
-            block, ids, kinds, old_bits, old_factors = row
-            self._db.execute(
-                "UPDATE bit_blocks SET size = size + 1, ids = ?, kinds = ?, bits = ?, factors = ? WHERE block = ?",
-                (ids + np.int64(item_id).tobytes(), kinds + code, old_bits + bits, old_factors + factors, block))
+            block, size, blob, kind_blob = row
+            matrix = np.frombuffer(blob, dtype=np.uint64).reshape(len(entry), state.block).copy()
+            matrix[:, size] = entry
+            codes = bytearray(kind_blob)
+            codes[size] = code
+            self._db.execute("UPDATE bit_blocks SET size = size + 1, entries = ?, kinds = ? WHERE block = ?",
+                             (matrix.tobytes(), bytes(codes), block))
             blocks.append(int(block))
         self._db.execute("INSERT INTO bit_members(item_id, blocks) VALUES (?, ?)",
                          (item_id, np.array(blocks, dtype=np.int64).tobytes()))
@@ -158,51 +198,69 @@ class Prefilter(Transactions):
         return int(self._meta("prefilter_written") or 0)
 
     def _unfile(self, item_id: int) -> None:
-        """Take an item out of the blocks it is filed in (a block left empty goes)."""
-        if self._prefilter is None:
+        """Take an item out of the blocks it is filed in (the entries after it move up; a block left empty
+        goes)."""
+        state = self._prefilter
+        if state is None:
             return
         row = self._db.execute("SELECT blocks FROM bit_members WHERE item_id = ?", (item_id,)).fetchone()
         if row is None:
             return
         for block in np.frombuffer(row[0], dtype=np.int64).tolist():
-            size, ids_blob, kinds, bits_blob, factors = self._db.execute(
-                "SELECT size, ids, kinds, bits, factors FROM bit_blocks WHERE block = ?", (block,)).fetchone()
-            ids = np.frombuffer(ids_blob, dtype=np.int64)
-            keep = ids != item_id
-            if not keep.any():
+            size, blob, kind_blob = self._db.execute(
+                "SELECT size, entries, kinds FROM bit_blocks WHERE block = ?", (block,)).fetchone()
+            matrix = np.frombuffer(blob, dtype=np.uint64).reshape(2 + state.words, state.block)
+            keep = np.flatnonzero(matrix[0, :size].view(np.int64) != item_id)
+            if not len(keep):
                 self._db.execute("DELETE FROM bit_blocks WHERE block = ?", (block,))
                 continue
-            bits = np.frombuffer(bits_blob, dtype=np.uint8).reshape(size, -1)
+            kept = np.zeros_like(matrix)
+            kept[:, : len(keep)] = matrix[:, keep]
             self._db.execute(
-                "UPDATE bit_blocks SET size = ?, ids = ?, kinds = ?, bits = ?, factors = ? WHERE block = ?",
-                (int(keep.sum()), ids[keep].tobytes(), np.frombuffer(kinds, dtype=np.uint8)[keep].tobytes(),
-                 bits[keep].tobytes(), np.frombuffer(factors, dtype=np.float32).reshape(size, 2)[keep].tobytes(),
+                "UPDATE bit_blocks SET size = ?, entries = ?, kinds = ? WHERE block = ?",
+                (len(keep), kept.tobytes(), _kind_row(np.frombuffer(kind_blob, dtype=np.uint8)[keep], state.block),
                  block))
         self._db.execute("DELETE FROM bit_members WHERE item_id = ?", (item_id,))
+
+    def _read_blobs(self, table: str, column: str, rowids: Sequence[int], out: np.ndarray) -> None:
+        """The ``column`` blob of each of ``table``'s rows ``rowids`` into the next row of ``out``, each blob as
+        long as a row of ``out``, straight from SQLite's (memory-mapped) pages into the array. One blob handle moved
+        from row to row (opening one compiles a statement): 0.47 ms for 317 blocks of 16 KB, against 1.65 ms to
+        fetch them as bytes through a query (a throwaway timing on 1M MiniLM vectors)."""
+        row_bytes = out.nbytes // len(rowids)
+        with self._db.blob_open("main", table, column, rowids[0], False) as blob:
+            for at, rowid in enumerate(rowids):
+                blob.reopen(rowid)
+                blob.read_into(out, at * row_bytes, row_bytes)
 
     def _nearest_by_bits(self, state: PrefilterState, vector: np.ndarray, pool: int,
                          kinds: Sequence[str]) -> list[int]:
         """Up to ``pool`` item ids from the probed cells, best estimated first (an item met in two of them counts
         once); only items of ``kinds`` if any are given."""
         cells = ann.probe(vector, state.centre, state.centroids)
-        rows = self._db.execute(
-            f"SELECT ids, kinds, bits, factors FROM bit_blocks WHERE cell IN ({', '.join('?' * len(cells))})", cells
-        ).fetchall()
-        if not rows:
+        found = self._db.execute(
+            f"SELECT block, size FROM bit_blocks WHERE cell IN ({', '.join('?' * len(cells))})", cells).fetchall()
+        if not found:
             return []
-        query_words = ann.sign_codes(vector, state.centre)[0][0]
-        ids = np.frombuffer(b"".join(r[0] for r in rows), dtype=np.int64)
-        words = np.frombuffer(b"".join(r[2] for r in rows), dtype=np.uint64).reshape(len(ids), len(query_words))
-        factors = np.frombuffer(b"".join(r[3] for r in rows), dtype=np.float32).reshape(len(ids), 2)
+        blocks = [int(b) for b, _ in found]
+        entries = np.empty((len(blocks), 2 + state.words, state.block), dtype=np.uint64)
+        self._read_blobs("bit_blocks", "entries", blocks, entries)
+        live = np.arange(state.block) < np.array([s for _, s in found])[:, None]  # (blocks, block): not padding
         if kinds:
-            wanted = np.isin(np.frombuffer(b"".join(r[1] for r in rows), dtype=np.uint8),
-                             [_KIND_CODES[k] for k in kinds])
-            ids, words, factors = ids[wanted], words[wanted], factors[wanted]
+            codes = np.empty((len(blocks), state.block), dtype=np.uint8)
+            self._read_blobs("bit_blocks", "kinds", blocks, codes)
+            live &= np.isin(codes, [_KIND_CODES[k] for k in kinds])
         # Hamming distance over every entry read, then the estimate over the closest.
         shortlist = _ESTIMATED_PER_ITEM * pool
-        if len(ids) > shortlist:
-            closest = np.argpartition(ann.hamming(words, query_words), shortlist)[:shortlist]
-            ids, words, factors = ids[closest], words[closest], factors[closest]
-        ranked = ids[np.argsort(-ann.estimate(words, factors, vector, state.centre), kind="stable")]
-        _, first = np.unique(ranked, return_index=True)
-        return ranked[np.sort(first)][:pool].tolist()
+        if np.count_nonzero(live) > shortlist:
+            query_words = ann.sign_codes(vector, state.centre)[0][0]
+            distances = ann.hamming(entries[:, 2:].transpose(1, 0, 2), query_words)
+            distances[~live] = np.iinfo(np.int32).max
+            picked = np.argpartition(distances.ravel(), shortlist)[:shortlist]
+        else:
+            picked = np.flatnonzero(live)
+        chosen = entries[picked // state.block, :, picked % state.block]  # (picked, 2 + words)
+        factors = np.ascontiguousarray(chosen[:, 1]).view(np.float32).reshape(-1, 2)
+        ranked = chosen[:, 0].view(np.int64)[np.argsort(-ann.estimate(chosen[:, 2:], factors, vector, state.centre),
+                                                        kind="stable")]
+        return list(dict.fromkeys(ranked.tolist()))[:pool]  # an item's best entry first

@@ -212,13 +212,12 @@ class Vectors(Prefilter):
         candidates = self._nearest_by_bits(prefilter, vector, pool, wanted)
         if not candidates:
             return []
-        halves = self._db.execute(
-            f"SELECT item_id, vector FROM item_half WHERE item_id IN ({', '.join('?' * len(candidates))})",
-            candidates,
-        ).fetchall()
-        ids = [int(r[0]) for r in halves]
-        matrix = self._halves([r[1] for r in halves])
+        halves = np.empty((len(candidates), int(self._dim or 0)), dtype=np.float16)
+        # Read in place (0.38 ms for 200 rows at 384-d through a query, a throwaway profile); every filed item has
+        # its float16 row, written and deleted in the same transactions as its entries.
+        self._read_blobs("item_half", "vector", candidates, halves)
+        matrix = halves.astype(np.float32)
         lengths = np.sqrt(np.einsum("ij,ij->i", matrix, matrix))  # a third of np.linalg.norm's time here
         sims = matrix @ vector / (lengths * np.linalg.norm(vector) + 1e-12)
         order = np.argsort(-sims, kind="stable")[:k]
-        return [(ids[i], float(sims[i])) for i in order]
+        return [(candidates[i], float(sims[i])) for i in order]
