@@ -56,6 +56,18 @@ def test_cells_follow_clusters() -> None:
     assert ann.probe(centres[5], centre, centroids, probes=1) == [int(cells[labels == 5][0])]
 
 
+def test_the_second_cell_errs_another_way_than_the_first() -> None:
+    """SOAR's spill: of the other centroids, not the next nearest when its residual lines up with the first cell's
+    (it would misroute the same queries), but a slightly farther one whose residual is orthogonal to it."""
+    point = np.array([1.0, 0.0, 0.0], dtype=np.float32)
+    first = [1.0, 0.3, 0.0]  # the residual point - first leans to -y
+    next_nearest = [1.0, -0.35, 0.0]  # cosine 0.944 to the point; its residual leans to +y, along the first's
+    orthogonal = [1.0, 0.0, 0.4]  # cosine 0.928; its residual leans to -z
+    centroids = np.array([first, next_nearest, orthogonal], dtype=np.float32)
+    centroids /= np.linalg.norm(centroids, axis=1, keepdims=True)
+    assert ann.assign(point[None], np.zeros(3, np.float32), centroids).tolist() == [[0, 2]]
+
+
 def test_probes_are_read_when_a_query_runs(monkeypatch: pytest.MonkeyPatch) -> None:
     """The benchmarks' --probes sets ann.PROBES after import; a default bound at import time ignored it."""
     centroids = np.eye(DIM, dtype=np.float32)[:8]

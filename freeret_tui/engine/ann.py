@@ -4,8 +4,8 @@ keeps what this computes).
 Two quantisers, used one after the other on large indexes:
 
 - **cells** (an inverted file): spherical k-means centroids of the mean-centred vectors split the index into
-  cells; each vector is filed in its ``ASSIGNMENTS`` nearest cells, and a query looks only in the cells of its
-  nearest centroids (``PROBES`` or more, by how close the next ones score).
+  cells; each vector is filed in its nearest cell and a second one (``assign``), and a query looks only in the
+  cells of its nearest centroids (``PROBES`` or more, by how close the next ones score).
 - **sign bits**: one bit per dimension of the centred vector and two factors per vector (``sign_codes``); the
   Hamming distance to the query's bits ranks the vectors of those cells cheaply, the query's float vector
   against the bits of the best of those ranks them closely (``estimate``), and the best few of that are rescored
@@ -26,28 +26,35 @@ import numpy as np
 # Vectors whose nearest cell it is, per cell. With two assignments a cell holds about twice that many entries,
 # which is the size of sqlite-vec's storage chunks, so that a cell is about one chunk.
 CELL_SIZE = 1024
-# Cells each vector is filed in. An item about two things sits between clusters; filed only in its nearest
-# cell, its neighbours often sit in another. Measured through the store at 100k with items leaning towards a
-# second random topic (benchmarks/stage1_latency.py --mix 1.0, 30 queries): recall@10 0.73 filed once with 8
-# probes (8.6 ms), 0.88-0.90 filed twice with 4 probes (10-11 ms) — the same number of entries scanned. On clustered
-# vectors (25k) both gave 0.95-0.96.
+# Cells each vector is filed in (1 or 2). An item about two things sits between clusters; filed only in its
+# nearest cell, its neighbours often sit in another. Measured through the store at 100k with items leaning towards
+# a second random topic (benchmarks/stage1_latency.py --mix 1.0, 30 queries, the second cell then the next
+# nearest): recall@10 0.73 filed once with 8 probes (8.6 ms), 0.88-0.90 filed twice with 4 probes (10-11 ms) — the
+# same number of entries scanned. On clustered vectors (25k) both gave 0.95-0.96.
 ASSIGNMENTS = 2
+# How strongly the second cell's residual is kept from lining up with the first's (``_spill``); SOAR's paper uses
+# 1. On 1M all-MiniLM text vectors (benchmarks/stage1_peers.py's, a throwaway measurement of the share of each
+# query's true top-10 filed in the cells it probes): 16 cells held 0.944 with the second-nearest cell, 0.960 with
+# SOAR at 1 (37k entries read), 0.959 at 2; the second-nearest rule needed 32 cells (73k entries) for 0.964. On
+# items about two topics (100k, default probes, a throwaway run) recall@10 went from 0.971 to 0.986.
+SOAR_WEIGHT = 1.0
 # Cells scanned per query: at least PROBES, more while the next centroid is within PROBE_MARGIN (cosine) of the
 # nearest, at most MAX_PROBES. Where cells follow clusters one centroid stands out and few cells hold a query's
 # neighbours; where scores are flat (real text-embedding vectors) they are spread over many. A cell costs ~0.1 ms
 # to read and count at 384-d (~2,000 entries), so a wide margin is cheap where it matters. All-MiniLM text
 # vectors at 100k, rescore pool 200 (a throwaway sweep on benchmarks/stage1_peers.py's vectors, one run each):
 # margin 0.25 and at most 16 cells 0.952 recall@10 at 2.4 ms, 0.35 and 32 cells 0.984 at 3.4 ms, 0.4 and 32
-# 0.984 at 4.2 ms; the synthetic sets' recall did not move with the margin (one centroid stands out there). In
-# the benchmark's own run: this rule 0.984 at 2.94 ms, a fixed 16 cells 0.966 at 2.29 ms; at 1M, 0.961 at 3.97 ms
-# (most queries read 32 cells there).
+# 0.984 at 4.2 ms; the synthetic sets' recall did not move with the margin (one centroid stands out there). With
+# the second cell by SOAR (``_spill``) fewer cells hold as much: at 1M (a throwaway sweep, pool 200) at most 32
+# cells gave 0.973 at 2.52 ms, 24 0.965 at 2.06, 16 0.959 at 1.74, 12 0.941 at 1.53.
 PROBES = 3
 PROBE_MARGIN = 0.35
-MAX_PROBES = 32
+MAX_PROBES = 16
 # Training vectors per centroid for k-means (more buys little: the centroids only route queries).
 _TRAIN_PER_CELL = 32
 _ITERATIONS = 8
 _BLOCK = 8192  # rows per matrix product, so that assignment of 1M vectors never holds a 1M x cells matrix
+_BLOCK_SCORES = 1 << 23  # and at most this many scores per product in ``assign`` (32 MB, three such matrices)
 
 
 def cell_count(vectors: int) -> int:
@@ -172,17 +179,35 @@ def _nearest(points: np.ndarray, centroids: np.ndarray) -> np.ndarray:
 
 
 def assign(vectors: np.ndarray, centre: np.ndarray, centroids: np.ndarray) -> np.ndarray:
-    """The cells of each vector, nearest first: its ``ASSIGNMENTS`` nearest centroids by cosine, after centring;
-    (n, ASSIGNMENTS), or (n, 1) while there is a single cell."""
-    points = _unit_rows(vectors) - centre
+    """The cells of each vector: its nearest centroid by cosine after centring, then (with ``ASSIGNMENTS`` 2) a
+    second cell chosen by ``_spill``; (n, ASSIGNMENTS), or (n, 1) while there is a single cell."""
+    points = _unit_rows(_unit_rows(vectors) - centre)
     width = min(ASSIGNMENTS, len(centroids))
     cells = np.empty((len(points), width), dtype=np.int64)
-    for start in range(0, len(points), _BLOCK):
-        scores = points[start : start + _BLOCK] @ centroids.T
-        best = np.argpartition(-scores, width - 1, axis=1)[:, :width]
-        order = np.argsort(-np.take_along_axis(scores, best, axis=1), axis=1)
-        cells[start : start + _BLOCK] = np.take_along_axis(best, order, axis=1)
+    step = max(64, min(_BLOCK, _BLOCK_SCORES // len(centroids)))
+    for start in range(0, len(points), step):
+        block = points[start : start + step]
+        scores = block @ centroids.T
+        cells[start : start + step, 0] = first = np.argmax(scores, axis=1)
+        if width > 1:
+            cells[start : start + step, 1] = _spill(block, scores, first, centroids)
     return cells
+
+
+def _spill(points: np.ndarray, scores: np.ndarray, first: np.ndarray, centroids: np.ndarray) -> np.ndarray:
+    """Each point's second cell, after SOAR (Sun, Guo & Kumar, NeurIPS 2023: spilling with orthogonality-amplified
+    residuals): not simply the next nearest centroid, but the one whose residual u - c is close and least parallel
+    to the first cell's residual r, minimising |u - c|² + SOAR_WEIGHT · (r·(u - c))² / |r|². A query whose
+    neighbour its first cell misrouted (the query lines up with that residual) then finds it through a cell that
+    errs another way; the next nearest centroid mostly errs the same way. ``points`` unit rows, ``scores`` their
+    cosines to every centroid."""
+    residual = points - centroids[first]
+    along = residual @ centroids.T  # r·c, every cell
+    own = np.einsum("ij,ij->i", residual, points)  # r·u
+    size = np.maximum(np.einsum("ij,ij->i", residual, residual), 1e-12)
+    loss = 2 - 2 * scores + SOAR_WEIGHT * (own[:, None] - along) ** 2 / size[:, None]
+    loss[np.arange(len(points)), first] = np.inf
+    return np.argmin(loss, axis=1)
 
 
 def probe(query: np.ndarray, centre: np.ndarray, centroids: np.ndarray, probes: int | None = None) -> list[int]:
