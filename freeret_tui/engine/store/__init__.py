@@ -14,8 +14,8 @@ that stores its result, so a killed daemon loses nothing), ``roots`` (watched fo
 (vectors of removed files, kept a while so a moved or renamed file is recognised by its content hash and not
 embedded again), ``item_half`` (a float16 copy of each vector in a plain table, fast to read in bulk or by id)
 and, once the index is large, the prefilter (engine/ann.py computes it, prefilter.py files it): ``bit_cells``
-(k-means centroids), ``bit_blocks`` (sign bits, each vector filed in its two nearest cells, a cell's entries in
-blocks read whole, so a query reads only the cells nearest to it) and ``bit_members`` (an item's blocks); its
+(k-means centroids), ``bit_blocks`` (sign bits, each vector filed in two cells, a cell's entries in blocks read
+whole, so a query reads only the cells nearest to it) and ``bit_members`` (an item's blocks); its
 Hamming candidates are rescored exactly with ``item_half``.
 """
 
