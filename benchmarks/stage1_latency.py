@@ -181,7 +181,7 @@ def main() -> None:
     parser.add_argument("--plot", type=Path, default=Path(__file__).with_name("stage1_latency.png"))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--probes", type=int, default=ann.PROBES, help="cells a query reads (default: the index's)")
-    parser.add_argument("--assignments", type=int, default=ann.ASSIGNMENTS,
+    parser.add_argument("--assignments", type=int, default=ann.ASSIGNMENTS, choices=(1, 2),
                         help="cells each vector is filed in (default: the index's)")
     parser.add_argument("--mix", type=float, default=0.0,
                         help="lean of each vector towards a second random topic, drawn from [0, MIX)")

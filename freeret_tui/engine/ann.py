@@ -182,6 +182,8 @@ def assign(vectors: np.ndarray, centre: np.ndarray, centroids: np.ndarray) -> np
     """The cells of each vector: its nearest centroid by cosine after centring, then (with ``ASSIGNMENTS`` 2) a
     second cell chosen by ``_spill``; (n, ASSIGNMENTS), or (n, 1) while there is a single cell."""
     points = _unit_rows(_unit_rows(vectors) - centre)
+    if ASSIGNMENTS not in (1, 2):
+        raise ValueError(f"ASSIGNMENTS is 1 or 2, not {ASSIGNMENTS}")
     width = min(ASSIGNMENTS, len(centroids))
     cells = np.empty((len(points), width), dtype=np.int64)
     step = max(64, min(_BLOCK, _BLOCK_SCORES // len(centroids)))

@@ -168,7 +168,7 @@ class Prefilter(Transactions):
         if state is None:
             return
         words, factors = ann.sign_codes(vector, state.centre)
-        entry = _pack(np.array([item_id]), factors, words, 1)[:, 0]
+        alone = _pack(np.array([item_id]), factors, words, state.block)  # a block holding just this entry
         code = _KIND_CODES[kind]
         blocks = []
         for cell in ann.assign(vector, state.centre, state.centroids)[0]:
@@ -177,13 +177,12 @@ class Prefilter(Transactions):
                 "ORDER BY size DESC LIMIT 1", (int(cell), state.block)).fetchone()
             if row is None:
                 self._db.execute("INSERT INTO bit_blocks(cell, size, entries, kinds) VALUES (?, 1, ?, ?)",
-                                 (int(cell), _pack(np.array([item_id]), factors, words, state.block).tobytes(),
-                                  _kind_row(np.array([code]), state.block)))
+                                 (int(cell), alone.tobytes(), _kind_row(np.array([code]), state.block)))
                 blocks.append(int(self._db.last_insert_rowid()))
                 continue
             block, size, blob, kind_blob = row
-            matrix = np.frombuffer(blob, dtype=np.uint64).reshape(len(entry), state.block).copy()
-            matrix[:, size] = entry
+            matrix = np.frombuffer(blob, dtype=np.uint64).reshape(alone.shape).copy()
+            matrix[:, size] = alone[:, 0]
             codes = bytearray(kind_blob)
             codes[size] = code
             self._db.execute("UPDATE bit_blocks SET size = size + 1, entries = ?, kinds = ? WHERE block = ?",
