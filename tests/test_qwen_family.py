@@ -73,6 +73,32 @@ def test_images_of_different_sizes_batch_like_each_alone(qwen) -> None:
     assert not np.allclose(batched[0], batched[1], atol=1e-3)
 
 
+def test_batches_prepared_in_threads_embed_as_in_line(qwen, tmp_path: Path) -> None:
+    """On an accelerator the next batches are prepared in threads (``prep_workers``) while one runs: the same
+    vectors, in the items' order, as preparing each batch in line; an unreadable photo in a later batch fails the
+    call as it does in line, and the next call works."""
+    items = [Content(image=SAMPLES / p) for p in (*PHOTOS, "rocket.jpg", "coffee.png")]
+    items += [Content("a cat asleep on a sofa"), Content("the receipt for the bike repair")]
+    kinds = [Kind.IMAGE] * 5 + [Kind.TEXT] * 2
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 64)
+    assert qwen.prep_workers == 0  # a CPU prepares in line
+    in_line = qwen.embed(items, Side.CANDIDATE, kinds)
+    with pytest.raises(OSError) as alone:
+        qwen.embed([*items[:5], Content(image=broken)], Side.CANDIDATE, [Kind.IMAGE] * 6)
+    try:
+        qwen.prep_workers = 2
+        threaded = qwen.embed(items, Side.CANDIDATE, kinds)  # 3 batches of 3: two photo batches, one of text
+        with pytest.raises(type(alone.value)):
+            qwen.embed([*items[:5], Content(image=broken)], Side.CANDIDATE, [Kind.IMAGE] * 6)
+        again = qwen.embed(items, Side.CANDIDATE, kinds)
+    finally:
+        qwen.prep_workers = 0
+    assert qwen._prep_pool is not None  # the threads did the preparing
+    np.testing.assert_allclose(threaded, in_line, atol=1e-6)
+    np.testing.assert_allclose(again, in_line, atol=1e-6)
+
+
 def test_rerank_prefix_cache_equals_full_prompts_after_an_image(qwen) -> None:
     """The CPU rerank path runs the query part once and each text candidate's own tokens after it. Qwen's model
     keeps the M-RoPE offset of its last prefill (``rope_deltas``): an image prompt scored in between must not

@@ -7,10 +7,14 @@ imported only inside functions (here and in reader.py), so importing the engine 
 
 from __future__ import annotations
 
+import copy
 import functools
 import inspect
+import os
 import threading
+from collections import deque
 from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -82,6 +86,21 @@ def default_batch_size(device: str) -> int:
     return 2 if device == "cpu" else 16
 
 
+def default_prep_workers(device: str) -> int:
+    """Threads that prepare the next batches' inputs (decode, resize, patchify, tokenise) while the device runs
+    this one. On an H200 with 16 host cores, batches of 16, in two runs (benchmarks/preset_cost_{default,fast}_gpu
+    .json and *_gpu_prep_repeat.json): in line a `default` photo took 19-20 ms, 12 of them preparing it, and a
+    `fast` photo 25-40 ms, nearly all of it preparing (its GPU work is about 4 ms). `default` then took 11-15 ms
+    with 1 or 2 threads and 14-15 with 4 (it waits on the GPU); `fast` needed 4: 13-15 ms, against 17-19 with 2.
+    A core is left for the thread that drives the device (a reasoned cap: hosts of under 5 cores were not
+    measured). On a CPU the forward keeps every core busy and preparing a photo is about 1 % of its time: none."""
+    if device == "cpu":
+        return 0
+    return max(1, min(PREP_WORKERS, (os.cpu_count() or 2) - 1))
+
+
+PREP_WORKERS = 4
+
 _Method = TypeVar("_Method", bound=Any)
 
 
@@ -117,6 +136,11 @@ class HFModel:
         self.max_new_tokens = max_new_tokens
         self.device, torch_dtype = choose_device(device, dtype)
         self.batch_size = batch_size or default_batch_size(self.device)
+        self.prep_workers = default_prep_workers(self.device)
+        self._prep_pool: tuple[int, ThreadPoolExecutor] | None = None  # (its threads, the pool)
+        # Each preparing thread's own processor and tokenizer: a fast tokenizer shared between threads fails
+        # ("Already borrowed") or pads wrongly, since every call resets its padding state (transformers#47085).
+        self._prep_local = threading.local()
         self.dtype = str(torch_dtype).removeprefix("torch.")
         self._torch = torch
         self._lock = threading.Lock()
@@ -181,17 +205,48 @@ class HFModel:
         return self._tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
 
     def _inputs(self, turns: Sequence[Turn]) -> Any:
-        texts = [self._render(t) for t in turns]
+        return self._encode(turns, [self._render(t) for t in turns], self._processor, self._tok).to(self.device)
+
+    def _encode(self, turns: Sequence[Turn], texts: list[str], processor: Any, tok: Any) -> Any:
+        """The model's inputs for ``turns`` (rendered as ``texts``), in host memory, made with ``processor`` and
+        ``tok``: this model's own, or a preparing thread's copies."""
         if any(t.images for t in turns):
             if not self.supports_images:
                 raise UnsupportedInputError(f"model {self.name!r} is text-only and cannot read images")
             images = [[load_image(p) for p in t.images] for t in turns]
-            enc = self._processor(
-                text=texts, images=images, padding=True, return_tensors="pt", add_special_tokens=False
-            )
-        else:
-            enc = self._tok(texts, padding=True, return_tensors="pt", add_special_tokens=False)
-        return enc.to(self.device)
+            return processor(text=texts, images=images, padding=True, return_tensors="pt", add_special_tokens=False)
+        return tok(texts, padding=True, return_tensors="pt", add_special_tokens=False)
+
+    def _encode_in_worker(self, turns: Sequence[Turn], texts: list[str]) -> Any:
+        local = self._prep_local
+        if not hasattr(local, "parts"):
+            local.parts = copy.deepcopy((self._processor, self._tok))  # one deepcopy keeps tok the processor's own
+        return self._encode(turns, texts, *local.parts)
+
+    def _prepared(self, groups: Sequence[Sequence[Turn]]) -> Iterator[Any]:
+        """The inputs of each group in order, on the device; with ``prep_workers``, up to that many groups are
+        prepared in threads while the caller runs the one before (a failure surfaces at its own group)."""
+        if self.prep_workers < 1 or len(groups) < 2:
+            for group in groups:
+                yield self._inputs(group)
+            return
+        if self._prep_pool is None or self._prep_pool[0] != self.prep_workers:  # a benchmark changes the count
+            if self._prep_pool is not None:
+                self._prep_pool[1].shutdown(wait=False)
+            self._prep_pool = (self.prep_workers, ThreadPoolExecutor(self.prep_workers, "freeret-prep"))
+        pool = self._prep_pool[1]
+        ahead: deque[Future[Any]] = deque()
+        try:
+            for group in groups:
+                # Rendered here (a template, under a millisecond); decoding, resizing and tokenising in the pool.
+                ahead.append(pool.submit(self._encode_in_worker, group, [self._render(t) for t in group]))
+                if len(ahead) > self.prep_workers:
+                    yield ahead.popleft().result().to(self.device)
+            while ahead:
+                yield ahead.popleft().result().to(self.device)
+        finally:
+            for future in ahead:  # the caller stopped early (an error): what has not started never will
+                future.cancel()
 
     def prompt_token_ids(self, turn: Turn) -> list[int]:
         """The tokens the model reads for a text-only turn (benchmarks count costs with them)."""
@@ -222,11 +277,12 @@ class HFModel:
         kinds = kinds or [Kind.IMAGE if c.is_image else Kind.TEXT for c in items]
         turns = [embedding_prompt(c, side, k) for c, k in zip(items, kinds, strict=True)]
         out = np.empty((len(turns), self.dim), dtype=np.float32)
-        for batch in self._batches(turns):
-            out[batch] = self._embed_batch([turns[i] for i in batch], pooling)
+        batches = list(self._batches(turns))
+        for batch, enc in zip(batches, self._prepared([[turns[i] for i in b] for b in batches]), strict=True):
+            out[batch] = self._embed_batch(enc, pooling)
         return out
 
-    def _embed_batch(self, turns: Sequence[Turn], pooling: Pooling) -> np.ndarray:
+    def _embed_batch(self, enc: Any, pooling: Pooling) -> np.ndarray:
         torch = self._torch
         captured: list[Any] = []
 
@@ -238,7 +294,6 @@ class HFModel:
             captured.append(output[0] if isinstance(output, tuple) else output)
             raise _Captured
 
-        enc = self._inputs(turns)  # before the hook goes on: a refused input must not leave it installed
         if pooling is Pooling.PREMLP:
             handle = self._pre_mlp.register_forward_pre_hook(before, with_kwargs=True)
         else:
