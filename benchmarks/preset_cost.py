@@ -10,12 +10,13 @@ is split into the vision tower and the language model (forward hooks) and set ag
 measured in the same run (``F.linear`` at the model's own shapes, in the model's dtype). From the rates: the
 projected time to index 10k photos and 5k notes (two passages each). With ``--device cuda`` the same run on a GPU,
 plus seconds per photo and per passage at each of ``--batches`` (a GPU needs batches to fill up; the projection
-takes the best), and the GPU's peak memory against the weights.
+takes the best), with each of ``--prep-workers`` threads preparing the next batches meanwhile, and the GPU's peak
+memory against the weights, overall and at each batch size.
 
     python benchmarks/preset_cost.py [--preset default|fast|strong] [--dtype auto|float32|bfloat16]
         [--image-max-pixels N] [--photos N]      # JSON: benchmarks/preset_cost_<preset>.json
-    python benchmarks/preset_cost.py --device cuda --batches 1,2,4,8,16,32,64 [--preset ...]
-                                                 # JSON: benchmarks/preset_cost_<preset>_gpu.json
+    python benchmarks/preset_cost.py --device cuda --batches 1,2,4,8,16,32,64 --prep-workers 0,1,2,4 [--preset ...]
+        [--out PATH]                             # JSON: benchmarks/preset_cost_<preset>_gpu.json, or PATH
     python benchmarks/preset_cost.py --plot-only   # benchmarks/preset_cost.png from the JSON files already written
 
 Architectures, from the published config.json of each hub model:
@@ -169,11 +170,13 @@ def build_smolvlm(out: Path, device: str = "cpu") -> Path:
 
 class Split:
     """Wall time spent inside the vision tower, and the patches it read, during the forwards run meanwhile (on a
-    GPU each end waits for the queued work, so the time is the tower's own)."""
+    GPU each end waits for the queued work, so the time is the tower's own). Off (``active`` False) while the
+    product's own pipeline is timed: its waits would hold the GPU's queue empty."""
 
     def __init__(self, module: Any, patch: int, device: str):
         self.seconds = 0.0
         self.patches = 0
+        self.active = True
         self._patch = patch
         self._start = 0.0
         self._device = device
@@ -181,6 +184,8 @@ class Split:
         module.register_forward_hook(self._post)
 
     def _pre(self, _module: Any, args: tuple, kwargs: dict) -> None:
+        if not self.active:
+            return
         sync(self._device)
         self._start = time.perf_counter()
         pixels = args[0] if args else kwargs.get("pixel_values", kwargs.get("hidden_states"))
@@ -190,6 +195,8 @@ class Split:
             self.patches += int(pixels.shape[0]) * (pixels.shape[-2] // self._patch) * (pixels.shape[-1] // self._patch)
 
     def _post(self, *_args: Any) -> None:
+        if not self.active:
+            return
         sync(self._device)
         self.seconds += time.perf_counter() - self._start
 
@@ -221,7 +228,7 @@ def _page(work: Path, passage: str) -> Path:
 
 
 def measure(spec: str, dtype: str, budget: int, photos: list[Path], work: Path, device: str,
-            batches: list[int]) -> dict[str, Any]:
+            batches: list[int], workers: list[int]) -> dict[str, Any]:
     import torch
 
     from freeret_tui.engine.models import load_model
@@ -299,7 +306,7 @@ def measure(spec: str, dtype: str, budget: int, photos: list[Path], work: Path, 
     batch = model.batch_size
     first_batch = [Content(text=p) for p in passages[:batch]]
     out[f"seconds_per_passage_batch{batch}"] = round(_timed(
-        lambda: model.embed(first_batch, Side.CANDIDATE, [Kind.TEXT] * batch)) / batch, 2)
+        lambda: model.embed(first_batch, Side.CANDIDATE, [Kind.TEXT] * batch)) / batch, 4)
     query = Content(text="the receipt for the bike repair in spring")
     out["seconds_per_query"] = round(_timed(lambda: model.embed([query], Side.QUERY, [Kind.TEXT]), 3), 3)
     out["rerank_top10_passages_s"] = round(_timed(lambda: model.rerank(query, [Content(text=p) for p in passages])), 1)
@@ -325,39 +332,57 @@ def measure(spec: str, dtype: str, budget: int, photos: list[Path], work: Path, 
                      "tokens_per_s": round(16 / (decode(17) - decode(1)), 2)}
 
     per_photo_s, per_passage = out["seconds_per_photo"], out[f"seconds_per_passage_batch{batch}"]
+    gpu_peak = torch.cuda.max_memory_allocated() if gpu else 0  # the sweep resets it for each batch size
     if batches:
-        out["batches"] = sweep(model, split, photos, passages, batches, lm_tokens, lm_params, roofline, device)
-        per_photo_s = min(row["seconds_per_photo"] for row in out["batches"])
-        per_passage = min(row["seconds_per_passage"] for row in out["batches"])
+        out["batches"] = sweep(model, split, photos, passages, batches, lm_tokens, lm_params, roofline, device,
+                               workers)
+        per_photo_s = min(min(row["seconds_per_photo"], *row.get("seconds_per_photo_by_prep_workers", {}).values())
+                          for row in out["batches"])
+        per_passage = min(min(row["seconds_per_passage"],
+                              *row.get("seconds_per_passage_by_prep_workers", {}).values())
+                          for row in out["batches"])
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     out["peak_rss_mb"] = round(peak)
     out["rss_before_load_mb"] = round(rss_before)
     if gpu:  # the weights live in the GPU's memory: its peak is the one that counts
         out["gpu"] = torch.cuda.get_device_name()
-        out["gpu_peak_gb"] = round(torch.cuda.max_memory_allocated() / 1e9, 2)
-        out["gpu_peak_over_weights"] = round(torch.cuda.max_memory_allocated() / weights, 2)
+        gpu_peak = max(gpu_peak, torch.cuda.max_memory_allocated(),
+                       *(int(row["gpu_peak_gb"] * 1e9) for row in out.get("batches", [])))
+        out["gpu_peak_gb"] = round(gpu_peak / 1e9, 2)
+        out["gpu_peak_over_weights"] = round(gpu_peak / weights, 2)
     else:
         out["peak_rss_over_weights"] = round((peak - rss_before) * 1e6 / 1.048576 / weights, 2)
     hours = (LIBRARY["photos"] * per_photo_s + LIBRARY["notes"] * LIBRARY["passages_per_note"] * per_passage) / 3600
-    out["projected_hours"] = {**LIBRARY, "hours": round(hours, 1)}
+    out["projected_hours"] = {**LIBRARY, "hours": round(hours, 3)}  # a GPU's is minutes: 0.1 h would hide it
     out["torch_threads"] = torch.get_num_threads()
     out["versions"] = {"torch": torch.__version__, "transformers": __import__("transformers").__version__}
     return out
 
 
 def sweep(model: Any, split: Split, photos: list[Path], passages: list[str], batches: list[int], lm_tokens: Any,
-          lm_params: int, roofline: float, device: str) -> list[dict[str, Any]]:
+          lm_params: int, roofline: float, device: str, workers: list[int]) -> list[dict[str, Any]]:
     """Seconds per photo and per 256-token passage at each batch size, over as many items as the largest batch
-    (the sample photos repeated), through ``model.embed`` as the indexer calls it; a photo's time split into
-    preparing its inputs (decode, resize, patchify, tokenise, copy to the device), the vision tower and the rest
-    (the language model), the language model's share of the roofline counted on the tokens it read."""
+    (the sample photos repeated), through ``model.embed`` as the indexer calls it.
+
+    First with each batch prepared in line, a photo's time split into preparing its inputs (decode, resize,
+    patchify, tokenise, copy to the device), the vision tower and the rest (the language model), the language
+    model's share of the roofline counted on the tokens it read. Then, for each count in ``workers``, the same
+    items with that many threads preparing the next batches while the device runs one (``prep_workers``; 0 is
+    the in-line path without the split's waits), timed end to end. On a GPU, each batch size's peak memory."""
+    import torch
+
     n = max(batches)
     sets = {"photo": ([Content(image=p) for p in (photos * n)[:n]], Kind.IMAGE),
             "passage": ([Content(text=p) for p in passages[:n]], Kind.TEXT)}
     tokens = {name: sum(lm_tokens(c, kind) for c in items) for name, (items, kind) in sets.items()}
+    gpu = device.startswith("cuda")
     rows = []
     for size in batches:
         model.batch_size = size
+        model.prep_workers = 0
+        split.active = True
+        if gpu:
+            torch.cuda.reset_peak_memory_stats()
         row: dict[str, Any] = {"batch": size}
         for name, (items, kind) in sets.items():
             model.embed(items[:size], Side.CANDIDATE, [kind] * size)  # warm-up at this batch's shapes
@@ -377,8 +402,22 @@ def sweep(model: Any, split: Split, photos: list[Path], passages: list[str], bat
             row[f"{name}_lm_s"] = round(lm_s / n, 4)
             row[f"{name}_lm_roofline_pct"] = (round(100 * 2 * lm_params * tokens[name] / lm_s / roofline, 1)
                                               if lm_s > 0 else None)  # a GPU's forward may hide under the prep
+        split.active = False
+        for count in workers:
+            model.prep_workers = count
+            for name, (items, kind) in sets.items():
+                # Warm-up: two batches start the threads and their processor copies; the shapes ran above.
+                model.embed(items[: 2 * size], Side.CANDIDATE, [kind] * min(n, 2 * size))
+                sync(device)
+                started = time.perf_counter()
+                model.embed(items, Side.CANDIDATE, [kind] * n)
+                row.setdefault(f"seconds_per_{name}_by_prep_workers", {})[str(count)] = round(
+                    (time.perf_counter() - started) / n, 4)
+        if gpu:
+            row["gpu_peak_gb"] = round(torch.cuda.max_memory_allocated() / 1e9, 2)
         print(json.dumps(row), file=sys.stderr)
         rows.append(row)
+    split.active = True
     return rows
 
 
@@ -421,6 +460,10 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", help="cpu, or cuda: then JSON preset_cost_<preset>_gpu.json")
     parser.add_argument("--batches", type=lambda v: [int(b) for b in v.split(",")], default=[],
                         help="batch sizes to sweep, e.g. 1,2,4,8,16,32,64 (a GPU needs batches to fill up)")
+    parser.add_argument("--prep-workers", type=lambda v: [int(w) for w in v.split(",")], default=[],
+                        help="with --batches: also time each batch size with these many threads preparing the next "
+                             "batches, e.g. 0,1,2,4 (the product's prep_workers)")
+    parser.add_argument("--out", type=Path, help="write the JSON here instead (a repeat beside the kept run)")
     parser.add_argument("--build-into", type=Path, help=argparse.SUPPRESS)  # the child that builds the model
     parser.add_argument("--plot-only", action="store_true", help="redraw preset_cost.png from the JSON files")
     args = parser.parse_args()
@@ -446,10 +489,13 @@ def main() -> None:
                "python": platform.python_version()}
     report = {"preset": args.preset, "machine": machine,
               "build_s": round(build_s, 1),
-              **measure(str(directory), args.dtype, args.image_max_pixels, photos, work, args.device, args.batches)}
+              **measure(str(directory), args.dtype, args.image_max_pixels, photos, work, args.device, args.batches,
+                         args.prep_workers)}
     text = json.dumps(report, indent=1)
     print(text)
-    if args.device.startswith("cuda"):
+    if args.out:
+        args.out.write_text(text + "\n")
+    elif args.device.startswith("cuda"):
         (HERE / f"preset_cost_{args.preset}_gpu.json").write_text(text + "\n")
     else:
         (HERE / f"preset_cost_{args.preset}.json").write_text(text + "\n")
