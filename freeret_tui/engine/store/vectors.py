@@ -209,7 +209,7 @@ class Vectors(Prefilter):
         """Candidates from the codes of the nearest cells (``_nearest_by_bits``), rescored exactly (cosine) in
         float16."""
         pool = max(PREFILTER_POOL, k * PREFILTER_PER_HIT)
-        candidates = self._nearest_by_bits(prefilter, vector, pool, wanted)
+        candidates = self._nearest_by_bits(prefilter, vector, pool, wanted, k)
         if not candidates:
             return []
         halves = np.empty((len(candidates), int(self._dim or 0)), dtype=np.float16)
