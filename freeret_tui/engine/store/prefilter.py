@@ -32,10 +32,11 @@ from freeret_tui.engine.store.tx import Transactions
 _ESTIMATED_PER_ITEM = 4
 # Of those, only entries whose estimate plus its error bound (``ann.error_bounds`` at this epsilon: RaBitQ's 1.9)
 # reaches the wanted-th best item's estimate less its bound are rescored, up to the pool; 0 rescores the whole
-# pool. Where a query's neighbours stand out the pool shrinks to a few dozen. Throwaway runs at the defaults, one
-# each (pool 200 at most): clean 100k median 16 rescored, 1.66 -> 1.24 ms, recall 0.990 both; items about two
-# topics 100k mean 161, 1.81 -> 1.78 ms, 0.986 both; MiniLM 1M mean 176, no faster, 0.959 both. Epsilon 1.5 cut
-# MiniLM 1M to 140 (1.82 ms, recall 0.959), 1.0 to 69 but lost recall (0.946): not taken.
+# pool. Where a query's neighbours stand out the pool shrinks to a few dozen; where estimates are flat it keeps most.
+# benchmarks/stage1_peers.py, the defaults without and with it in one run: clean 1.66 -> 1.22 ms at 100k, 1.93 ->
+# 1.44 at 1M; items about two topics and MiniLM's text vectors within 0.09 ms either way; recall the same on all
+# six sets. Throwaway runs: rescored a median of 16 at clean 100k, a mean of 161 of 200 at mix 100k and 176 at
+# MiniLM 1M; epsilon 1.5 cut MiniLM 1M to 140 (same recall), 1.0 to 69 but lost recall (0.959 -> 0.946).
 BOUND_EPSILON = 1.9
 # Entries per block: an append or a removal rewrites one block, ~53 KB at 1536-d (192 bytes of bits, 8 of id, 8 of
 # factors, 1 of kind per entry), which fits one of the index's 64 KiB pages; a query reads a cell of ~2,000
@@ -242,7 +243,8 @@ class Prefilter(Transactions):
     def _nearest_by_bits(self, state: PrefilterState, vector: np.ndarray, pool: int,
                          kinds: Sequence[str], hits: int) -> list[int]:
         """Up to ``pool`` item ids from the probed cells, best estimated first (an item met in two of them counts
-        once); only items of ``kinds`` if any are given."""
+        once), only those that may still be among the best ``hits`` within the estimate's error bound; only items
+        of ``kinds`` if any are given."""
         cells = ann.probe(vector, state.centre, state.centroids)
         found = self._db.execute(
             f"SELECT block, size FROM bit_blocks WHERE cell IN ({', '.join('?' * len(cells))})", cells).fetchall()
