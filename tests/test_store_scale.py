@@ -294,3 +294,101 @@ def test_error_bounds_hold_the_estimates_and_are_tight() -> None:
     error, bound = np.concatenate(errors), np.concatenate(bounds)
     assert np.mean(error > bound) < 0.08, np.mean(error > bound)
     assert 1.5 < np.median(bound) / np.median(error) < 6, np.median(bound) / np.median(error)
+
+
+def test_blocks_stay_whole_through_removals_and_additions(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Files removed and added after the build: every vector stays filed twice, in blocks no fuller than a block
+    holds, each live item is its own nearest neighbour through the prefilter, and no removed item comes back;
+    once every file is gone, no block and no member row is left."""
+    from freeret_tui.engine.store import prefilter
+
+    monkeypatch.setattr(prefilter, "BLOCK", 16)  # so that the cells here span several blocks
+    rng = np.random.default_rng(9)
+    centres = rng.standard_normal((30, DIM))
+    store = Store(tmp_path / "index.db")
+    fill(store, clustered(rng, 1500, centres), per_file=50)
+    assert store.ensure_prefilter(minimum=1000)
+    removed: set[int] = set()
+    for f in range(0, 30, 2):  # half of the files go, and as many new ones come
+        path = Path(f"/data/{f}.{'png' if f % 2 else 'txt'}")
+        removed |= {i for i, item in store.items(sorted(store.live_item_ids())).items() if item.chunk.path == path}
+        store.remove_file(path)
+        new = Path(f"/data/new{f}.txt")
+        chunks = [Chunk(new, Kind.TEXT, "", new.name, chunk_no=i) for i in range(50)]
+        store.put_file(new, Path("/data"), f, 0.0, f"{f + 900:064x}", chunks, clustered(rng, 50, centres))
+    assert store.vector_count() == 1500
+    assert store.prefilter_entries() == 2 * 1500
+    sizes = [int(s) for (s,) in store._db.execute("SELECT size FROM bit_blocks")]
+    assert max(sizes) <= 16 and min(sizes) >= 1
+    live = sorted(store.live_item_ids())
+    halves = dict(store._db.execute("SELECT item_id, vector FROM item_half"))
+    for item in live[::25]:
+        vector = np.frombuffer(halves[item], dtype=np.float16).astype(np.float32)
+        found = [i for i, _ in store.dense(vector, 10)]
+        assert found[0] == item and not removed & set(found)
+    assert store._db.execute("SELECT COUNT(*) FROM bit_members").fetchone()[0] == 1500
+    for path in {item.chunk.path for item in store.items(live).values()}:  # then every file goes
+        store.remove_file(path)
+    assert store._db.execute("SELECT COUNT(*) FROM bit_blocks").fetchone()[0] == 0
+    assert store._db.execute("SELECT COUNT(*) FROM bit_members").fetchone()[0] == 0
+
+
+@pytest.mark.parametrize("layout", ["cells-v3", "blocks-v1"])
+def test_an_index_of_an_older_layout_is_rebuilt(tmp_path: Path, layout: str) -> None:
+    """An index whose prefilter an older version wrote — bits in vec0 (``item_bits``, cells-v3), or blocks of three
+    row-major blobs (blocks-v1) — searches exactly until the next build, which drops the old tables (vec0's with
+    its shadow tables) and files every vector in word-major blocks."""
+    rng = np.random.default_rng(10)
+    store = Store(tmp_path / "index.db")
+    vectors = clustered(rng, 1200, rng.standard_normal((40, DIM)))
+    fill(store, vectors)
+    if layout == "cells-v3":
+        store._db.execute(f"CREATE VIRTUAL TABLE item_bits USING vec0(entry INTEGER PRIMARY KEY, "
+                          f"cell INTEGER PARTITION KEY, embedding bit[{DIM}], kind TEXT)")
+    else:
+        store._db.execute("CREATE TABLE bit_blocks (block INTEGER PRIMARY KEY, cell INTEGER NOT NULL, size INTEGER "
+                          "NOT NULL, ids BLOB NOT NULL, kinds BLOB NOT NULL, bits BLOB NOT NULL, "
+                          "factors BLOB NOT NULL)")
+        store._db.execute("INSERT INTO bit_blocks VALUES (0, 0, 1, ?, x'00', ?, ?)",
+                          (np.int64(1).tobytes(), bytes(DIM // 8), bytes(8)))
+    for key, value in (("prefilter_layout", layout), ("prefilter_version", "1"), ("prefilter_size", "1200")):
+        store.set_meta(key, value)
+    reopened = Store(tmp_path / "index.db")
+    assert reopened.prefilter_cells == 0  # not read: exact search meanwhile
+    assert [i for i, _ in reopened.dense(vectors[5], 3)] == [i for i, _ in reopened.dense(vectors[5], 3, exact=True)]
+    assert reopened.ensure_prefilter(minimum=1000) and reopened.prefilter_cells > 1
+    tables = {name for (name,) in reopened._db.execute("SELECT name FROM sqlite_schema WHERE type = 'table'")}
+    assert not {t for t in tables if t.startswith("item_bits")}
+    columns = {row[1] for row in reopened._db.execute("PRAGMA table_info(bit_blocks)")}
+    assert columns == {"block", "cell", "size", "entries", "kinds"}
+    assert reopened.prefilter_entries() == 2 * 1200
+    assert reopened.dense(vectors[5], 1)[0][0] == 6
+
+
+def test_cells_are_retrained_once_the_content_has_turned_over(tmp_path: Path) -> None:
+    """Every file replaced by files about other things, the index no larger: the cells trained on what is gone
+    crowd the new vectors into a few of them (each query then reads a large part of the index), until
+    ``ensure_prefilter`` sees that as many vectors were filed as the build had, and trains new cells. Here the
+    largest cell held 49 % of the entries before, 7 % after."""
+    rng = np.random.default_rng(11)
+    store = Store(tmp_path / "index.db")
+    fill(store, clustered(rng, 1200, rng.standard_normal((30, DIM))))
+    assert store.ensure_prefilter(minimum=1000)
+    with store.transaction():
+        for f in range(12):
+            store.remove_file(Path(f"/data/{f}.{'png' if f % 2 else 'txt'}"))
+    later = clustered(rng, 1200, rng.standard_normal((30, DIM))) + 3.0 * rng.standard_normal(DIM).astype(np.float32)
+    for f, offset in enumerate(range(0, 1200, 100)):
+        path = Path(f"/data/later{f}.txt")
+        chunks = [Chunk(path, Kind.TEXT, "", path.name, chunk_no=i) for i in range(100)]
+        store.put_file(path, Path("/data"), f, 0.0, f"{f + 700:064x}", chunks, later[offset : offset + 100])
+
+    def largest_cell_share() -> float:
+        sizes = [int(s) for (s,) in store._db.execute("SELECT SUM(size) FROM bit_blocks GROUP BY cell")]
+        return max(sizes) / sum(sizes)
+
+    stale, cells = largest_cell_share(), store.prefilter_cells
+    assert store.vector_count() == 1200 and store.prefilter_written() == 1200
+    assert store.ensure_prefilter(minimum=1000)
+    assert store.prefilter_written() == 0 and store.prefilter_cells == cells
+    assert largest_cell_share() < stale / 3, (stale, largest_cell_share())
