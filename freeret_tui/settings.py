@@ -61,7 +61,7 @@ class Settings:
     rerank: bool | None = None
     rerank_k: int = 10
     k: int = 10
-    batch_size: int = 0  # 0: by device (see engine/models/hf.py: default_batch_size)
+    batch_size: int = 0  # 0: by device (see engine/models/devices.py: default_batch_size)
     chunk_tokens: int = 256
     chunk_overlap: int = 32
     max_new_tokens: int = 256

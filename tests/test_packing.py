@@ -18,9 +18,9 @@ pytestmark = pytest.mark.torch  # packing.py imports torch: imported inside each
 
 
 def _packing():  # -> the packing module, once this CPU is known to pack
-    from freeret_tui.engine.models.hf import _cpu_has_native_bf16
+    from freeret_tui.engine.models.devices import cpu_has_native_bf16
 
-    if not _cpu_has_native_bf16():
+    if not cpu_has_native_bf16():
         pytest.skip("this CPU has no native bf16: the product packs nothing here")
     from freeret_tui.engine.models import packing
 

@@ -1,7 +1,8 @@
 """Hugging Face implementation of the model interface, for any image-text-to-text or causal LM.
 
-Read top to bottom: which device and dtype, the weights (found and read with their tokenizer and processor by
-``reader.py``), how a prompt becomes model inputs, then the three FreeRet operations. torch and transformers are
+Read top to bottom: the weights (found and read with their tokenizer and processor by ``reader.py``; device, dtype,
+batch size and preparing threads chosen by ``devices.py``), how a prompt becomes model inputs (prepared ahead in
+threads on an accelerator), then the three FreeRet operations. torch and transformers are
 imported only inside functions (here and in reader.py), so importing the engine or the CLI stays cheap.
 """
 
@@ -10,7 +11,6 @@ from __future__ import annotations
 import copy
 import functools
 import inspect
-import os
 import threading
 from collections import deque
 from collections.abc import Iterator, Sequence
@@ -22,6 +22,7 @@ import numpy as np
 
 from freeret_tui.engine.extract import load_image
 from freeret_tui.engine.models.base import Pooling
+from freeret_tui.engine.models.devices import choose_device, default_batch_size, default_prep_workers
 from freeret_tui.engine.models.families import pre_mlp_module_name
 from freeret_tui.engine.models.presets import ModelSource
 from freeret_tui.engine.models.processors import DEFAULT_IMAGE_MAX_PIXELS
@@ -44,62 +45,6 @@ class _Captured(Exception):
     """Raised by the embedding hook to stop the forward pass once the vector is read: the last MLP, the final
     norm and the LM head never run (they cost time and, per the paper, hurt embedding quality)."""
 
-
-def _cpu_has_native_bf16() -> bool:
-    import torch
-
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):  # builds without oneDNN
-        return False
-
-
-def choose_device(preference: str = "auto", dtype: str = "auto") -> tuple[str, Any]:
-    """(device, dtype), chosen once. bf16 on CUDA where supported and on CPUs with native bf16 (AVX512-BF16,
-    AMX): there SmolLM2 embeds 2.3x faster than in fp32 with cosine ≥ 0.9998 to the fp32 vectors
-    (benchmarks/levers.py). That holds for GGUF files too, although transformers advises float32 for them: this
-    loader de-quantises GGUF weights at load. fp32 on other CPUs, where bf16 is emulated and slower; fp16 on MPS."""
-    import torch
-
-    device = preference
-    if preference == "auto":
-        if torch.cuda.is_available():
-            device = "cuda"
-        elif torch.backends.mps.is_available():
-            device = "mps"
-        else:
-            device = "cpu"
-    if dtype != "auto":
-        return device, getattr(torch, dtype)
-    if device.startswith("cuda"):
-        return device, torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    if device == "mps":
-        return device, torch.float16
-    return device, torch.bfloat16 if _cpu_has_native_bf16() else torch.float32
-
-
-def default_batch_size(device: str) -> int:
-    """Items per forward pass. A CPU is compute-bound already at batch 1, so batching only adds padding:
-    benchmarks/rerank_cost.py measured top-10 rerank with SmolLM2 at 1.94 s in batches of 2, 2.59 s in batches
-    of 8 and 2.95 s in one batch of 10, and batches of 2 show the first reranked hits after 0.57 s.
-    Accelerators need batches to fill up."""
-    return 2 if device == "cpu" else 16
-
-
-def default_prep_workers(device: str) -> int:
-    """Threads that prepare the next batches' inputs (decode, resize, patchify, tokenise) while the device runs
-    this one. On an H200 with 16 host cores, batches of 16, in two runs (benchmarks/preset_cost_{default,fast}_gpu
-    .json and *_gpu_prep_repeat.json): in line a `default` photo took 19-20 ms, 12 of them preparing it, and a
-    `fast` photo 25-40 ms, nearly all of it preparing (its GPU work is about 4 ms). `default` then took 11-15 ms
-    with 1 or 2 threads and 14-15 with 4 (it waits on the GPU); `fast` needed 4: 13-15 ms, against 17-19 with 2.
-    A core is left for the thread that drives the device (a reasoned cap: hosts of under 5 cores were not
-    measured). On a CPU the forward keeps every core busy and preparing a photo is about 1 % of its time: none."""
-    if device == "cpu":
-        return 0
-    return max(1, min(PREP_WORKERS, (os.cpu_count() or 2) - 1))
-
-
-PREP_WORKERS = 4
 
 _Method = TypeVar("_Method", bound=Any)
 
