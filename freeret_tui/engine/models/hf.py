@@ -27,6 +27,7 @@ from freeret_tui.engine.models.families import pre_mlp_module_name
 from freeret_tui.engine.models.presets import ModelSource
 from freeret_tui.engine.models.processors import DEFAULT_IMAGE_MAX_PIXELS
 from freeret_tui.engine.models.reader import Reader, token_spans_with
+from freeret_tui.engine.models.weights import load_weights
 from freeret_tui.engine.prompts import (
     CANDIDATE_LABEL,
     IMAGE_MARK,
@@ -74,7 +75,6 @@ class HFModel:
         pack_weights: bool = True,
     ):
         import torch
-        import transformers
 
         self.name = source.spec
         self.rerank_useful = source.rerank_useful
@@ -92,9 +92,8 @@ class HFModel:
         try:
             reader = Reader(source, image_max_pixels)
             self.supports_images, self._processor, self._tok = reader.supports_images, reader.processor, reader.tok
-            auto = (transformers.AutoModelForImageTextToText if self.supports_images
-                    else transformers.AutoModelForCausalLM)
-            self._model = auto.from_pretrained(reader.location, dtype=torch_dtype, **reader.kwargs)
+            self._model = load_weights(self.supports_images, reader.location, reader.config, reader.kwargs,
+                                       torch_dtype)
             self._model = self._model.to(self.device).eval()
             # Linear layers whose weights oneDNN packed once: 1.1-1.3x the default's layers on a bf16 CPU (packing.py).
             self.packed_layers = 0

@@ -1,0 +1,83 @@
+"""How a model's weights get from its files into memory (``load_weights``): through transformers' own loader, except
+where the load converts the checkpoint's dtype, where the safetensors files are read with ``pread`` instead of
+being memory-mapped. transformers and safetensors are imported inside functions only.
+
+Why: transformers maps each safetensors file and copies every tensor out of the mapping into the model's dtype.
+Every page of the mapping it copied from stays in this process's resident set until the load ends, so a
+converting load holds the file and the converted weights at once: the `fast` preset's bf16 file loaded in fp32
+(a CPU without bf16) peaked at 1.74x the weights above the memory before the load, 1.28x read with ``pread``
+(a throwaway sampler of /proc/self/status every 5 ms around the load; for the default preset's 4.4 GB file, 4.4 GB
+less at the peak). Where the dtypes match the mapping costs nothing: the tensors stay views of the file's pages,
+shared with every process that maps it and faulted in only when read, so that path is left as it is.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+# safetensors' names of the float dtypes a model's weights are stored in; a checkpoint in any other (quantised
+# integers, float8) is left to transformers, which knows its quantisation.
+_FLOAT_DTYPES = {"F32": "float32", "BF16": "bfloat16", "F16": "float16"}
+
+
+def checkpoint_files(location: str) -> list[Path]:
+    """The safetensors files transformers would read from a model directory: the shards its index names, else
+    ``model.safetensors``; none where it reads something else (a GGUF file, PyTorch pickles)."""
+    root = Path(location)
+    index = root / "model.safetensors.index.json"
+    if index.is_file():
+        return [root / name for name in sorted(set(json.loads(index.read_text())["weight_map"].values()))]
+    single = root / "model.safetensors"
+    return [single] if single.is_file() else []
+
+
+def stored_dtype(files: list[Path]) -> str | None:
+    """The dtype that most of the checkpoint's bytes are stored in (torch's name), from the files' headers; None
+    where it is not a plain float."""
+    from safetensors import safe_open
+
+    sizes: dict[str, int] = {}
+    for path in files:
+        with safe_open(str(path), framework="pt", backend="pread") as handle:
+            for key in handle.keys():
+                piece = handle.get_slice(key)
+                count = 1
+                for extent in piece.get_shape():
+                    count *= extent
+                sizes[piece.get_dtype()] = sizes.get(piece.get_dtype(), 0) + count
+    if not sizes:
+        return None
+    return _FLOAT_DTYPES.get(max(sizes, key=lambda name: sizes[name]))
+
+
+def load_weights(images: bool, location: str, config: Any, kwargs: dict[str, Any], dtype: Any) -> Any:
+    """The model for ``config`` (an image-text-to-text model if ``images``, else a causal LM), with the weights at
+    ``location`` (``kwargs``: a GGUF file's name) in ``dtype``."""
+    import copy
+
+    import transformers
+    from transformers.models.auto import modeling_auto
+
+    auto = transformers.AutoModelForImageTextToText if images else transformers.AutoModelForCausalLM
+    files = [] if kwargs or getattr(config, "quantization_config", None) else checkpoint_files(location)
+    if not files or stored_dtype(files) in (None, str(dtype).removeprefix("torch.")):
+        return auto.from_pretrained(location, dtype=dtype, **kwargs)
+    from safetensors import safe_open
+
+    mapping = (modeling_auto.MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING if images
+               else modeling_auto.MODEL_FOR_CAUSAL_LM_MAPPING)
+    handles = [safe_open(str(path), framework="pt", backend="pread") for path in files]
+    try:
+        # Lazy slices, as transformers makes of a mapped file: each tensor is read when its parameter is filled.
+        # The model's own class, not the Auto class, which deep-copies its arguments (a slice cannot be copied).
+        state = {key: handle.get_slice(key) for handle in handles for key in handle.keys()}
+        model = mapping[type(config)].from_pretrained(None, config=copy.deepcopy(config), state_dict=state,
+                                                      dtype=dtype)
+    finally:
+        for handle in handles:
+            handle.__exit__(None, None, None)
+    if (Path(location) / "generation_config.json").is_file():  # a path load reads it too (e.g. Qwen's stop ids)
+        model.generation_config = transformers.GenerationConfig.from_pretrained(location)
+    return model
