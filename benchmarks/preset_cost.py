@@ -18,6 +18,8 @@ memory against the weights, overall and at each batch size.
     python benchmarks/preset_cost.py --device cuda --batches 1,2,4,8,16,32,64 --prep-workers 0,1,2,4 [--preset ...]
         [--out PATH]                             # JSON: benchmarks/preset_cost_<preset>_gpu.json, or PATH
     python benchmarks/preset_cost.py --plot-only   # benchmarks/preset_cost.png from the JSON files already written
+    python benchmarks/preset_cost.py --load-only --dtype float32 [--preset ...] [--model-dir DIR] [--out PATH]
+                                                   # the load alone: its time, and memory sampled during it
 
 Architectures, from the published config.json of each hub model:
 - default, Qwen/Qwen2-VL-2B-Instruct: language model of Qwen2-1.5B's shape (hidden 1536, MLP 8960, 28 layers,
@@ -201,6 +203,40 @@ class Split:
         self.seconds += time.perf_counter() - self._start
 
 
+def _rss_mb() -> dict[str, int]:
+    """This process's resident memory now and its peak so far, in MiB as ``peak_rss_mb`` (the peak only grows: read
+    after each phase, it says which phase set it)."""
+    now = int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    return {"now": round(now), "peak": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}
+
+
+class LoadSampler:
+    """This process's resident memory sampled every 5 ms while a load runs (``ru_maxrss`` gives the peak only):
+    the sample at the highest RSS, split into anonymous memory and mapped files, in MiB."""
+
+    def __init__(self) -> None:
+        self.peak = {"rss": 0, "anon": 0, "file": 0}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        fields = {"VmRSS": "rss", "RssAnon": "anon", "RssFile": "file"}
+        while not self._stop.wait(0.005):
+            sample = {fields[key]: int(value.split()[0]) // 1024 for key, _, value in
+                      (line.partition(":") for line in Path("/proc/self/status").read_text().splitlines())
+                      if key in fields}
+            if sample["rss"] > self.peak["rss"]:
+                self.peak = sample
+
+    def __enter__(self) -> LoadSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
 def _params(module: Any) -> int:
     return sum(p.numel() for p in module.parameters())
 
@@ -228,16 +264,23 @@ def _page(work: Path, passage: str) -> Path:
 
 
 def measure(spec: str, dtype: str, budget: int, photos: list[Path], work: Path, device: str,
-            batches: list[int], workers: list[int]) -> dict[str, Any]:
+            batches: list[int], workers: list[int], load_only: bool = False) -> dict[str, Any]:
     import torch
+    import transformers
+    from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING
 
     from freeret_tui.engine.models import load_model
 
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    # The model's own modelling code, imported before the load: what any size of it costs (the load would import it).
+    MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING[type(transformers.AutoConfig.from_pretrained(spec))]
+    phases: dict[str, Any] = {"imports": _rss_mb()}
     started = time.perf_counter()
-    model = load_model(spec, device=device, dtype=dtype, image_max_pixels=budget, max_new_tokens=32)
-    sync(device)
+    with LoadSampler() as sampler:
+        model = load_model(spec, device=device, dtype=dtype, image_max_pixels=budget, max_new_tokens=32)
+        sync(device)
     load_s = time.perf_counter() - started
+    phases["loaded"] = {**_rss_mb(), "peak_during_load": sampler.peak}
     gpu = device.startswith("cuda")
     if gpu:
         torch.cuda.reset_peak_memory_stats()
@@ -248,6 +291,10 @@ def measure(spec: str, dtype: str, budget: int, photos: list[Path], work: Path, 
     lm_params = _params(decoder.layers) - _params(decoder.layers[-1].mlp)
     vis_params = _params(visual) + (_params(hf.model.connector) if hasattr(hf.model, "connector") else 0)
     vision_config = hf.config.vision_config
+    if load_only:
+        return {"model": spec, "device": device, "dtype": model.dtype, "load_s": round(load_s, 1),
+                "weights_mb": round(weights / 2**20), "rss_before_load_mb": round(rss_before),
+                "rss_mb_by_phase": phases}
     split = Split(visual, int(vision_config.patch_size), device)
     hidden = hf.config.get_text_config().hidden_size
     intermediate = hf.config.get_text_config().intermediate_size
@@ -297,10 +344,12 @@ def measure(spec: str, dtype: str, budget: int, photos: list[Path], work: Path, 
                           if vision_s else None})
         print(json.dumps(per_photo[-1]), file=sys.stderr)
     out["photos"] = per_photo
+    phases["photos"] = _rss_mb()
     out["seconds_per_photo"] = round(sum(p["seconds"] for p in per_photo) / len(per_photo), 2)
 
     page = _page(work, texts[0])
     out["seconds_per_page"] = round(_timed(lambda: model.embed([Content(image=page)], Side.CANDIDATE, [Kind.PAGE])), 2)
+    phases["page"] = _rss_mb()
     out["seconds_per_passage"] = round(_timed(
         lambda: model.embed([Content(text=passages[0])], Side.CANDIDATE, [Kind.TEXT]), 2), 2)
     batch = model.batch_size
@@ -309,9 +358,12 @@ def measure(spec: str, dtype: str, budget: int, photos: list[Path], work: Path, 
         lambda: model.embed(first_batch, Side.CANDIDATE, [Kind.TEXT] * batch)) / batch, 4)
     query = Content(text="the receipt for the bike repair in spring")
     out["seconds_per_query"] = round(_timed(lambda: model.embed([query], Side.QUERY, [Kind.TEXT]), 3), 3)
+    phases["passages_and_query"] = _rss_mb()
     out["rerank_top10_passages_s"] = round(_timed(lambda: model.rerank(query, [Content(text=p) for p in passages])), 1)
+    phases["rerank_passages"] = _rss_mb()
     pictures = [Content(image=p) for p in (photos * 2)[:10]]
     out["rerank_top10_photos_s"] = round(_timed(lambda: model.rerank(Content(text="a cat"), pictures)), 1)
+    phases["rerank_photos"] = _rss_mb()
 
     # Answers: the first piece through the product's streaming generate; the decode rate from a fixed number of
     # new tokens (random weights stop at arbitrary points, and a streamed piece may hold several tokens).
@@ -330,6 +382,7 @@ def measure(spec: str, dtype: str, budget: int, photos: list[Path], work: Path, 
 
     out["answer"] = {"prompt_tokens": int(enc["input_ids"].shape[1]), "first_piece_s": round(first_piece, 1),
                      "tokens_per_s": round(16 / (decode(17) - decode(1)), 2)}
+    phases["answer"] = _rss_mb()
 
     per_photo_s, per_passage = out["seconds_per_photo"], out[f"seconds_per_passage_batch{batch}"]
     gpu_peak = torch.cuda.max_memory_allocated() if gpu else 0  # the sweep resets it for each batch size
@@ -344,6 +397,7 @@ def measure(spec: str, dtype: str, budget: int, photos: list[Path], work: Path, 
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     out["peak_rss_mb"] = round(peak)
     out["rss_before_load_mb"] = round(rss_before)
+    out["rss_mb_by_phase"] = phases
     if gpu:  # the weights live in the GPU's memory: its peak is the one that counts
         out["gpu"] = torch.cuda.get_device_name()
         gpu_peak = max(gpu_peak, torch.cuda.max_memory_allocated(),
@@ -351,7 +405,9 @@ def measure(spec: str, dtype: str, budget: int, photos: list[Path], work: Path, 
         out["gpu_peak_gb"] = round(gpu_peak / 1e9, 2)
         out["gpu_peak_over_weights"] = round(gpu_peak / weights, 2)
     else:
-        out["peak_rss_over_weights"] = round((peak - rss_before) * 1e6 / 1.048576 / weights, 2)
+        out["peak_rss_over_weights"] = round((peak - rss_before) * 2**20 / weights, 2)
+        # The same less the modelling code's import, which is the same whatever the model's size.
+        out["peak_rss_over_weights_after_imports"] = round((peak - phases["imports"]["now"]) * 2**20 / weights, 2)
     hours = (LIBRARY["photos"] * per_photo_s + LIBRARY["notes"] * LIBRARY["passages_per_note"] * per_passage) / 3600
     out["projected_hours"] = {**LIBRARY, "hours": round(hours, 3)}  # a GPU's is minutes: 0.1 h would hide it
     out["torch_threads"] = torch.get_num_threads()
@@ -464,6 +520,10 @@ def main() -> None:
                         help="with --batches: also time each batch size with these many threads preparing the next "
                              "batches, e.g. 0,1,2,4 (the product's prep_workers)")
     parser.add_argument("--out", type=Path, help="write the JSON here instead (a repeat beside the kept run)")
+    parser.add_argument("--load-only", action="store_true",
+                        help="measure the load alone (time, memory during it); JSON on stdout and to --out only")
+    parser.add_argument("--model-dir", type=Path,
+                        help="build the model into this folder once and keep it (later runs reuse it)")
     parser.add_argument("--build-into", type=Path, help=argparse.SUPPRESS)  # the child that builds the model
     parser.add_argument("--plot-only", action="store_true", help="redraw preset_cost.png from the JSON files")
     args = parser.parse_args()
@@ -479,10 +539,11 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="freeret-preset-cost-"))
     atexit.register(shutil.rmtree, work, True)  # a real-size model: 4-16 GB that would stay in /tmp
     started = time.perf_counter()
-    # Built in a child process: its memory must not count in this one's peak RSS.
-    subprocess.run([sys.executable, __file__, "--preset", args.preset, "--device", args.device,
-                    "--build-into", str(work / "model")], check=True)
-    directory = work / "model"
+    directory = args.model_dir or work / "model"
+    if not (directory / "config.json").is_file():
+        # Built in a child process: its memory must not count in this one's peak RSS.
+        subprocess.run([sys.executable, __file__, "--preset", args.preset, "--device", args.device,
+                        "--build-into", str(directory)], check=True)
     build_s = time.perf_counter() - started
     photos = sorted(p for p in args.photo_dir.iterdir() if p.suffix.lower() in (".jpg", ".png"))[: args.photos]
     machine = {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
@@ -490,9 +551,13 @@ def main() -> None:
     report = {"preset": args.preset, "machine": machine,
               "build_s": round(build_s, 1),
               **measure(str(directory), args.dtype, args.image_max_pixels, photos, work, args.device, args.batches,
-                         args.prep_workers)}
+                         args.prep_workers, args.load_only)}
     text = json.dumps(report, indent=1)
     print(text)
+    if args.load_only:
+        if args.out:
+            args.out.write_text(text + "\n")
+        return
     if args.out:
         args.out.write_text(text + "\n")
     elif args.device.startswith("cuda"):
