@@ -271,6 +271,16 @@ def test_the_estimate_ranks_closer_than_counting_differing_bits() -> None:
     assert estimate >= 0.9 and hamming < estimate - 0.05, (estimate, hamming)
 
 
+def test_float16_rows_widen_exactly() -> None:
+    from freeret_tui.engine.store.vectors import widen
+
+    every = np.arange(1 << 16, dtype=np.uint32).astype(np.uint16).view(np.float16)
+    finite = every[np.isfinite(every)].reshape(-1, 16)  # subnormals, both zeros and both signs among them
+    wide = widen(finite)
+    assert wide.dtype == np.float32
+    assert np.array_equal(wide.view(np.uint32), finite.astype(np.float32).view(np.uint32))  # bit for bit: -0.0 too
+
+
 def test_error_bounds_hold_the_estimates_and_are_tight() -> None:
     """``ann.error_bounds`` (RaBitQ's, from the two stored factors alone) scales with each estimate's error: at
     epsilon 1.9 it is about 1.9 standard deviations of it, so a few percent of single estimates fall outside, as
