@@ -76,7 +76,7 @@ def minilm(n: int, n_queries: int, cache: Path | None = None) -> tuple[np.ndarra
     and the installed packages, in the longest pieces of which there are enough (30 words: 555,441; 1M needs 15 or
     fewer): a different set, not a superset. With ``cache``, the vectors are kept in that folder and read back by
     a later run (embedding 1M pieces takes tens of minutes on 2 cores)."""
-    path = cache / f"minilm-{n}-{n_queries}.npz" if cache else None
+    path = cache / f"minilm-{n}-{n_queries}-{_minilm_dtype()}.npz" if cache else None
     if path is not None and path.exists():
         kept = np.load(path)
         return kept["vectors"], kept["queries"]
@@ -97,6 +97,14 @@ def minilm(n: int, n_queries: int, cache: Path | None = None) -> tuple[np.ndarra
     return vectors[:n], vectors[n:]
 
 
+def _minilm_dtype() -> str:
+    """bf16 where the CPU computes it natively, else fp32, as the product picks (emulated bf16 ran SmolLM2 at a
+    seventh of fp32's rate on such a CPU: README, indexing throughput); the vectors differ in their last bits."""
+    from freeret_tui.engine.models.devices import cpu_has_native_bf16
+
+    return "bfloat16" if cpu_has_native_bf16() else "float32"
+
+
 def _minilm_vectors(pieces: list[str], count: int) -> np.ndarray:
     """``count`` of the pieces, drawn in a fixed order, embedded with all-MiniLM-L6-v2."""
     import torch
@@ -106,7 +114,7 @@ def _minilm_vectors(pieces: list[str], count: int) -> np.ndarray:
     order = np.random.default_rng(3).permutation(len(pieces))[:count]
     texts = [pieces[i] for i in order]
     tok = AutoTokenizer.from_pretrained(get_model_path())
-    model = AutoModel.from_pretrained(get_model_path(), dtype=torch.bfloat16).eval()
+    model = AutoModel.from_pretrained(get_model_path(), dtype=getattr(torch, _minilm_dtype())).eval()
     out = np.empty((len(texts), model.config.hidden_size), dtype=np.float32)
     by_length = sorted(range(len(texts)), key=lambda i: len(texts[i]))  # batches of like length: little padding
     with torch.inference_mode():
