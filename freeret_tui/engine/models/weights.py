@@ -4,11 +4,11 @@ being memory-mapped. transformers and safetensors are imported inside functions 
 
 Why: transformers maps each safetensors file and copies every tensor out of the mapping into the model's dtype.
 Every page of the mapping it copied from stays in this process's resident set until the load ends, so a
-converting load holds the file and the converted weights at once: the `fast` preset's bf16 file loaded in fp32
-(a CPU without bf16) peaked at 1.74x the weights above the memory before the load, 1.28x read with ``pread``
-(a throwaway sampler of /proc/self/status every 5 ms around the load; for the default preset's 4.4 GB file, 4.4 GB
-less at the peak). Where the dtypes match the mapping costs nothing: the tensors stay views of the file's pages,
-shared with every process that maps it and faulted in only when read, so that path is left as it is.
+converting load holds the file and the converted weights at once. The default preset's bf16 file loaded in fp32
+(a CPU without bf16) peaked at 13,069 MiB, 4,324 of them the mapped file, and at 9,120 read with ``pread``
+(8,427 MiB of weights; ``benchmarks/preset_cost.py --load-only``, JSON in benchmarks/load_fp32/). Where the dtypes
+match, mapping costs nothing: the tensors stay views of the file's pages, shared with every process that maps it
+and faulted in only when read, so that path is left as it is.
 """
 
 from __future__ import annotations
