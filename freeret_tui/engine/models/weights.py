@@ -13,7 +13,10 @@ and faulted in only when read, so that path is left as it is.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import math
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -33,23 +36,13 @@ def checkpoint_files(location: str) -> list[Path]:
     return [single] if single.is_file() else []
 
 
-def stored_dtype(files: list[Path]) -> str | None:
-    """The dtype that most of the checkpoint's bytes are stored in (torch's name), from the files' headers; None
-    where it is not a plain float."""
-    from safetensors import safe_open
-
-    sizes: dict[str, int] = {}
-    for path in files:
-        with safe_open(str(path), framework="pt", backend="pread") as handle:
-            for key in handle.keys():
-                piece = handle.get_slice(key)
-                count = 1
-                for extent in piece.get_shape():
-                    count *= extent
-                sizes[piece.get_dtype()] = sizes.get(piece.get_dtype(), 0) + count
-    if not sizes:
-        return None
-    return _FLOAT_DTYPES.get(max(sizes, key=lambda name: sizes[name]))
+def _bulk_dtype(slices: Iterable[Any]) -> str | None:
+    """The dtype that most of a checkpoint's values are stored in (torch's name), from its lazy slices (the files'
+    headers only); None where it is not a plain float."""
+    counts: dict[str, int] = {}
+    for piece in slices:
+        counts[piece.get_dtype()] = counts.get(piece.get_dtype(), 0) + math.prod(piece.get_shape())
+    return _FLOAT_DTYPES.get(max(counts, key=lambda name: counts[name])) if counts else None
 
 
 def load_weights(images: bool, location: str, config: Any, kwargs: dict[str, Any], dtype: Any) -> Any:
@@ -58,26 +51,22 @@ def load_weights(images: bool, location: str, config: Any, kwargs: dict[str, Any
     import copy
 
     import transformers
+    from safetensors import safe_open
     from transformers.models.auto import modeling_auto
 
-    auto = transformers.AutoModelForImageTextToText if images else transformers.AutoModelForCausalLM
     files = [] if kwargs or getattr(config, "quantization_config", None) else checkpoint_files(location)
-    if not files or stored_dtype(files) in (None, str(dtype).removeprefix("torch.")):
-        return auto.from_pretrained(location, dtype=dtype, **kwargs)
-    from safetensors import safe_open
-
-    mapping = (modeling_auto.MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING if images
-               else modeling_auto.MODEL_FOR_CAUSAL_LM_MAPPING)
-    handles = [safe_open(str(path), framework="pt", backend="pread") for path in files]
-    try:
+    with contextlib.ExitStack() as opened:
+        handles = [opened.enter_context(safe_open(str(path), framework="pt", backend="pread")) for path in files]
         # Lazy slices, as transformers makes of a mapped file: each tensor is read when its parameter is filled.
-        # The model's own class, not the Auto class, which deep-copies its arguments (a slice cannot be copied).
         state = {key: handle.get_slice(key) for handle in handles for key in handle.keys()}
-        model = mapping[type(config)].from_pretrained(None, config=copy.deepcopy(config), state_dict=state,
-                                                      dtype=dtype)
-    finally:
-        for handle in handles:
-            handle.__exit__(None, None, None)
-    if (Path(location) / "generation_config.json").is_file():  # a path load reads it too (e.g. Qwen's stop ids)
-        model.generation_config = transformers.GenerationConfig.from_pretrained(location)
-    return model
+        if _bulk_dtype(state.values()) not in (None, str(dtype).removeprefix("torch.")):
+            # The model's own class, not the Auto class, which deep-copies its arguments (a slice cannot be copied).
+            mapping = (modeling_auto.MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING if images
+                       else modeling_auto.MODEL_FOR_CAUSAL_LM_MAPPING)
+            model = mapping[type(config)].from_pretrained(None, config=copy.deepcopy(config), state_dict=state,
+                                                          dtype=dtype)
+            if (Path(location) / "generation_config.json").is_file():  # a path load reads it too (Qwen's stop ids)
+                model.generation_config = transformers.GenerationConfig.from_pretrained(location)
+            return model
+    auto = transformers.AutoModelForImageTextToText if images else transformers.AutoModelForCausalLM
+    return auto.from_pretrained(location, dtype=dtype, **kwargs)
