@@ -180,3 +180,35 @@ def test_extract_skips_bad_files_with_reasons(tmp_path: Path) -> None:
         assert isinstance(result, Skip) and reason in result.reason, (name, result)
     [chunk] = extract(tmp_path / "notes.md", word_spans)
     assert chunk.text == "café menu"
+
+
+def _resident_mib() -> int:
+    status = Path("/proc/self/status").read_text()
+    return int(status.split("VmRSS:")[1].split()[0]) // 1024
+
+
+def test_release_freed_hands_freed_heap_memory_back() -> None:
+    """128 MiB malloc'd in 64 KiB blocks (below glibc's mmap threshold, so from the heap), touched, then freed but
+    for the last block, which pins the heap's top: free() alone keeps it all resident; ``release_freed`` must
+    hand it back."""
+    import ctypes
+
+    from freeret_tui.engine.models import heap
+
+    if heap._trim() is None or not Path("/proc/self/status").exists():
+        pytest.skip("no malloc_trim in this C library (glibc only)")
+    libc = ctypes.CDLL(None)
+    libc.malloc.argtypes, libc.malloc.restype = [ctypes.c_size_t], ctypes.c_void_p
+    libc.free.argtypes, libc.free.restype = [ctypes.c_void_p], None
+    size = 64 * 1024
+    blocks = [libc.malloc(size) for _ in range(2048)]
+    for block in blocks:
+        ctypes.memset(block, 1, size)
+    for block in blocks[:-1]:
+        libc.free(block)
+    held = _resident_mib()
+    try:
+        assert heap.release_freed()
+        assert held - _resident_mib() > 100
+    finally:
+        libc.free(blocks[-1])

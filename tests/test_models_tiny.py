@@ -125,6 +125,28 @@ def test_generate_streams_and_stops_on_request(tiny_model) -> None:
     assert len(calls) - full == 1
 
 
+def test_each_forward_hands_the_freed_heap_back(idefics3, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Embedding, reranking and an answer (also one stopped early) each end by handing what they freed back to
+    the system (heap.py); tokenising alone, which runs no forward pass, does not."""
+    import freeret_tui.engine.models.hf as hf
+
+    released: list[str] = []
+    monkeypatch.setattr(hf, "release_freed", lambda: released.append("x") or True)
+    photo = Content(image=SAMPLES / "coffee.png")
+    idefics3.embed([photo, Content(text="a cup of coffee")], Side.CANDIDATE)
+    assert len(released) == 1
+    idefics3.rerank(Content(text="coffee"), [photo, Content(text="tea")])
+    assert len(released) == 2
+    assert "".join(idefics3.generate("Be brief.", "Describe <image> now", [SAMPLES / "coffee.png"]))
+    assert len(released) == 3
+    stream = idefics3.generate("Be brief.", "Describe it", [])
+    next(stream)
+    stream.close()
+    assert len(released) == 4
+    idefics3.token_spans("Paris is the capital of France.")
+    assert len(released) == 4
+
+
 def test_token_spans_cover_the_text(tiny_model) -> None:
     text = "Paris is the capital of France."
     spans = tiny_model.token_spans(text)

@@ -24,6 +24,7 @@ from freeret_tui.engine.extract import load_image
 from freeret_tui.engine.models.base import Pooling
 from freeret_tui.engine.models.devices import choose_device, default_batch_size, default_prep_workers
 from freeret_tui.engine.models.families import pre_mlp_module_name
+from freeret_tui.engine.models.heap import release_freed
 from freeret_tui.engine.models.presets import ModelSource
 from freeret_tui.engine.models.processors import DEFAULT_IMAGE_MAX_PIXELS
 from freeret_tui.engine.models.reader import Reader, token_spans_with
@@ -51,12 +52,15 @@ _Method = TypeVar("_Method", bound=Any)
 
 
 def _one_at_a_time(method: _Method) -> _Method:
-    """Serialise calls: the search workers and the daemon thread share one model, whose embedding hook and rerank
-    cache are per call."""
+    """Serialise forward passes: the search workers and the daemon thread share one model, whose embedding hook
+    and rerank cache are per call. After each, what the pass freed goes back to the system (heap.py)."""
     @functools.wraps(method)
     def serialised(self: HFModel, *args: Any, **kwargs: Any) -> Any:
         with self._lock:
-            return method(self, *args, **kwargs)
+            try:
+                return method(self, *args, **kwargs)
+            finally:
+                release_freed()
 
     return serialised  # type: ignore[return-value]
 
@@ -101,6 +105,7 @@ class HFModel:
                 from freeret_tui.engine.models.packing import pack_linears
 
                 self.packed_layers = pack_linears(self._model)
+            release_freed()  # the load's temporaries: a file's tensors read, then converted
         except ImportError as err:
             raise ModelLoadError(f"could not load model {source.spec!r}: {' '.join(str(err).split())}") from None
         except (OSError, ValueError, KeyError) as err:
@@ -332,7 +337,10 @@ class HFModel:
     ) -> Iterator[str]:
         """Stream the reply; the model stays held (other callers wait) until the stream ends or is closed."""
         with self._lock:
-            yield from self._generate(system, text, images, stop)
+            try:
+                yield from self._generate(system, text, images, stop)
+            finally:
+                release_freed()  # the prompt's activations and the key/value cache, freed in the answer's thread
 
     def _generate(
         self, system: str, text: str, images: Sequence[Path], stop: threading.Event | None = None
@@ -380,6 +388,6 @@ class HFModel:
 
     # -- chunking support -----------------------------------------------------------------------------------
 
-    @_one_at_a_time
     def token_spans(self, text: str) -> list[tuple[int, int]]:
-        return token_spans_with(self._tok, text)
+        with self._lock:  # the tokenizer is not safe to share between threads (transformers#47085)
+            return token_spans_with(self._tok, text)
