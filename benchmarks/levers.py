@@ -89,7 +89,7 @@ def prepare(load: Any, lever: Lever, cache: dict[tuple[str, bool], Any]) -> Any:
     return model
 
 
-def _ndcg(queries: np.ndarray, passages: np.ndarray, qids: list[str], dids: list[str],
+def dense_ndcg(queries: np.ndarray, passages: np.ndarray, qids: list[str], dids: list[str],
           qrels: dict[str, dict[str, int]]) -> float:
     order = np.argsort(-(queries @ passages.T), axis=1)[:, :10]
     return metrics({q: [dids[j] for j in row] for q, row in zip(qids, order, strict=True)}, qrels)["ndcg@10"]
@@ -144,7 +144,7 @@ def text_part(limit: int) -> dict[str, Any]:
                      "ms_per_query": round(1000 * query_s / len(queries), 1),
                      "cosine_to_reference_mean": round(float(cosines.mean()), 5),
                      "cosine_to_reference_min": round(float(cosines.min()), 5),
-                     "dense_ndcg@10": _ndcg(qvecs, pvecs, qids, dids, data.qrels)})
+                     "dense_ndcg@10": dense_ndcg(qvecs, pvecs, qids, dids, data.qrels)})
         print(json.dumps(runs[-1]), file=sys.stderr)
         if lever.quantize:
             del model

@@ -133,7 +133,7 @@ def main() -> None:
     # the original weights replaced; on a model of its own (the compiled graphs above keep the first one's weights).
     model = _model(config)
     rss_before = _rss()
-    packed_layers = pack_linears(model)
+    packed_layers = pack_linears(model, torch.bfloat16)
     packed_added = _rss() - rss_before
     packed_s = _timed(lambda: model(input_ids=ids, use_cache=False), args.repeats)
 

@@ -99,12 +99,13 @@ class HFModel:
             self._model = load_weights(self.supports_images, reader.location, reader.config, reader.kwargs,
                                        torch_dtype)
             self._model = self._model.to(self.device).eval()
-            # Linear layers whose weights oneDNN packed once: 1.1-1.3x the default's layers on a bf16 CPU (packing.py).
+            # Linear layers whose weights oneDNN packed once (packing.py): 1.1-1.3x the default's layers on a bf16 CPU;
+            # in fp32, a wide language model's only.
             self.packed_layers = 0
-            if pack_weights and self.device == "cpu" and torch_dtype == torch.bfloat16:
+            if pack_weights and self.device == "cpu":
                 from freeret_tui.engine.models.packing import pack_linears
 
-                self.packed_layers = pack_linears(self._model)
+                self.packed_layers = pack_linears(self._model, torch_dtype)
             release_freed()  # the load's temporaries: a file's tensors read, then converted
         except ImportError as err:
             raise ModelLoadError(f"could not load model {source.spec!r}: {' '.join(str(err).split())}") from None
