@@ -1,16 +1,15 @@
 """What packing the language model's linear weights does in fp32 (models/packing.py, a CPU without native bf16):
 an interleaved A/B of each kind of call on one loaded model, and on real weights what it does to retrieval.
 
-The model is loaded in fp32 unpacked; each of the layers packing would replace at any width (the product packs
-only a language model at least ``packing.FP32_MIN_WIDTH`` wide, from this benchmark's runs) gets its packed copy
-beside it (so this process holds those weights twice: a benchmark's cost, not the product's, which frees each
-original). Each
-round runs the same calls with the original layers and with the packed ones, the order alternating between rounds
-so that drift falls on both: the sample photos embedded one call each, four 180-word passages in one call, a query,
-a top-10 rerank of passages, and an answer over five passages (its prompt's prefill: the first token, and the
+The model is loaded in fp32 unpacked; each of the layers packing would replace at any width (the product packs only
+a language model at least ``packing.FP32_MIN_WIDTH`` wide, from this benchmark's runs) gets its packed copy beside
+it (so this process holds those weights twice: a benchmark's cost, not the product's, which frees each original).
+Each round runs the same calls with the original layers and with the packed ones, the order alternating between
+rounds so that drift falls on both: the sample photos embedded one call each, four 180-word passages in one call, a
+query, a top-10 rerank of passages, and an answer over five passages (its prompt's prefill: the first token, and the
 decoding rate from 1 and 17 new tokens). With ``--ndcg`` (real weights, e.g. ``smollm2``) it also embeds the
-standard-library retrieval set (benchmarks/stdlib_beir.py) both ways: the cosine of each vector to the unpacked
-one and the dense nDCG@10 of each. Prints one JSON object.
+standard-library retrieval set (benchmarks/stdlib_beir.py) both ways: the cosine of each vector to the unpacked one
+and the dense nDCG@10 of each. Prints one JSON object.
 
     python benchmarks/fp32_packing.py MODEL [--rounds 6] [--photos 2] [--calls query,photo,...] [--ndcg]
         [--out FILE]        # JSON of the runs the README cites: benchmarks/fp32_packing/
