@@ -53,7 +53,7 @@ def test_cells_follow_clusters() -> None:
     # Each cluster lands in one cell, and a query near a cluster probes that cell first.
     assert all(len(set(cells[labels == c])) == 1 for c in range(8))
     assert len(set(cells)) == 8
-    assert ann.probe(centres[5], centre, centroids, probes=1) == [int(cells[labels == 5][0])]
+    assert ann.probe(ann.centred(centres[5], centre), centroids, probes=1) == [int(cells[labels == 5][0])]
 
 
 def test_the_second_cell_errs_another_way_than_the_first() -> None:
@@ -72,7 +72,7 @@ def test_probes_are_read_when_a_query_runs(monkeypatch: pytest.MonkeyPatch) -> N
     """The benchmarks' --probes sets ann.PROBES after import; a default bound at import time ignored it."""
     centroids = np.eye(DIM, dtype=np.float32)[:8]
     monkeypatch.setattr(ann, "PROBES", 3)
-    assert len(ann.probe(centroids[0], np.zeros(DIM, np.float32), centroids)) == 3
+    assert len(ann.probe(centroids[0], centroids)) == 3
 
 
 def test_a_query_between_cells_probes_more_of_them(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -80,13 +80,12 @@ def test_a_query_between_cells_probes_more_of_them(monkeypatch: pytest.MonkeyPat
     text-embedding vectors): every cell within the margin, up to the most allowed."""
     monkeypatch.setattr(ann, "PROBES", 2)
     centroids = np.eye(DIM, dtype=np.float32)[:12]
-    origin = np.zeros(DIM, np.float32)
-    assert ann.probe(centroids[4], origin, centroids) == [4, 0]  # cosine 1, then 0: two cells only
+    assert ann.probe(centroids[4], centroids) == [4, 0]  # cosine 1, then 0: two cells only
     between = centroids[:6].sum(axis=0)  # cosine 0.41 to each of six, 0 to the rest
-    assert sorted(ann.probe(between, origin, centroids)) == [0, 1, 2, 3, 4, 5]
+    assert sorted(ann.probe(between, centroids)) == [0, 1, 2, 3, 4, 5]
     monkeypatch.setattr(ann, "MAX_PROBES", 4)
-    assert len(ann.probe(between, origin, centroids)) == 4
-    assert len(ann.probe(between, origin, centroids, probes=1)) == 1  # an explicit count wins
+    assert len(ann.probe(between, centroids)) == 4
+    assert len(ann.probe(between, centroids, probes=1)) == 1  # an explicit count wins
 
 
 def test_what_the_prefilter_finds_ignores_vector_lengths(tmp_path: Path) -> None:
@@ -242,6 +241,23 @@ def test_prefilter_fills_float16_copies_of_an_older_index(tmp_path: Path) -> Non
     assert len(set(exact) & {i for i, _ in store.dense(vectors[7], 10)}) >= 9
 
 
+def test_the_estimate_is_the_rounded_query_against_each_codes_signs() -> None:
+    """``ann.estimate`` counts bits word-major (codes as (words, n)); what it computes is the query's product with
+    each code's signs, q·sign(x) = 2·Σ q_k over x's set bits - Σ q_k, the first sum over the query rounded to 16
+    levels, scaled and offset by the code's two factors. 300 dimensions, so that the last of five words is
+    padded."""
+    rng = np.random.default_rng(4)
+    vectors = rng.standard_normal((50, 300)).astype(np.float32)
+    centre = 0.3 * ann.centre_of(vectors)
+    words, factors = ann.sign_codes(vectors, centre)
+    point = ann.centred(rng.standard_normal(300).astype(np.float32), centre)
+    low, step = float(point.min()), float(point.max() - point.min()) / 15
+    rounded = low + step * np.rint((point - low) / step)
+    set_bits = (ann._unit_rows(vectors) - centre > 0).astype(np.float64)
+    expected = factors[:, 0] * (2 * set_bits @ rounded - point.sum()) + factors[:, 1]
+    assert np.allclose(ann.estimate(np.ascontiguousarray(words.T), factors, point), expected, atol=1e-4)
+
+
 def test_the_estimate_ranks_closer_than_counting_differing_bits() -> None:
     """``ann.estimate`` (the query's float vector against each vector's sign bits, scaled by its two factors)
     finds the true neighbours among fewer candidates than the Hamming distance between two sign codes does, on
@@ -263,8 +279,9 @@ def test_the_estimate_ranks_closer_than_counting_differing_bits() -> None:
     shares: dict[str, list[float]] = {"estimate": [], "hamming": []}
     for query in items(30):
         truth = set(np.argsort(-(units @ (query / np.linalg.norm(query))))[:10].tolist())
-        scores = {"estimate": ann.estimate(words, factors, query, centre),
-                  "hamming": -ann.hamming(words.T, ann.sign_codes(query, centre)[0][0])}
+        point = ann.centred(query, centre)
+        scores = {"estimate": ann.estimate(words.T, factors, point),
+                  "hamming": -ann.hamming(words.T, ann.sign_bits(point))}
         for name, score in scores.items():
             shares[name].append(len(truth & set(np.argsort(-score, kind="stable")[:40].tolist())) / 10)
     estimate, hamming = np.mean(shares["estimate"]), np.mean(shares["hamming"])
@@ -298,9 +315,10 @@ def test_error_bounds_hold_the_estimates_and_are_tight() -> None:
     errors, bounds = [], []
     for query in (common + topics[rng.integers(0, 40, 30)] + 0.5 * rng.standard_normal((30, dim))):
         unit = query / np.linalg.norm(query)
-        estimated = ann.estimate(words, factors, query, centre) + unit @ centre  # the constant it leaves out
+        point = ann.centred(query, centre)
+        estimated = ann.estimate(words.T, factors, point) + unit @ centre  # the constant it leaves out
         errors.append(np.abs(estimated - units @ unit))
-        bounds.append(ann.error_bounds(factors, query, centre, 1.9))
+        bounds.append(ann.error_bounds(factors, point, centre, 1.9))
     error, bound = np.concatenate(errors), np.concatenate(bounds)
     assert np.mean(error > bound) < 0.08, np.mean(error > bound)
     assert 1.5 < np.median(bound) / np.median(error) < 6, np.median(bound) / np.median(error)

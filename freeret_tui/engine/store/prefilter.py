@@ -245,7 +245,8 @@ class Prefilter(Transactions):
         """Up to ``pool`` item ids from the probed cells, best estimated first (an item met in two of them counts
         once), only those that may still be among the best ``hits`` within the estimate's error bound; only items
         of ``kinds`` if any are given."""
-        cells = ann.probe(vector, state.centre, state.centroids)
+        point = ann.centred(vector, state.centre)
+        cells = ann.probe(point, state.centroids)
         found = self._db.execute(
             f"SELECT block, size FROM bit_blocks WHERE cell IN ({', '.join('?' * len(cells))})", cells).fetchall()
         if not found:
@@ -261,21 +262,21 @@ class Prefilter(Transactions):
         # Hamming distance over every entry read, then the estimate over the closest.
         shortlist = _ESTIMATED_PER_ITEM * pool
         if np.count_nonzero(live) > shortlist:
-            query_words = ann.sign_codes(vector, state.centre)[0][0]
-            distances = ann.hamming(entries[:, 2:].transpose(1, 0, 2), query_words)
+            distances = ann.hamming(entries[:, 2:].transpose(1, 0, 2), ann.sign_bits(point))
             distances[~live] = np.iinfo(np.int32).max
             picked = np.argpartition(distances.ravel(), shortlist)[:shortlist]
         else:
             picked = np.flatnonzero(live)
-        chosen = entries[picked // state.block, :, picked % state.block]  # (picked, 2 + words)
-        factors = np.ascontiguousarray(chosen[:, 1]).view(np.float32).reshape(-1, 2)
-        estimates = ann.estimate(chosen[:, 2:], factors, vector, state.centre)
-        ids = chosen[:, 0].view(np.int64)
+        # The picked entries word-major (2 + words, picked): ids, factors, then the bits, as ``ann.estimate`` takes.
+        chosen = np.ascontiguousarray(entries[picked // state.block, :, picked % state.block].T)
+        factors = chosen[1].view(np.float32).reshape(-1, 2)
+        estimates = ann.estimate(chosen[2:], factors, point)
+        ids = chosen[0].view(np.int64)
         order = np.argsort(-estimates, kind="stable")
         if BOUND_EPSILON:
             # Only entries that may still beat the hits-th best item: its lower bound against each one's upper
             # (an item's two entries carry the same code, so each item counts once).
-            bounds = ann.error_bounds(factors, vector, state.centre, BOUND_EPSILON)
+            bounds = ann.error_bounds(factors, point, state.centre, BOUND_EPSILON)
             lower = (estimates - bounds)[np.unique(ids, return_index=True)[1]]
             if len(lower) > hits:
                 floor = np.partition(lower, len(lower) - hits)[len(lower) - hits]
