@@ -267,19 +267,18 @@ class Prefilter(Transactions):
             picked = np.argpartition(distances.ravel(), shortlist)[:shortlist]
         else:
             picked = np.flatnonzero(live)
+        # An item filed in two of the probed cells may be picked twice, with one code: each item once from here on.
+        picked = picked[np.unique(entries[picked // state.block, 0, picked % state.block], return_index=True)[1]]
         # The picked entries word-major (2 + words, picked): ids, factors, then the bits, as ``ann.estimate`` takes.
         chosen = np.ascontiguousarray(entries[picked // state.block, :, picked % state.block].T)
         factors = chosen[1].view(np.float32).reshape(-1, 2)
         estimates = ann.estimate(chosen[2:], factors, point)
-        ids = chosen[0].view(np.int64)
-        order = np.argsort(-estimates, kind="stable")
-        if BOUND_EPSILON:
-            # Only entries that may still beat the hits-th best item: its lower bound against each one's upper
-            # (an item's two entries carry the same code, so each item counts once).
+        kept = np.arange(len(picked))
+        if BOUND_EPSILON and len(picked) > hits:
+            # Only items that may still beat the hits-th best: its lower bound against each one's upper.
             bounds = ann.error_bounds(factors, point, state.centre, BOUND_EPSILON)
-            lower = (estimates - bounds)[np.unique(ids, return_index=True)[1]]
-            if len(lower) > hits:
-                floor = np.partition(lower, len(lower) - hits)[len(lower) - hits]
-                order = order[(estimates + bounds)[order] >= floor]
-        ranked = ids[order]
-        return list(dict.fromkeys(ranked.tolist()))[:pool]  # an item's best entry first
+            lower = estimates - bounds
+            floor = np.partition(lower, len(lower) - hits)[len(lower) - hits]
+            kept = np.flatnonzero(estimates + bounds >= floor)
+        best = kept[np.argsort(-estimates[kept], kind="stable")[:pool]]
+        return chosen[0, best].view(np.int64).tolist()
