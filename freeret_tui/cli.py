@@ -22,6 +22,7 @@ from typing import Any
 
 from freeret_tui.cli_parser import COMMANDS, build_parser, build_tui_parser
 from freeret_tui.display import duration, one_line, visible
+from freeret_tui.engine.models.devices import speed_hint
 from freeret_tui.errors import FreeretError, NotReadyError, UsageError
 from freeret_tui.settings import Settings, data_dir, load_settings
 
@@ -116,7 +117,9 @@ def cmd_index(args: argparse.Namespace, settings: Settings) -> int:
         stats, removed = _index_with_ray(args, session)
     # A model or image budget named on the command line is checked against the index's even with nothing to do.
     elif args.model or args.image_max_pixels or session.changed(args.paths):
-        _load_model(session)
+        hint = speed_hint(_load_model(session))
+        if hint:
+            print(f"note: {hint}", file=sys.stderr)
         stats, removed = session.index(args.paths, _ProgressLine())
         print(file=sys.stderr)
     else:

@@ -146,6 +146,36 @@ def test_commands_that_need_no_model_load_none(tmp_path: Path, capsys: pytest.Ca
     assert "loading model fake-model" in capsys.readouterr().err
 
 
+def test_index_says_once_loaded_when_a_smaller_preset_would_index_faster(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A model 1,536 wide computing in fp32 on a CPU (the default preset where the CPU has no bf16): `index` says
+    that `--model fast` indexes faster, on stderr, once the model is loaded (devices.speed_hint)."""
+    from fake_model import FakeModel
+
+    import freeret_tui.cli as cli
+    from freeret_tui.engine.session import Session, SessionConfig
+    from freeret_tui.settings import data_dir
+
+    folder = tmp_path / "notes"
+    folder.mkdir()
+    (folder / "a.txt").write_text("first note")
+    built = Session(data_dir(), SessionConfig(model="fake-model"), loader=lambda _c: FakeModel(dim=1536))
+    built.load_model()
+    built.index([folder])
+    loading = cli._load_model
+
+    def wide(session: Session) -> object:  # the command's own session, given the fake model's loader
+        session.loader = lambda _c: FakeModel(dim=1536)
+        return loading(session)
+
+    monkeypatch.setattr(cli, "_load_model", wide)
+    (folder / "a.txt").write_text("changed")
+    assert main(["index", str(folder)]) == 0
+    err = capsys.readouterr().err
+    assert err.count("`--model fast` indexes about 6x faster") == 1, err
+
+
 def test_a_mistyped_command_is_named_and_every_flag_says_what_it_does(capsys: pytest.CaptureFixture[str]) -> None:
     import argparse
 

@@ -143,6 +143,28 @@ def test_at_80_by_24_the_footer_still_shows_help_and_quit(tmp_path: Path) -> Non
     asyncio.run(scenario())
 
 
+def test_a_wide_model_in_fp32_on_a_cpu_says_once_that_fast_indexes_faster(tmp_path: Path) -> None:
+    """The default preset computes in fp32 on a CPU without bf16, ~6x slower a photo than `fast` (README): the person
+    hears it once the model is loaded; a narrow model, bf16 or a GPU says nothing."""
+    from freeret_tui.engine.models.devices import speed_hint
+
+    wide = FakeModel(dim=1536)
+    narrow, bf16, gpu = FakeModel(dim=576), FakeModel(dim=1536), FakeModel(dim=1536)
+    bf16.dtype, gpu.device = "bfloat16", "cuda"
+    assert [speed_hint(m) is None for m in (wide, narrow, bf16, gpu)] == [False, True, True, True]
+    for model, said in ((wide, 1), (narrow, 0)):
+        app = _app(_notes(tmp_path / f"notes{model.dim}"), model)
+
+        async def scenario(app: FreeretApp = app, said: int = said) -> None:
+            async with app.run_test(size=SIZE) as pilot:
+                await wait_for(pilot, lambda: "loading" not in app.screen.model_note)
+                await pilot.pause()
+                hints = [n for n in app._notifications if "--model fast" in str(n.message)]
+                assert len(hints) == said, [str(n.message) for n in app._notifications]
+
+        asyncio.run(scenario())
+
+
 def test_word_hits_are_painted_before_the_query_vector_is_ready(tmp_path: Path) -> None:
     """Embedding a query takes 0.7 s with the default preset: the words' hits must not wait for it."""
     import threading

@@ -21,6 +21,7 @@ from textual.widgets import Footer, Input, Static
 from textual.worker import Worker, WorkerState, get_current_worker
 
 from freeret_tui.display import visible
+from freeret_tui.engine.models.devices import speed_hint
 from freeret_tui.engine.query import Filters, Query, parse_query
 from freeret_tui.engine.types import Kind
 from freeret_tui.errors import FreeretError, ModelUnavailableError
@@ -49,6 +50,7 @@ class AnswerPiece(Message):
 @dataclass
 class ModelReady(Message):
     note: str
+    hint: str | None = None  # said once, when the model will index slowly here (devices.speed_hint)
 
 
 class SearchScreen(Screen):
@@ -119,11 +121,13 @@ class SearchScreen(Screen):
     def load_model(self) -> None:
         model = self.backend.load_model()
         note = self.backend.ensure_daemon()
-        self.post_message(ModelReady(f"{model.name.split('/')[-1]} · {model.device} · {note}"))
+        self.post_message(ModelReady(f"{model.name.split('/')[-1]} · {model.device} · {note}", speed_hint(model)))
 
     def on_model_ready(self, message: ModelReady) -> None:
         self.model_note = message.note
         self.refresh_status()
+        if message.hint:
+            self.notify(message.hint, title="slow on this CPU", timeout=20, markup=False)
         if self.query_ is not None:  # a query typed while the model loaded: run it again, fully
             self.run_search(self.query_, self.filters)
 
