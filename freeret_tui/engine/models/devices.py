@@ -80,5 +80,5 @@ def speed_hint(model: Model) -> str | None:
     None otherwise (a GPU, a bf16 CPU, a small model, a served one)."""
     if model.device != "cpu" or model.dtype != "float32" or model.dim < SLOW_FP32_WIDTH:
         return None
-    return ("this model computes in fp32 on this CPU (no native bf16): a photo takes seconds to index (the default "
-            "preset: ~13 s on 2 cores); `--model fast` indexes about 6x faster, at lower quality")
+    return ("this model computes in fp32 here (a CPU without native bf16, or --dtype float32): a photo takes seconds "
+            "to index (the default preset: ~13 s on 2 cores); `--model fast` indexes about 6x faster, at lower quality")
