@@ -1,4 +1,5 @@
-"""Shared fixtures: an isolated data dir, tiny random VLMs built once per session, sample photos, SmolLM2."""
+"""Shared fixtures: an isolated data dir, one cache of converted GGUF models for the run, tiny random VLMs built
+once per session, sample photos, SmolLM2."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import importlib.util
 import os
 import shutil
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -66,6 +68,20 @@ def embed_with_reference(model, branch_end, embed):  # -> (embedding, reference 
     return vector, reference
 
 
+@pytest.fixture(scope="session", autouse=True)
+def shared_model_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """One converted-GGUF cache for the whole run (models/gguf_cache.py), never the person's own: SmolLM2 is
+    converted once, not at every load (~25 s each)."""
+    cache = tmp_path_factory.mktemp("freeret-cache")
+    before = os.environ.get("FREERET_CACHE_DIR")
+    os.environ["FREERET_CACHE_DIR"] = str(cache)
+    yield cache
+    if before is None:
+        del os.environ["FREERET_CACHE_DIR"]
+    else:
+        os.environ["FREERET_CACHE_DIR"] = before
+
+
 @pytest.fixture(autouse=True)
 def isolated_data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Every test gets its own FREERET_DATA_DIR and an offline, empty Hugging Face cache."""
@@ -74,7 +90,7 @@ def isolated_data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     for name in list(os.environ):
-        if name.startswith("FREERET_") and name != "FREERET_DATA_DIR":
+        if name.startswith("FREERET_") and name not in ("FREERET_DATA_DIR", "FREERET_CACHE_DIR"):
             monkeypatch.delenv(name)
     return data
 

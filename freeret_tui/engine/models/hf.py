@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from freeret_tui.engine.extract import load_image
+from freeret_tui.engine.models import gguf_cache
 from freeret_tui.engine.models.base import Pooling
 from freeret_tui.engine.models.devices import choose_device, default_batch_size, default_prep_workers
 from freeret_tui.engine.models.families import pre_mlp_module_name
@@ -65,6 +66,27 @@ def _one_at_a_time(method: _Method) -> _Method:
     return serialised  # type: ignore[return-value]
 
 
+def _read_and_load(source: ModelSource, image_max_pixels: int, torch_dtype: Any) -> tuple[Reader, Any]:
+    """The model's reader and weights. A GGUF file comes from its converted copy where one is kept (gguf_cache.py),
+    else is converted, and the copy kept for the next load."""
+    from safetensors import SafetensorError
+
+    dtype = str(torch_dtype).removeprefix("torch.")
+    kept = gguf_cache.converted(source, dtype)
+    if kept is not source:
+        try:
+            reader = Reader(kept, image_max_pixels)
+            return reader, load_weights(reader.supports_images, reader.location, reader.config, reader.kwargs,
+                                        torch_dtype)
+        except (OSError, ValueError, KeyError, SafetensorError):  # a damaged copy: the file converts again
+            gguf_cache.forget(kept)
+    reader = Reader(source, image_max_pixels)
+    model = load_weights(reader.supports_images, reader.location, reader.config, reader.kwargs, torch_dtype)
+    if source.kind == "gguf":
+        gguf_cache.keep(source, dtype, model, reader.tok)
+    return reader, model
+
+
 class HFModel:
     """One loaded model, safe to share between threads (one call runs at a time)."""
 
@@ -94,10 +116,8 @@ class HFModel:
         self._torch = torch
         self._lock = threading.Lock()
         try:
-            reader = Reader(source, image_max_pixels)
+            reader, self._model = _read_and_load(source, image_max_pixels, torch_dtype)
             self.supports_images, self._processor, self._tok = reader.supports_images, reader.processor, reader.tok
-            self._model = load_weights(self.supports_images, reader.location, reader.config, reader.kwargs,
-                                       torch_dtype)
             self._model = self._model.to(self.device).eval()
             # Linear layers whose weights oneDNN packed once (packing.py): 1.1-1.3x the default's layers on a bf16 CPU;
             # in fp32, a wide language model's only.

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from freeret_tui.engine.models import gguf_cache
 from freeret_tui.engine.models.hub import hub_snapshot
 from freeret_tui.engine.models.presets import ModelSource, resolve
 from freeret_tui.engine.models.processors import DEFAULT_IMAGE_MAX_PIXELS, apply_image_budget, load_processor
@@ -68,7 +69,7 @@ def model_facts(spec: str, image_max_pixels: int = DEFAULT_IMAGE_MAX_PIXELS) -> 
     """What ``HFModel(resolve(spec), image_max_pixels=…)`` would report, from its config and tokenizer only."""
     source = resolve(spec)
     try:
-        reader = Reader(source, image_max_pixels, weights=False)
+        reader = Reader(gguf_cache.converted(source, None), image_max_pixels, weights=False)
     except (ImportError, OSError, ValueError, KeyError) as err:
         raise ModelLoadError(f"could not read model {spec!r}: {' '.join(str(err).split())}") from None
     return ModelFacts(source.spec, int(reader.config.get_text_config().hidden_size), reader.supports_images,
