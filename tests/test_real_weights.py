@@ -6,7 +6,9 @@ text nobody here wrote. Assertions are orderings measured with this model (READM
 
 from __future__ import annotations
 
+import re
 import sys
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -32,6 +34,21 @@ def test_answers_a_factual_question_from_its_source(smollm2) -> None:
     text = "".join(c.text for c in chunks)
     assert "Paris" in text, text
     assert chunks[-1].done and len(chunks) > 2  # streamed in pieces
+
+
+def test_an_answer_does_not_repeat_itself_in_a_loop(smollm2, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Greedy SmolLM2 over this source loops ("such as arithmetic operations, such as arithmetic operations, …")
+    within 48 tokens without the penalty on its own tokens (hf.LOOP_PENALTY); with it, no four words come back
+    three times, and the answer still quotes its source."""
+    source = ("GMP is a free library for arbitrary precision arithmetic, operating on signed integers, rational "
+              "numbers, and floating point numbers. The GNU MP Library is free software.")
+    hits = [Hit(1, Path("notes/gmp.md"), Kind.TEXT, source, "gmp.md", "", 1.0)]
+    monkeypatch.setattr(smollm2, "max_new_tokens", 48)
+    text = "".join(c.text for c in answer(smollm2, "What is GMP used for?", hits))
+    words = re.findall(r"\w+", text.lower())
+    repeats = Counter(tuple(words[i:i + 4]) for i in range(len(words) - 3))
+    assert max(repeats.values()) < 3, text
+    assert "arithmetic" in words, text
 
 
 @pytest.fixture(scope="module")
