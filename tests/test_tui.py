@@ -4,12 +4,13 @@ main states, an end-to-end run in tmux, and the import-hygiene check (no torch b
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import os
 import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -150,7 +151,7 @@ def test_an_image_path_in_the_query_searches_by_image(photos: Path) -> None:
 
 
 @pytest.fixture()
-def snapshot_app(photos: Path, idefics3) -> FreeretApp:
+def snapshot_app(photos: Path, idefics3) -> Iterator[FreeretApp]:
     """Lexical search over a pre-built index, no model and no daemon: every pixel is deterministic."""
     from freeret_tui.engine.indexer import index_files
     from freeret_tui.engine.scan import walk
@@ -158,11 +159,15 @@ def snapshot_app(photos: Path, idefics3) -> FreeretApp:
     from freeret_tui.settings import data_dir
 
     folder = Path("/tmp/freeret-snapshot/notes")  # a fixed path: it is shown on screen
-    shutil.rmtree(folder.parent, ignore_errors=True)
-    make_folder(folder, photos)
-    index_files(Store(data_dir() / "index.db"), idefics3, list(walk([folder])))
-    settings = load_settings({"model": str(Path(idefics3.name)), "mode": "lexical", "rerank": False})
-    return create_app([folder], settings, opener=lambda p: None, image_mode="halfcell", start_daemon=False)
+    # Held until the test ends: two test runs on one machine (CI beside a README check) rebuilt each other's
+    # folder, and one indexed 4 files and a failure where the snapshot has 2.
+    with open("/tmp/freeret-snapshot.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        shutil.rmtree(folder.parent, ignore_errors=True)
+        make_folder(folder, photos)
+        index_files(Store(data_dir() / "index.db"), idefics3, list(walk([folder])))
+        settings = load_settings({"model": str(Path(idefics3.name)), "mode": "lexical", "rerank": False})
+        yield create_app([folder], settings, opener=lambda p: None, image_mode="halfcell", start_daemon=False)
 
 
 def test_snapshot_results_with_text_preview(snapshot_app: FreeretApp, snap_compare) -> None:
