@@ -38,7 +38,7 @@ def test_answers_a_factual_question_from_its_source(smollm2) -> None:
 
 def test_an_answer_does_not_repeat_itself_in_a_loop(smollm2, monkeypatch: pytest.MonkeyPatch) -> None:
     """Greedy SmolLM2 over this source loops ("such as arithmetic operations, such as arithmetic operations, …")
-    within 48 tokens without the penalty on its own tokens (hf.LOOP_PENALTY); with it, no four words come back
+    within 48 tokens without the penalty on its own tokens (generation.LOOP_PENALTY); with it, no four words come back
     three times, and the answer still quotes its source."""
     source = ("GMP is a free library for arbitrary precision arithmetic, operating on signed integers, rational "
               "numbers, and floating point numbers. The GNU MP Library is free software.")

@@ -21,15 +21,15 @@ from typing import Any, TypeVar
 import numpy as np
 
 from freeret_tui.engine.extract import load_image
-from freeret_tui.engine.models import gguf_cache
 from freeret_tui.engine.models.base import Pooling
 from freeret_tui.engine.models.devices import choose_device, default_batch_size, default_prep_workers
 from freeret_tui.engine.models.families import pre_mlp_module_name
+from freeret_tui.engine.models.generation import stream_answer
 from freeret_tui.engine.models.heap import release_freed
 from freeret_tui.engine.models.presets import ModelSource
 from freeret_tui.engine.models.processors import DEFAULT_IMAGE_MAX_PIXELS
-from freeret_tui.engine.models.reader import Reader, token_spans_with
-from freeret_tui.engine.models.weights import load_weights
+from freeret_tui.engine.models.reader import token_spans_with
+from freeret_tui.engine.models.weights import read_and_load
 from freeret_tui.engine.prompts import (
     CANDIDATE_LABEL,
     IMAGE_MARK,
@@ -51,14 +51,6 @@ class _Captured(Exception):
 
 _Method = TypeVar("_Method", bound=Any)
 
-# An answer's penalty on the tokens it has already generated (not the prompt's: quoting the sources costs nothing),
-# for models whose generation config sets no penalty of their own. Greedy decoding with SmolLM2 fell into a loop (a
-# 4-gram 3+ times) in 8 of 10 answers over a folder of READMEs, and in none with 1.15 or 1.3 on its own tokens;
-# transformers' `repetition_penalty`, which counts the prompt too, left 1 of 10 at 1.1 and 1.2 but drew the answers
-# away from their sources (throwaway runs; README, Features, Answers).
-LOOP_PENALTY = 1.15
-
-
 def _one_at_a_time(method: _Method) -> _Method:
     """Serialise forward passes: the search workers and the daemon thread share one model, whose embedding hook
     and rerank cache are per call. After each, what the pass freed goes back to the system (heap.py)."""
@@ -71,27 +63,6 @@ def _one_at_a_time(method: _Method) -> _Method:
                 release_freed()
 
     return serialised  # type: ignore[return-value]
-
-
-def _read_and_load(source: ModelSource, image_max_pixels: int, torch_dtype: Any) -> tuple[Reader, Any]:
-    """The model's reader and weights. A GGUF file comes from its converted copy where one is kept (gguf_cache.py),
-    else is converted, and the copy kept for the next load."""
-    from safetensors import SafetensorError
-
-    dtype = str(torch_dtype).removeprefix("torch.")
-    kept = gguf_cache.converted(source, dtype)
-    if kept is not source:
-        try:
-            reader = Reader(kept, image_max_pixels)
-            return reader, load_weights(reader.supports_images, reader.location, reader.config, reader.kwargs,
-                                        torch_dtype)
-        except (OSError, ValueError, KeyError, SafetensorError):  # a damaged copy: the file converts again
-            gguf_cache.forget(kept)
-    reader = Reader(source, image_max_pixels)
-    model = load_weights(reader.supports_images, reader.location, reader.config, reader.kwargs, torch_dtype)
-    if source.kind == "gguf":
-        gguf_cache.keep(source, dtype, model, reader.tok)
-    return reader, model
 
 
 class HFModel:
@@ -123,7 +94,7 @@ class HFModel:
         self._torch = torch
         self._lock = threading.Lock()
         try:
-            reader, self._model = _read_and_load(source, image_max_pixels, torch_dtype)
+            reader, self._model = read_and_load(source, image_max_pixels, torch_dtype)
             self.supports_images, self._processor, self._tok = reader.supports_images, reader.processor, reader.tok
             self._model = self._model.to(self.device).eval()
             # Linear layers whose weights oneDNN packed once (packing.py): 1.1-1.3x the default's layers on a bf16 CPU;
@@ -366,64 +337,10 @@ class HFModel:
         """Stream the reply; the model stays held (other callers wait) until the stream ends or is closed."""
         with self._lock:
             try:
-                yield from self._generate(system, text, images, stop)
+                enc = self._inputs([Turn(text=text, images=tuple(images), system=system)])
+                yield from stream_answer(self._model, self._tok, enc, self.max_new_tokens, stop)
             finally:
                 release_freed()  # the prompt's activations and the key/value cache, freed in the answer's thread
-
-    def _generate(
-        self, system: str, text: str, images: Sequence[Path], stop: threading.Event | None = None
-    ) -> Iterator[str]:
-        import torch
-        from transformers import (
-            LogitsProcessorList,
-            RepetitionPenaltyLogitsProcessor,
-            StoppingCriteria,
-            StoppingCriteriaList,
-            TextIteratorStreamer,
-        )
-
-        halt = threading.Event()
-
-        class _StopRequested(StoppingCriteria):
-            def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
-                done = halt.is_set() or (stop is not None and stop.is_set())
-                return torch.full((input_ids.shape[0],), done, dtype=torch.bool, device=input_ids.device)
-
-        enc = self._inputs([Turn(text=text, images=tuple(images), system=system)])
-        streamer = TextIteratorStreamer(self._tok, skip_prompt=True, skip_special_tokens=True)
-        guard = LogitsProcessorList()
-        if (self._model.generation_config.repetition_penalty or 1.0) == 1.0:  # else the model's own, as its authors set
-            prompt = enc["input_ids"].shape[-1]
-            guard.append(RepetitionPenaltyLogitsProcessor(LOOP_PENALTY, prompt_ignore_length=prompt))
-        failure: list[BaseException] = []
-
-        def run() -> None:
-            try:
-                with torch.inference_mode():
-                    self._model.generate(
-                        **enc,
-                        streamer=streamer,
-                        max_new_tokens=self.max_new_tokens,
-                        do_sample=False,
-                        pad_token_id=self._tok.pad_token_id,
-                        stopping_criteria=StoppingCriteriaList([_StopRequested()]),
-                        logits_processor=guard,
-                    )
-            except BaseException as err:  # noqa: BLE001 - handed to the consuming thread and re-raised there
-                failure.append(err)
-                streamer.end()
-
-        worker = threading.Thread(target=run, name="freeret-generate", daemon=True)
-        worker.start()
-        try:
-            for piece in streamer:
-                if piece:
-                    yield piece
-        finally:
-            halt.set()
-            worker.join()
-        if failure:
-            raise failure[0]
 
     # -- chunking support -----------------------------------------------------------------------------------
 

@@ -1,4 +1,5 @@
-"""How a model's weights get from its files into memory (``load_weights``): through transformers' own loader, except
+"""How a model's weights get from its files into memory: ``read_and_load`` finds them (a GGUF file's converted copy
+first, gguf_cache.py) with their reader, and ``load_weights`` reads them, through transformers' own loader, except
 where the load converts the checkpoint's dtype, where the safetensors files are read with ``pread`` instead of
 being memory-mapped. transformers and safetensors are imported inside functions only.
 
@@ -19,6 +20,10 @@ import math
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
+
+from freeret_tui.engine.models import gguf_cache
+from freeret_tui.engine.models.presets import ModelSource
+from freeret_tui.engine.models.reader import Reader
 
 # safetensors' names of the float dtypes a model's weights are stored in; a checkpoint in any other (quantised
 # integers, float8) is left to transformers, which knows its quantisation.
@@ -70,3 +75,24 @@ def load_weights(images: bool, location: str, config: Any, kwargs: dict[str, Any
             return model
     auto = transformers.AutoModelForImageTextToText if images else transformers.AutoModelForCausalLM
     return auto.from_pretrained(location, dtype=dtype, **kwargs)
+
+
+def read_and_load(source: ModelSource, image_max_pixels: int, torch_dtype: Any) -> tuple[Reader, Any]:
+    """The model's reader and weights. A GGUF file comes from its converted copy where one is kept (gguf_cache.py),
+    else is converted, and the copy kept for the next load."""
+    from safetensors import SafetensorError
+
+    dtype = str(torch_dtype).removeprefix("torch.")
+    kept = gguf_cache.converted(source, dtype)
+    if kept is not source:
+        try:
+            reader = Reader(kept, image_max_pixels)
+            return reader, load_weights(reader.supports_images, reader.location, reader.config, reader.kwargs,
+                                        torch_dtype)
+        except (OSError, ValueError, KeyError, SafetensorError):  # a damaged copy: the file converts again
+            gguf_cache.forget(kept)
+    reader = Reader(source, image_max_pixels)
+    model = load_weights(reader.supports_images, reader.location, reader.config, reader.kwargs, torch_dtype)
+    if source.kind == "gguf":
+        gguf_cache.keep(source, dtype, model, reader.tok)
+    return reader, model
