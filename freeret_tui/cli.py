@@ -199,6 +199,7 @@ def _hit_json(rank: int, hit: Any) -> dict[str, Any]:
         "dense_score": hit.dense_score,
         "lexical_score": hit.lexical_score,
         "rerank_prob": hit.rerank_prob,
+        "copies": [str(path) for path in hit.copies],
     }
 
 
@@ -223,7 +224,8 @@ def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
         score = f"p={hit.rerank_prob:.2f}  " if hit.rerank_prob is not None else ""
         where = visible(str(hit.path)) + (f" ({hit.location})" if hit.location else "")
         snippet = visible(one_line(hit.text, 100))
-        print(f"{n:>2}. {score}{where}" + (f"\n      {snippet}" if snippet else ""))
+        also = "".join(f"\n      also at {visible(str(path))}" for path in hit.copies)
+        print(f"{n:>2}. {score}{where}" + (f"\n      {snippet}" if snippet else "") + also)
     return 0
 
 

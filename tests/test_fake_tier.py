@@ -13,13 +13,14 @@ import time
 from datetime import date, datetime
 from pathlib import Path
 
+import numpy as np
 import pytest
 from fake_model import ANSWER, FakeModel
 
 from freeret_tui.cli import main
 from freeret_tui.engine.query import Filters, Query, parse_query
 from freeret_tui.engine.session import Session, SessionConfig
-from freeret_tui.engine.types import Kind
+from freeret_tui.engine.types import Chunk, Kind
 from freeret_tui.settings import data_dir, load_settings
 
 NOTES = {
@@ -107,6 +108,47 @@ def test_filters_narrow_inside_the_index(library: Path) -> None:
     hits = session.search(Query("lighthouse"), Filters(kinds=(Kind.TEXT,))).hits
     days = {h.path.name: date.fromtimestamp(h.modified) for h in hits if h.modified is not None}
     assert days["lighthouse.txt"] == date(2024, 5, 10) and days["harbour-fees.txt"] == date(2024, 7, 1)
+
+
+def test_identical_files_are_one_hit_that_names_its_copies(library: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A note and its backup, a photo in two albums: one hit each, at the best copy's place, naming the other; a
+    folder filter still finds the copy in that folder. Passages stored without a content hash (an evaluation's)
+    are never merged."""
+    backup = library / "Backup"
+    backup.mkdir()
+    shutil.copy(library / "lighthouse.txt", backup / "lighthouse.txt")
+    shutil.copy(library / "cat.png", backup / "cat-copy.png")
+    session = _session(rerank=True, k=10, rerank_k=10)
+    session.load_model()
+    session.index([library])
+
+    hits = session.search(Query("lighthouse harbour boats")).hits
+    paths = [h.path for h in hits]
+    assert len(paths) == len(set(paths)) == 6  # eight files, two of them copies
+    notes = [h for h in hits if h.path.name == "lighthouse.txt"]
+    assert len(notes) == 1 and {notes[0].path, *notes[0].copies} == {library / "lighthouse.txt",
+                                                                       backup / "lighthouse.txt"}
+    cats = [h for h in hits if h.path.name in ("cat.png", "cat-copy.png")]
+    assert len(cats) == 1 and len(cats[0].copies) == 1
+    assert all(not h.copies for h in hits if h not in notes + cats)
+    in_backup = session.search(*parse_query("lighthouse in:Backup")).hits
+    assert sorted(h.path.name for h in in_backup) == ["cat-copy.png", "lighthouse.txt"]
+    assert all(h.path.parent == backup and not h.copies for h in in_backup)
+
+    # The CLI, on words alone (it loads no model for them).
+    assert main(["search", "lighthouse harbour boats", "--mode", "lexical", "--no-rerank", "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)["hits"]
+    assert [len(h["copies"]) for h in shown if Path(h["path"]).name == "lighthouse.txt"] == [1]
+    assert main(["search", "lighthouse harbour boats", "--mode", "lexical", "--no-rerank"]) == 0
+    assert capsys.readouterr().out.count("      also at ") == 1
+
+    store = session.store
+    store.put_file(Path("/beir/a"), Path("/beir"), 0, 0.0, "", [Chunk(Path("/beir/a"), Kind.TEXT, "same words")],
+                   np.ones((1, FakeModel().dim), dtype=np.float32))
+    store.put_file(Path("/beir/b"), Path("/beir"), 0, 0.0, "", [Chunk(Path("/beir/b"), Kind.TEXT, "same words")],
+                   np.ones((1, FakeModel().dim), dtype=np.float32))
+    unhashed = session.search(Query("same words"), Filters(folder="beir")).hits
+    assert sorted(h.path.name for h in unhashed) == ["a", "b"] and not any(h.copies for h in unhashed)
 
 
 def test_cli_search_takes_the_same_filters(library: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 import numpy as np
 
@@ -97,12 +98,29 @@ class Searcher:
         after, before = opts.filters.mtime_range()
         # Only items that pass the filters come back (and none deleted since the candidates were read).
         stored = self.store.items([i for i, _ in fused], opts.filters.folder, after, before)
-        hits = []
+        kept: list[tuple[int, float]] = []
+        # The same passage of identical files (a photo in two albums, a note and its backup) is one hit, at the
+        # best-ranked copy's place, naming the others: copies would fill the hits, the rerank and an answer's
+        # sources with one thing. Files without a content hash (an evaluation's passages) are never merged.
+        copies: dict[int, list[Path]] = {}
+        first_of: dict[tuple[object, ...], int] = {}
         for item_id, score in fused:
-            if len(hits) == want:
-                break
             if item_id not in stored:
                 continue
+            item = stored[item_id]
+            c = item.chunk
+            key = (item.sha256, c.kind, c.chunk_no, c.page, c.line_start) if item.sha256 else None
+            if key is not None and key in first_of:
+                copies[first_of[key]].append(c.path)
+                continue
+            if len(kept) == want:
+                continue  # still read on: a copy of a kept hit may come later
+            if key is not None:
+                first_of[key] = item_id
+            kept.append((item_id, score))
+            copies[item_id] = []
+        hits = []
+        for item_id, score in kept:
             chunk = stored[item_id].chunk
             hits.append(
                 Hit(
@@ -117,6 +135,7 @@ class Searcher:
                     lexical_score=lexical_scores.get(item_id),
                     image=chunk.content().image,
                     modified=stored[item_id].mtime,
+                    copies=tuple(copies[item_id]),
                 )
             )
         return hits

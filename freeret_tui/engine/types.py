@@ -112,6 +112,7 @@ class Hit:
     rerank_prob: float | None = None
     image: Picture | None = None
     modified: float | None = None  # the file's modification time when it was indexed
+    copies: tuple[Path, ...] = ()  # other files with the same content, whose same passage this hit stands for
 
     def content(self) -> Content:
         return Content(text=self.text, image=self.image)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 
 from rich.text import Text
 from textual.app import ComposeResult
@@ -29,7 +28,8 @@ class FailuresScreen(ModalScreen):
             table: DataTable = DataTable(cursor_type="row", id="failures")
             table.add_columns("file", "reason")
             for path, reason in self.failures:
-                table.add_row(Text(visible(Path(path).name)), Text(visible(reason)), key=path)
+                # The whole path: names repeat across folders (README.md, IMG_0001.jpg).
+                table.add_row(Text(visible(path)), Text(visible(reason)), key=path)
             yield table
 
 

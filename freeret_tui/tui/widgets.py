@@ -64,6 +64,8 @@ def hit_row(n: int, hit: ShownHit, thumb: RenderableType | None, thumb_column: b
     grid.add_column(width=6, justify="right")
     where = f"{visible(h.path.parent.name)}/ · {kind_label(hit)}" + (f" · {h.location}" if h.location else "")
     where += f" · {hit.when}" if hit.when else " · (gone)"
+    if h.copies:
+        where += f" · +{len(h.copies)} {'copy' if len(h.copies) == 1 else 'copies'}"
     title = Text(visible(h.path.name), style="bold")
     passage = Text(visible(one_line(h.text, 160)), style="italic dim") if h.text else Text("")
     cells: list[RenderableType] = [Text(f"{n}.")] + ([thumb or Text("")] if thumb_column else [])
@@ -156,6 +158,8 @@ def _head(hit: ShownHit) -> Text:
     head = Text(visible(str(h.path)), style="bold")
     details = [d for d in (h.location, hit.when, _score_line(hit)) if d]
     head.append("\n" + "  ·  ".join(details), style="cyan")
+    for path in h.copies:  # identical files, merged into this hit (search.py)
+        head.append(f"\nalso at {visible(str(path))}", style="dim")
     return head
 
 

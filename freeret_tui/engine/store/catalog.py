@@ -29,6 +29,7 @@ class StoredItem:
     item_id: int
     chunk: Chunk
     mtime: float | None = None  # the file's, when it was indexed
+    sha256: str = ""  # the file's content hash ("" where none was taken): identical files share it
 
 
 @dataclass(frozen=True)
@@ -262,14 +263,14 @@ class Catalog(Transactions):
             params.append(before)
         rows = self._db.execute(
             "SELECT items.id, files.path, items.kind, items.title, items.text, items.page, items.line_start, "
-            "items.line_end, items.chunk_no, files.mtime FROM items JOIN files ON files.id = items.file_id "
-            f"WHERE {' AND '.join(where)}",
+            "items.line_end, items.chunk_no, files.mtime, files.sha256 "
+            f"FROM items JOIN files ON files.id = items.file_id WHERE {' AND '.join(where)}",
             params,
         )
         out: dict[int, StoredItem] = {}
-        for item_id, path, kind, title, text, page, line_start, line_end, chunk_no, mtime in rows:
+        for item_id, path, kind, title, text, page, line_start, line_end, chunk_no, mtime, sha256 in rows:
             chunk = Chunk(Path(path_text(path)), Kind(kind), text, title, page, line_start, line_end, chunk_no)
-            out[int(item_id)] = StoredItem(int(item_id), chunk, float(mtime))
+            out[int(item_id)] = StoredItem(int(item_id), chunk, float(mtime), sha256 or "")
         return out
 
     def paths_under(self, roots: Sequence[Path]) -> list[str]:
