@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -121,6 +122,7 @@ def main() -> None:
         "PNG 14000x14000": png_bomb(folder / "huge.png", 14_000),
         "200 MB text": text_file(folder / "big.txt", 200 << 20, b"lorem ipsum dolor sit amet "),
         "1 MB of newlines": text_file(folder / "newlines.txt", 1 << 20, b"\n"),
+        "3 MB of random bytes named .txt": text_file(folder / "noise.txt", 3 << 20, os.urandom(1 << 20)),
     }
     rows = []
     for what, path in files.items():

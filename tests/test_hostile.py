@@ -193,6 +193,26 @@ def test_every_file_found_is_accounted_for(tmp_path: Path) -> None:
     assert (counts["indexed"], counts.get("skipped", 0) + counts.get("failed", 0)) == (1, 2)
 
 
+def test_binary_data_in_a_text_file_is_refused_and_utf16_notes_are_read(tmp_path: Path) -> None:
+    """A .txt of random bytes is skipped with its reason (decoded as Latin-1 it made 2,000 passages of noise and
+    kept the model busy for many minutes); notes saved as UTF-16 or UTF-32 with a byte-order mark, as Windows
+    editors write them, are read as text."""
+    folder = tmp_path / "notes"
+    folder.mkdir()
+    (folder / "noise.txt").write_bytes(random.Random(5).randbytes(200_000))
+    (folder / "windows.txt").write_text("Grüße aus dem Garten: the shed needs a new roof.", encoding="utf-16")
+    (folder / "wide.md").write_text("Lighthouse keeper's logbook, winter.", encoding="utf-32")
+    session = Session(data_dir(), SessionConfig(model="fake-model", rerank=False), loader=lambda _c: FakeModel())
+    session.load_model()
+    session.index([folder])
+    assert {Path(p).name: r for p, r in session.failures()} == {"noise.txt": "binary data, not text (NUL bytes)"}
+    assert session.store.counts()["failed"] == 1
+    found = session.search(Query("Garten shed roof"), Filters()).hits
+    assert found[0].path.name == "windows.txt" and found[0].text.startswith("Grüße aus dem Garten")
+    assert session.search(Query("lighthouse logbook")).hits[0].path.name == "wide.md"
+    assert session.store.item_count() == 2
+
+
 def test_chunk_lines_match_a_plain_count_on_long_text() -> None:
     rng = random.Random(3)
     text = "".join(rng.choice(["word ", "longer-word ", "\n", "\n\n", "x "]) for _ in range(20_000))
