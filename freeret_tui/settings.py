@@ -61,6 +61,8 @@ class Settings:
     rerank: bool | None = None
     rerank_k: int = 10
     k: int = 10
+    # Passages of one file among the hits (0: any number); the rest make room for other files.
+    per_file: int = 2
     batch_size: int = 0  # 0: by device (see engine/models/devices.py: default_batch_size)
     chunk_tokens: int = 256
     chunk_overlap: int = 32
@@ -89,6 +91,8 @@ class Settings:
                 raise UsageError(f"{name.replace('_', '-')} must be at least 1")
         if self.image_max_pixels < MIN_IMAGE_MAX_PIXELS:
             raise UsageError(f"image-max-pixels must be at least {MIN_IMAGE_MAX_PIXELS} (56x56)")
+        if self.per_file < 0:
+            raise UsageError("per-file must be at least 0 (0: any number of passages of one file)")
         if self.batch_size < 0:
             raise UsageError("batch-size must be at least 1 (or 0: chosen by device)")
         if self.dtype not in DTYPES:
@@ -112,7 +116,7 @@ class Settings:
             image_max_pixels=named_image_max_pixels or self.image_max_pixels,
             image_budget_named=named_image_max_pixels is not None,
             device=self.device, dtype=self.dtype, batch_size=self.batch_size, max_new_tokens=self.max_new_tokens,
-            mode=self.mode, rerank=self.rerank, rerank_k=self.rerank_k, k=self.k,
+            mode=self.mode, rerank=self.rerank, rerank_k=self.rerank_k, k=self.k, per_file=self.per_file,
             match_threshold=self.match_threshold, index=self.index_options(flush_items),
             serve_token=self.serve_token or read_serve_token(),
         )

@@ -18,9 +18,11 @@ import pytest
 from fake_model import ANSWER, FakeModel
 
 from freeret_tui.cli import main
+from freeret_tui.engine.indexer import IndexOptions
 from freeret_tui.engine.query import Filters, Query, parse_query
 from freeret_tui.engine.session import Session, SessionConfig
 from freeret_tui.engine.types import Chunk, Kind
+from freeret_tui.errors import UsageError
 from freeret_tui.settings import data_dir, load_settings
 
 NOTES = {
@@ -149,6 +151,31 @@ def test_identical_files_are_one_hit_that_names_its_copies(library: Path, capsys
                    np.ones((1, FakeModel().dim), dtype=np.float32))
     unhashed = session.search(Query("same words"), Filters(folder="beir")).hits
     assert sorted(h.path.name for h in unhashed) == ["a", "b"] and not any(h.copies for h in unhashed)
+
+
+def test_one_long_file_does_not_fill_the_hits(library: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A long file whose every passage matches gives at most ``per_file`` hits (2), and the other files come up in
+    the freed places; its backup copy's passages neither (they are the same hits); ``per_file`` 0 lists every
+    passage; a bad value is a usage error."""
+    (library / "logbook.txt").write_text("\n\n".join(
+        f"Day {n}: the lighthouse keeper trimmed the lamp and watched the harbour boats." for n in range(12)))
+    (library / "Backup").mkdir()
+    shutil.copy(library / "logbook.txt", library / "Backup" / "logbook.txt")  # its passages are the same hits
+    index = IndexOptions(chunk_tokens=16, chunk_overlap=0)
+    session = _session(rerank=False, k=10, index=index)
+    session.load_model()
+    session.index([library])
+    hits = session.search(Query("lighthouse keeper harbour boats")).hits
+    names = _names(hits)
+    assert names.count("logbook.txt") == 2 and {"lighthouse.txt", "harbour-fees.txt"} <= set(names)
+    assert [len(h.copies) for h in hits if h.path.name == "logbook.txt"] == [1, 1]
+    every = _session(rerank=False, k=10, index=index, per_file=0)
+    every.load_model()
+    assert _names(every.search(Query("lighthouse keeper harbour boats")).hits).count("logbook.txt") > 2
+    with pytest.raises(UsageError, match="per-file must be at least 0"):
+        load_settings({"per_file": -1})
+    monkeypatch.setenv("FREERET_PER_FILE", "0")
+    assert load_settings().session_config().per_file == 0
 
 
 def test_cli_search_takes_the_same_filters(library: Path, capsys: pytest.CaptureFixture[str]) -> None:

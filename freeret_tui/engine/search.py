@@ -30,6 +30,10 @@ MODES = ("dense", "lexical", "hybrid")
 @dataclass(frozen=True)
 class SearchOptions:
     k: int = 10
+    # Passages of one file among the hits (0: any number). A long file that matches well filled most of the list
+    # with its passages (6 of the top 10 for "dpkg bug report" over a folder of READMEs); past two, a person
+    # sees more by seeing another file, as web search shows at most two results of a site.
+    per_file: int = 2
     mode: str = "hybrid"
     rerank: bool = True
     rerank_k: int = 10
@@ -104,6 +108,7 @@ class Searcher:
         # sources with one thing. Files without a content hash (an evaluation's passages) are never merged.
         copies: dict[int, list[Path]] = {}
         first_of: dict[tuple[object, ...], int] = {}
+        per_path: dict[Path, int] = {}
         for item_id, score in fused:
             if item_id not in stored:
                 continue
@@ -111,12 +116,16 @@ class Searcher:
             c = item.chunk
             key = (item.sha256, c.kind, c.chunk_no, c.page, c.line_start) if item.sha256 else None
             if key is not None and key in first_of:
-                copies[first_of[key]].append(c.path)
+                if first_of[key] in copies:  # else the passage was passed over: so is its copy
+                    copies[first_of[key]].append(c.path)
                 continue
             if len(kept) == want:
                 continue  # still read on: a copy of a kept hit may come later
             if key is not None:
                 first_of[key] = item_id
+            if opts.per_file and per_path.get(c.path, 0) >= opts.per_file:
+                continue
+            per_path[c.path] = per_path.get(c.path, 0) + 1
             kept.append((item_id, score))
             copies[item_id] = []
         hits = []

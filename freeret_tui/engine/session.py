@@ -43,6 +43,7 @@ class SessionConfig:
     rerank: bool | None = None  # None: as the model's preset advises
     rerank_k: int = 10
     k: int = 10
+    per_file: int = 2
     match_threshold: float = 0.5
     index: IndexOptions = IndexOptions()
     serve_token: str = ""  # the bearer token of a served model (serve:URL)
@@ -184,7 +185,8 @@ class Session:
         """Search options from the config; lexical only (and no rerank) until the model is loaded."""
         c = self.config
         return SearchOptions(k=c.k, mode=c.mode if self.model is not None else "lexical",
-                             rerank=bool(c.rerank) and self.model is not None, rerank_k=c.rerank_k, filters=filters)
+                             rerank=bool(c.rerank) and self.model is not None, rerank_k=c.rerank_k,
+                             per_file=c.per_file, filters=filters)
 
     def candidates(self, query: Query, filters: Filters = Filters()) -> list[Hit]:
         """Stage 1: the fused candidates, filtered (enough for the shown list and the rerank)."""
