@@ -131,13 +131,18 @@ def main() -> None:
     if args.only in (None, "indexing-progress"):
         shoot("indexing-progress", [many], smollm2, args.out, progress)
 
+    # A backup of one note in a second folder: the two are one hit, "+1 copy".
+    backup = work / "Backup"
+    backup.mkdir()
+    shutil.copy(notes / "home" / "bike.txt", backup / "bike.txt")
+
     async def results(app, pilot) -> None:
-        await wait_for(pilot, lambda: indexed(app, len(NOTES)))
+        await wait_for(pilot, lambda: indexed(app, len(NOTES) + 1))
         await type_query(pilot, "bike repairs and what they cost")
         await wait_for(pilot, lambda: "hit" in state(app))
 
     if args.only in (None, "search-results"):
-        shoot("search-results", [notes], smollm2, args.out, results)
+        shoot("search-results", [notes, backup], smollm2, args.out, results)
 
     async def answered(app, pilot) -> None:
         await wait_for(pilot, lambda: indexed(app, len(NOTES)))
