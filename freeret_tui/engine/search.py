@@ -17,7 +17,7 @@ from freeret_tui.engine.fusion import fuse
 from freeret_tui.engine.models.base import Model, Pooling
 from freeret_tui.engine.prompts import Framing, Side
 from freeret_tui.engine.query import Filters, Query
-from freeret_tui.engine.store import Store
+from freeret_tui.engine.store import Store, StoredItem
 from freeret_tui.engine.types import Hit
 from freeret_tui.errors import NotReadyError, UsageError
 
@@ -102,34 +102,9 @@ class Searcher:
         after, before = opts.filters.mtime_range()
         # Only items that pass the filters come back (and none deleted since the candidates were read).
         stored = self.store.items([i for i, _ in fused], opts.filters.folder, after, before)
-        kept: list[tuple[int, float]] = []
-        # The same passage of identical files (a photo in two albums, a note and its backup) is one hit, at the
-        # best-ranked copy's place, naming the others: copies would fill the hits, the rerank and an answer's
-        # sources with one thing. Files without a content hash (an evaluation's passages) are never merged.
-        copies: dict[int, list[Path]] = {}
-        first_of: dict[tuple[object, ...], int] = {}
-        per_path: dict[Path, int] = {}
-        for item_id, score in fused:
-            if item_id not in stored:
-                continue
-            item = stored[item_id]
-            c = item.chunk
-            key = (item.sha256, c.kind, c.chunk_no, c.page, c.line_start) if item.sha256 else None
-            if key is not None and key in first_of:
-                if first_of[key] in copies:  # else the passage was passed over: so is its copy
-                    copies[first_of[key]].append(c.path)
-                continue
-            if len(kept) == want:
-                continue  # still read on: a copy of a kept hit may come later
-            if key is not None:
-                first_of[key] = item_id
-            if opts.per_file and per_path.get(c.path, 0) >= opts.per_file:
-                continue
-            per_path[c.path] = per_path.get(c.path, 0) + 1
-            kept.append((item_id, score))
-            copies[item_id] = []
+        kept = _distinct(fused, stored, want, opts.per_file)
         hits = []
-        for item_id, score in kept:
+        for item_id, score, copies in kept:
             chunk = stored[item_id].chunk
             hits.append(
                 Hit(
@@ -144,7 +119,7 @@ class Searcher:
                     lexical_score=lexical_scores.get(item_id),
                     image=chunk.content().image,
                     modified=stored[item_id].mtime,
-                    copies=tuple(copies[item_id]),
+                    copies=copies,
                 )
             )
         return hits
@@ -187,3 +162,39 @@ class Searcher:
             timings["rerank"] = (time.perf_counter() - t2) * 1000
         timings["total"] = (time.perf_counter() - t0) * 1000
         return SearchResult(tuple(hits[: opts.k]), reranked, timings)
+
+
+def _distinct(fused: Sequence[tuple[int, float]], stored: dict[int, StoredItem], want: int,
+              per_file: int) -> list[tuple[int, float, tuple[Path, ...]]]:
+    """The first ``want`` of the ``fused`` items found in ``stored``, best first, as (item id, score, copies).
+
+    The same passage of identical files (a photo in two albums, a note and its backup) is one hit, at the
+    best-ranked copy's place, naming the others: copies would fill the hits, the rerank and an answer's sources
+    with one thing. Files without a content hash (an evaluation's passages) are never merged. At most
+    ``per_file`` passages of one file (0: any number), and a copy of a passage passed over is passed over too."""
+    kept: list[int] = []
+    scores: dict[int, float] = {}
+    copies: dict[int, list[Path]] = {}
+    first_of: dict[tuple[object, ...], int] = {}
+    per_path: dict[Path, int] = {}
+    for item_id, score in fused:
+        if item_id not in stored:
+            continue
+        item = stored[item_id]
+        c = item.chunk
+        key = (item.sha256, c.kind, c.chunk_no, c.page, c.line_start) if item.sha256 else None
+        if key is not None and key in first_of:
+            if first_of[key] in copies:  # else the passage was passed over: so is its copy
+                copies[first_of[key]].append(c.path)
+            continue
+        if len(kept) == want:
+            continue  # still read on: a copy of a kept hit may come later
+        if key is not None:
+            first_of[key] = item_id
+        if per_file and per_path.get(c.path, 0) >= per_file:
+            continue
+        per_path[c.path] = per_path.get(c.path, 0) + 1
+        kept.append(item_id)
+        scores[item_id] = score
+        copies[item_id] = []
+    return [(item_id, scores[item_id], tuple(copies[item_id])) for item_id in kept]
