@@ -123,6 +123,7 @@ def main() -> None:
         "200 MB text": text_file(folder / "big.txt", 200 << 20, b"lorem ipsum dolor sit amet "),
         "1 MB of newlines": text_file(folder / "newlines.txt", 1 << 20, b"\n"),
         "3 MB of random bytes named .txt": text_file(folder / "noise.txt", 3 << 20, os.urandom(1 << 20)),
+        "200 MB HTML of nested tags": text_file(folder / "page.html", 200 << 20, b"<div><p>lorem <b>ipsum</b> "),
     }
     rows = []
     for what, path in files.items():

@@ -1,4 +1,4 @@
-"""PDF and DOCX extraction with real files made in the test: text per page, tables, and recorded skips."""
+"""PDF, DOCX and HTML extraction with real files made in the test: text per page, tables, and recorded skips."""
 
 from __future__ import annotations
 
@@ -81,6 +81,24 @@ def test_docx_paragraphs_and_tables(tmp_path: Path) -> None:
     (tmp_path / "fake.docx").write_bytes(b"PK\x03\x04 not a zip")
     result = extract(tmp_path / "fake.docx", word_spans)
     assert isinstance(result, Skip) and "cannot decode DOCX" in result.reason
+
+
+def test_html_pages_give_the_text_a_browser_shows(tmp_path: Path) -> None:
+    """A saved page or a note exported as HTML: its title and body text, entities decoded, a line per block; not
+    its scripts, styles or head; a page whose head is never closed still gives its body; broken markup is read."""
+    (tmp_path / "trip.html").write_text(
+        "<!doctype html><html><head><title>Porto &amp; Foz</title><style>p { color: red }</style>"
+        "<script>var token = 'secret-token';</script></head><body><h1>Day one</h1><p>Grilled <b>sardines</b>"
+        "&nbsp;by the Douro.</p><ul><li>tram 1</li><li>lighthouse</li></ul><div>no closing tags <p>here",
+        encoding="utf-8")
+    [chunk] = extract(tmp_path / "trip.html", word_spans)
+    assert chunk.text == ("Porto & Foz\nDay one\nGrilled sardines by the Douro.\ntram 1\nlighthouse\n"
+                          "no closing tags\nhere")
+    (tmp_path / "keep.htm").write_text("<html><head><title>Shopping</title><meta charset=utf-8><body>eggs, milk")
+    [chunk] = extract(tmp_path / "keep.htm", word_spans)
+    assert chunk.text == "Shopping\neggs, milk"
+    (tmp_path / "empty.html").write_text("<html><head><script>only(code)</script></head></html>")
+    assert isinstance(extract(tmp_path / "empty.html", word_spans), Skip)
 
 
 def test_scanned_pdf_pages_become_page_images(tmp_path: Path, photos: Path) -> None:

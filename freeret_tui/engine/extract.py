@@ -1,7 +1,8 @@
 """Turns a file into searchable chunks, or into a recorded skip with its reason (never an exception).
 
 Covers images (jpg, png, webp, gif, bmp, tiff; HEIC/HEIF when pi-heif is installed), plain-text documents
-(txt, md, rst), PDF (pypdf text per page; chunks carry their page) and DOCX (python-docx, tables included).
+(txt, md, rst, org), HTML (the text a browser shows: saved pages, notes exported as HTML), PDF (pypdf text per
+page; chunks carry their page) and DOCX (python-docx, tables included).
 A PDF page with no real text layer (a scan) becomes a page item that the model reads as an image, rendered by
 pypdfium2 when it is embedded (``load_image``), so nothing large is held between extraction and embedding.
 """
@@ -12,6 +13,7 @@ import io
 import warnings
 import zipfile
 from collections.abc import Callable
+from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +21,7 @@ from freeret_tui.engine.chunking import Spans, chunk_text
 from freeret_tui.engine.types import Chunk, EncodedImage, Kind, PageImage, Picture, Skip, title_of
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".heic", ".heif"})
-TEXT_EXTENSIONS = frozenset({".txt", ".md", ".markdown", ".rst", ".text", ".pdf", ".docx"})
+TEXT_EXTENSIONS = frozenset({".txt", ".md", ".markdown", ".rst", ".text", ".org", ".html", ".htm", ".pdf", ".docx"})
 # A page with fewer characters of text than this has no real text layer (a scan, a photo page).
 MIN_PAGE_CHARS = 20
 
@@ -36,6 +38,9 @@ MAX_DECODED_PIXELS = 64_000_000
 # beyond 32 MiB is refused before parsing (python-docx holds its XML tree in memory: 1 GB inflated took 2.4 GB).
 MAX_TEXT_BYTES = 8 << 20
 MAX_ITEMS_PER_FILE = 2000
+# HTML beyond its first 4 Mi characters is not parsed: Python's HTML parser read 8 MiB of dense markup in 5.0 s on
+# 2 cores (benchmarks/hostile_files.py), half the 10 s a file may cost; 4 MiB of a page is ~1 MiB of text.
+MAX_HTML_CHARS = 4 << 20
 MAX_DOCX_INFLATED = 32 << 20
 
 
@@ -121,7 +126,7 @@ def render_page(source: PageImage, max_side: int = MAX_IMAGE_SIDE) -> Any:
 # Byte-order marks of the encodings a text file may announce, longest first (UTF-32's starts with UTF-16's).
 _BOMS = ((b"\xff\xfe\x00\x00", "utf-32"), (b"\x00\x00\xfe\xff", "utf-32"), (b"\xff\xfe", "utf-16"),
          (b"\xfe\xff", "utf-16"))
-# A NUL byte in a file's first 8 KB makes it binary, not text (git's rule): a file named .txt or .log that holds
+# A NUL byte in a file's first 8 KB makes it binary, not text (git's rule): a file named .txt or .md that holds
 # binary data, decoded as Latin-1, made MAX_ITEMS_PER_FILE passages of noise (3 MB of random bytes: over 15
 # minutes of SmolLM2 on 2 cores before it was stopped, and 2,000 nonsense items in the index).
 _BINARY_SNIFF = 8192
@@ -217,6 +222,58 @@ def _docx_text(path: Path) -> str:
     return "\n".join(lines)
 
 
+class _ShownText(HTMLParser):
+    """The text of an HTML page as a browser shows it: not its scripts, styles or other hidden parts, a line break
+    at each block (paragraph, heading, list item, table row), entities decoded; the title first."""
+
+    _HIDDEN = frozenset({"script", "style", "noscript", "template", "svg", "math", "head"})
+    _BLOCKS = frozenset({"p", "div", "br", "li", "tr", "h1", "h2", "h3", "h4", "h5", "h6", "section", "article",
+                         "header", "footer", "blockquote", "pre", "table", "ul", "ol", "dt", "dd", "hr", "main",
+                         "nav", "aside", "figcaption", "title"})
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.parts: list[str] = []
+        self.title: list[str] = []
+        self._hidden = 0  # depth inside hidden elements (tags left open in broken pages just keep it raised)
+        self._in_title = False
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "title":
+            self._in_title = True
+        elif tag == "body":
+            self._hidden = 0  # the head ends where the body starts, closed or not
+        elif tag in self._HIDDEN:
+            self._hidden += 1
+        if tag in self._BLOCKS:
+            self.parts.append("\n")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "title":
+            self._in_title = False
+        elif tag in self._HIDDEN:
+            self._hidden = max(0, self._hidden - 1)
+        if tag in self._BLOCKS:
+            self.parts.append("\n")
+
+    def handle_data(self, data: str) -> None:
+        if self._in_title:
+            self.title.append(data)
+        elif not self._hidden:
+            self.parts.append(data)
+
+    def text(self) -> str:
+        lines = (" ".join(line.split()) for line in ("".join(self.title) + "\n" + "".join(self.parts)).splitlines())
+        return "\n".join(line for line in lines if line)
+
+
+def _html_text(raw: str) -> str:
+    parser = _ShownText()
+    parser.feed(raw[:MAX_HTML_CHARS])
+    parser.close()
+    return parser.text()
+
+
 def _text_chunks(
     path: Path, text: str, tokenize: Callable[[str], Spans], chunk_tokens: int, overlap: int, page: int | None, first: int
 ) -> list[Chunk]:
@@ -266,7 +323,12 @@ def extract(
             if scanned and (bomb := _too_big_to_render(path, scanned)) is not None:
                 return Skip(path, f"page {bomb} inflates beyond 75 MB: not rendered", failed=True)
             return chunks or Skip(path, "PDF has no pages")
-        text = _docx_text(path) if suffix == ".docx" else read_text(path)
+        if suffix == ".docx":
+            text = _docx_text(path)
+        elif suffix in (".html", ".htm"):
+            text = _html_text(read_text(path))
+        else:
+            text = read_text(path)
     except _Unreadable as err:
         return Skip(path, str(err), failed=True)
     except OSError as err:
