@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import io
+import zipfile
 from pathlib import Path
+
+import pytest
+from PIL import Image
 
 from freeret_tui.engine.chunking import word_spans
 from freeret_tui.engine.extract import extract
@@ -81,6 +86,33 @@ def test_docx_paragraphs_and_tables(tmp_path: Path) -> None:
     (tmp_path / "fake.docx").write_bytes(b"PK\x03\x04 not a zip")
     result = extract(tmp_path / "fake.docx", word_spans)
     assert isinstance(result, Skip) and "cannot decode DOCX" in result.reason
+    with zipfile.ZipFile(tmp_path / "other.docx", "w") as archive:  # a zip, but not a Word document
+        archive.writestr("content.xml", "<x/>")
+    result = extract(tmp_path / "other.docx", word_spans)
+    assert isinstance(result, Skip) and result.reason == "not a Word document: it has no word/document.xml"
+
+
+def test_a_docx_full_of_photos_is_read_without_its_photos(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only the body's XML counts against the budget: a report whose pictures are over it still gives its text
+    (a 38.6 MB report with 18 photos was refused while the budget counted every part of the file)."""
+    import docx
+
+    from freeret_tui.engine import extract as ex
+
+    picture = io.BytesIO()
+    Image.effect_noise((600, 400), 64).convert("RGB").save(picture, "PNG")  # noise: does not deflate
+    picture.seek(0)
+    document = docx.Document()
+    document.add_paragraph("Site visit: the north wall shows cracks near the window.")
+    document.add_picture(picture)
+    document.add_paragraph("Photo 1: the crack, seen from the garden.")
+    document.save(str(tmp_path / "report.docx"))
+    assert (tmp_path / "report.docx").stat().st_size > 200_000
+    monkeypatch.setattr(ex, "MAX_DOCX_INFLATED", 65536)
+    [chunk] = extract(tmp_path / "report.docx", word_spans)
+    # The picture's paragraph holds no text: an empty line between the two.
+    assert chunk.text == ("Site visit: the north wall shows cracks near the window.\n\n"
+                          "Photo 1: the crack, seen from the garden.")
 
 
 def test_html_pages_give_the_text_a_browser_shows(tmp_path: Path) -> None:

@@ -324,11 +324,18 @@ def test_per_file_budgets_bound_what_one_file_can_cost(tmp_path: Path, photos: P
     assert not isinstance(ex.extract(photos / "rocket.jpg", word_spans), Skip)  # a JPEG decodes scaled down
 
     document = docx.Document()
-    document.add_paragraph("words " * 2000)
+    for n in range(5000):
+        document.add_paragraph(f"paragraph {n}")
     document.save(tmp_path / "big.docx")
-    monkeypatch.setattr(ex, "MAX_DOCX_INFLATED", 4096)
-    refused = ex.extract(tmp_path / "big.docx", word_spans)
-    assert isinstance(refused, Skip) and "over the 0 MiB budget" in refused.reason
+    monkeypatch.setattr(ex, "MAX_DOCX_INFLATED", 65536)  # its body is read in pieces of 64 KiB: one piece
+    cut = ex.extract(tmp_path / "big.docx", word_spans)
+    assert not isinstance(cut, Skip) and cut[0].text.startswith("paragraph 0\nparagraph 1\n")
+    assert not any("paragraph 4999" in chunk.text for chunk in cut)
+    endless = docx.Document()
+    endless.add_paragraph("bomb " * 40_000)  # one paragraph longer than the budget: never whole
+    endless.save(tmp_path / "endless.docx")
+    refused = ex.extract(tmp_path / "endless.docx", word_spans)
+    assert isinstance(refused, Skip) and refused.reason == "DOCX has no whole paragraph in its first 0 MiB"
 
     (tmp_path / "long.txt").write_text("é" * 600 + " tail-word-beyond-the-budget", encoding="utf-8")
     monkeypatch.setattr(ex, "MAX_TEXT_BYTES", 1001)  # cuts the 501st "é" in half: still read as UTF-8

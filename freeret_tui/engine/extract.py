@@ -2,7 +2,7 @@
 
 Covers images (jpg, png, webp, gif, bmp, tiff; HEIC/HEIF when pi-heif is installed), plain-text documents
 (txt, md, rst, org), HTML (the text a browser shows: saved pages, notes exported as HTML), PDF (pypdf text per
-page; chunks carry their page) and DOCX (python-docx, tables included).
+page; chunks carry their page) and DOCX (its body read as a stream of XML, tables included).
 A PDF page with no real text layer (a scan) becomes a page item that the model reads as an image, rendered by
 pypdfium2 when it is embedded (``load_image``), so nothing large is held between extraction and embedding.
 """
@@ -16,6 +16,7 @@ from collections.abc import Callable
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
+from xml.etree import ElementTree
 
 from freeret_tui.engine.chunking import Spans, chunk_text
 from freeret_tui.engine.types import Chunk, EncodedImage, Kind, PageImage, Picture, Skip, title_of
@@ -34,8 +35,8 @@ MAX_IMAGE_PIXELS = 200_000_000
 # bytes a pixel and a copy or two more: above this they are refused (a 14000 x 14000 PNG took 2.6 GB RSS).
 MAX_DECODED_PIXELS = 64_000_000
 # Per-file budgets (benchmarks/hostile_files.py): text beyond its first 8 MiB is not read (a 200 MB file took
-# 12 GB while tokenised), at most 2,000 passages a file are kept (~500k tokens), and a DOCX whose parts inflate
-# beyond 32 MiB is refused before parsing (python-docx holds its XML tree in memory: 1 GB inflated took 2.4 GB).
+# 12 GB while tokenised), at most 2,000 passages a file are kept (~500k tokens), and of a DOCX's document.xml
+# only its first 32 MiB inflated are parsed, as a stream (python-docx held the whole tree: 1 GB inflated took 2.4 GB).
 MAX_TEXT_BYTES = 8 << 20
 MAX_ITEMS_PER_FILE = 2000
 # HTML beyond its first 4 Mi characters is not parsed: Python's HTML parser read 8 MiB of dense markup in 5.0 s on
@@ -206,19 +207,53 @@ def _page_count(path: Path) -> int:
         document.close()
 
 
-def _docx_text(path: Path) -> str:
-    """Paragraphs, then each table row as cells joined by " | " (python-docx keeps them apart)."""
-    import docx
+# WordprocessingML's namespace, as ElementTree spells its tags, and the elements of a run that stand for white space.
+_W = "{http://schemas.openxmlformats.org/wordprocessingml/2006/main}"
+_RUN_BREAKS = {_W + "tab": "\t", _W + "br": "\n", _W + "cr": "\n"}
 
+
+def _docx_text(path: Path) -> str:
+    """The text of a Word document's body in reading order: a line per paragraph, a table row as its cells joined
+    by " | ". Read from its ``word/document.xml`` as a stream, at most ``MAX_DOCX_INFLATED`` bytes of it: the
+    pictures and other parts of the file are never read (python-docx loaded every part into memory, so a 38.6 MB
+    report with 18 photos was refused by the budget that held that memory down)."""
+    lines: list[str] = []
+    cells: list[str] = []  # the row being read
+    cell: list[str] = []  # the cell being read: its paragraphs
+    tables = 0  # nesting depth of tables at the parse position
+    size = 0
+    parser = ElementTree.XMLPullParser(events=("start", "end"))
     with zipfile.ZipFile(path) as archive:
-        inflated = sum(member.file_size for member in archive.infolist())
-    if inflated > MAX_DOCX_INFLATED:
-        raise _Unreadable(f"DOCX inflates to {inflated >> 20} MiB, over the {MAX_DOCX_INFLATED >> 20} MiB budget")
-    document = docx.Document(str(path))
-    lines = [p.text for p in document.paragraphs]
-    for table in document.tables:
-        for row in table.rows:
-            lines.append(" | ".join(cell.text.strip() for cell in row.cells))
+        try:
+            stream = archive.open("word/document.xml")
+        except KeyError:
+            raise _Unreadable("not a Word document: it has no word/document.xml") from None
+        with stream:
+            read = 0
+            while read < MAX_DOCX_INFLATED and size < MAX_TEXT_BYTES and (piece := stream.read(1 << 16)):
+                read += len(piece)
+                parser.feed(piece)
+                for event, element in parser.read_events():
+                    tag = element.tag
+                    if event == "start":
+                        tables += tag == _W + "tbl"
+                        continue
+                    if tag == _W + "p":
+                        text = "".join((e.text or "") if e.tag == _W + "t" else _RUN_BREAKS[e.tag]
+                                       for e in element.iter() if e.tag == _W + "t" or e.tag in _RUN_BREAKS)
+                        element.clear()  # its text is taken: the tree keeps only empty elements
+                        (cell if tables else lines).append(text)
+                        size += len(text)
+                    elif tag == _W + "tc":
+                        cells.append(" ".join(part.strip() for part in cell if part.strip()))
+                        cell = []
+                    elif tag == _W + "tr":
+                        lines.append(" | ".join(cells))
+                        cells = []
+                    elif tag == _W + "tbl":
+                        tables -= 1
+    if not lines and read >= MAX_DOCX_INFLATED:  # one endless paragraph: a bomb, or nothing a person wrote
+        raise _Unreadable(f"DOCX has no whole paragraph in its first {MAX_DOCX_INFLATED >> 20} MiB")
     return "\n".join(lines)
 
 
@@ -335,7 +370,7 @@ def extract(
         if err.errno is not None:  # the file system refused (permission, vanished, I/O error)
             return Skip(path, f"cannot read: {err.strerror or err}", failed=True)
         return Skip(path, f"cannot decode {what}: {err}", failed=True)  # PIL reports broken data as OSError too
-    except Exception as err:  # noqa: BLE001 - PIL, pypdf and python-docx raise many types for broken files
+    except Exception as err:  # noqa: BLE001 - PIL, pypdf, zipfile and the XML parser raise many types for broken files
         return Skip(path, f"cannot decode {what}: {type(err).__name__}: {err}", failed=True)
     chunks = _text_chunks(path, text, tokenize, chunk_tokens, overlap, None, 0)
     return chunks or Skip(path, "no text")
