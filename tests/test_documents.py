@@ -97,7 +97,7 @@ def test_a_docx_full_of_photos_is_read_without_its_photos(tmp_path: Path, monkey
     (a 38.6 MB report with 18 photos was refused while the budget counted every part of the file)."""
     import docx
 
-    from freeret_tui.engine import extract as ex
+    from freeret_tui.engine import office
 
     picture = io.BytesIO()
     Image.effect_noise((600, 400), 64).convert("RGB").save(picture, "PNG")  # noise: does not deflate
@@ -108,11 +108,61 @@ def test_a_docx_full_of_photos_is_read_without_its_photos(tmp_path: Path, monkey
     document.add_paragraph("Photo 1: the crack, seen from the garden.")
     document.save(str(tmp_path / "report.docx"))
     assert (tmp_path / "report.docx").stat().st_size > 200_000
-    monkeypatch.setattr(ex, "MAX_DOCX_INFLATED", 65536)
+    monkeypatch.setattr(office, "MAX_XML_INFLATED", 65536)
     [chunk] = extract(tmp_path / "report.docx", word_spans)
     # The picture's paragraph holds no text: an empty line between the two.
     assert chunk.text == ("Site visit: the north wall shows cracks near the window.\n\n"
                           "Photo 1: the crack, seen from the garden.")
+
+
+def test_pptx_slides_are_pages_in_show_order_with_their_notes(tmp_path: Path) -> None:
+    """Each slide's text (titles, bodies, tables) and its speaker notes, a slide a page, in the order the deck shows
+    them, which is not the order their files were made in."""
+    import pptx
+    from pptx.util import Inches
+
+    deck = pptx.Presentation()
+    first = deck.slides.add_slide(deck.slide_layouts[1])
+    first.shapes.title.text = "Quarterly review"
+    first.placeholders[1].text = "Revenue up 12%\nNew office in Lyon"
+    second = deck.slides.add_slide(deck.slide_layouts[5])
+    second.shapes.title.text = "Team"
+    table = second.shapes.add_table(2, 2, Inches(1), Inches(2), Inches(4), Inches(1)).table
+    for (row, col), text in {(0, 0): "name", (0, 1): "role", (1, 0): "Ana", (1, 1): "indexing"}.items():
+        table.cell(row, col).text = text
+    second.notes_slide.notes_text_frame.text = "Mention the hiring plan."
+    order = deck.slides._sldIdLst  # the team slide moved first, as a person drags it in PowerPoint
+    moved = order[1]
+    order.remove(moved)
+    order.insert(0, moved)
+    deck.save(str(tmp_path / "deck.pptx"))
+    chunks = extract(tmp_path / "deck.pptx", word_spans)
+    assert not isinstance(chunks, Skip)
+    assert [(c.page, c.text) for c in chunks] == [
+        (1, "Team\nname\nrole\nAna\nindexing\nMention the hiring plan."),
+        (2, "Quarterly review\nRevenue up 12%\nNew office in Lyon")]
+    assert chunks[0].location == "p. 1"
+
+
+def test_xlsx_sheets_give_their_names_and_rows(tmp_path: Path) -> None:
+    """Every sheet in order: its name, then a line per row of its filled cells (shared strings, numbers and
+    booleans as a person reads them); a zip that is no workbook is a recorded skip."""
+    import openpyxl
+
+    book = openpyxl.Workbook()
+    sheet = book.active
+    sheet.title = "Budget"
+    for row in (["item", "cost", "paid"], ["bike chain", 85, True], ["tyre", 42.5, False]):
+        sheet.append(row)
+    book.create_sheet("Notes")["B3"] = "call the shop on Monday"
+    book.save(str(tmp_path / "budget.xlsx"))
+    [chunk] = extract(tmp_path / "budget.xlsx", word_spans)
+    assert chunk.text == ("Budget\nitem | cost | paid\nbike chain | 85 | TRUE\ntyre | 42.5 | FALSE\n"
+                          "Notes\ncall the shop on Monday")
+    with zipfile.ZipFile(tmp_path / "other.xlsx", "w") as archive:
+        archive.writestr("content.xml", "<x/>")
+    result = extract(tmp_path / "other.xlsx", word_spans)
+    assert isinstance(result, Skip) and result.reason == "not an Excel workbook: it has no xl/workbook.xml"
 
 
 def test_html_pages_give_the_text_a_browser_shows(tmp_path: Path) -> None:

@@ -316,6 +316,7 @@ def test_per_file_budgets_bound_what_one_file_can_cost(tmp_path: Path, photos: P
     import docx
 
     from freeret_tui.engine import extract as ex
+    from freeret_tui.engine import office
     from freeret_tui.engine.types import Skip
 
     monkeypatch.setattr(ex, "MAX_DECODED_PIXELS", 10_000)
@@ -327,7 +328,7 @@ def test_per_file_budgets_bound_what_one_file_can_cost(tmp_path: Path, photos: P
     for n in range(5000):
         document.add_paragraph(f"paragraph {n}")
     document.save(tmp_path / "big.docx")
-    monkeypatch.setattr(ex, "MAX_DOCX_INFLATED", 65536)  # its body is read in pieces of 64 KiB: one piece
+    monkeypatch.setattr(office, "MAX_XML_INFLATED", 65536)  # its body is read in pieces of 64 KiB: one piece
     cut = ex.extract(tmp_path / "big.docx", word_spans)
     assert not isinstance(cut, Skip) and cut[0].text.startswith("paragraph 0\nparagraph 1\n")
     assert not any("paragraph 4999" in chunk.text for chunk in cut)

@@ -2,7 +2,7 @@
 
 Covers images (jpg, png, webp, gif, bmp, tiff; HEIC/HEIF when pi-heif is installed), plain-text documents
 (txt, md, rst, org), HTML (the text a browser shows: saved pages, notes exported as HTML), PDF (pypdf text per
-page; chunks carry their page) and DOCX (its body read as a stream of XML, tables included).
+page; chunks carry their page), and DOCX, PPTX (a slide is a page) and XLSX, read by office.py.
 A PDF page with no real text layer (a scan) becomes a page item that the model reads as an image, rendered by
 pypdfium2 when it is embedded (``load_image``), so nothing large is held between extraction and embedding.
 """
@@ -11,18 +11,19 @@ from __future__ import annotations
 
 import io
 import warnings
-import zipfile
 from collections.abc import Callable
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
-from xml.etree import ElementTree
 
+from freeret_tui.engine import office
 from freeret_tui.engine.chunking import Spans, chunk_text
+from freeret_tui.engine.office import Unreadable
 from freeret_tui.engine.types import Chunk, EncodedImage, Kind, PageImage, Picture, Skip, title_of
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".heic", ".heif"})
-TEXT_EXTENSIONS = frozenset({".txt", ".md", ".markdown", ".rst", ".text", ".org", ".html", ".htm", ".pdf", ".docx"})
+TEXT_EXTENSIONS = frozenset({".txt", ".md", ".markdown", ".rst", ".text", ".org", ".html", ".htm", ".pdf", ".docx",
+                             ".pptx", ".xlsx"})
 # A page with fewer characters of text than this has no real text layer (a scan, a photo page).
 MIN_PAGE_CHARS = 20
 
@@ -35,18 +36,14 @@ MAX_IMAGE_PIXELS = 200_000_000
 # bytes a pixel and a copy or two more: above this they are refused (a 14000 x 14000 PNG took 2.6 GB RSS).
 MAX_DECODED_PIXELS = 64_000_000
 # Per-file budgets (benchmarks/hostile_files.py): text beyond its first 8 MiB is not read (a 200 MB file took
-# 12 GB while tokenised), at most 2,000 passages a file are kept (~500k tokens), and of a DOCX's document.xml
-# only its first 32 MiB inflated are parsed, as a stream (python-docx held the whole tree: 1 GB inflated took 2.4 GB).
+# 12 GB while tokenised), at most 2,000 passages a file are kept (~500k tokens); of an Office file, the XML that
+# holds its text is parsed as a stream up to office.MAX_XML_INFLATED (python-docx held a DOCX's whole tree: 1 GB
+# inflated took 2.4 GB).
 MAX_TEXT_BYTES = 8 << 20
 MAX_ITEMS_PER_FILE = 2000
 # HTML beyond its first 4 Mi characters is not parsed: Python's HTML parser read 8 MiB of dense markup in 5.0 s on
 # 2 cores (benchmarks/hostile_files.py), half the 10 s a file may cost; 4 MiB of a page is ~1 MiB of text.
 MAX_HTML_CHARS = 4 << 20
-MAX_DOCX_INFLATED = 32 << 20
-
-
-class _Unreadable(Exception):
-    """A file that opens but cannot be indexed; the message is the skip reason."""
 
 
 def kind_of(path: Path) -> Kind | None:
@@ -84,7 +81,7 @@ def load_image(source: Picture, max_side: int = MAX_IMAGE_SIDE) -> Any:
             img.seek(0)
             width, height = img.size
             if img.format != "JPEG" and width * height > MAX_DECODED_PIXELS:
-                raise _Unreadable(f"image is {width}x{height} ({width * height / 1e6:.0f} MP), over the "
+                raise Unreadable(f"image is {width}x{height} ({width * height / 1e6:.0f} MP), over the "
                                   f"{MAX_DECODED_PIXELS // 1_000_000} MP decoding budget")
             img.draft("RGB", (max_side, max_side))  # JPEG decodes at reduced scale: cheap downscale
             rotated = ImageOps.exif_transpose(img)
@@ -143,7 +140,7 @@ def read_text(path: Path) -> str:
             # Cut at the budget mid-character at worst: the decoder replaces that one.
             return raw.decode(encoding, errors="replace")
     if b"\0" in raw[:_BINARY_SNIFF]:
-        raise _Unreadable("binary data, not text (NUL bytes)")
+        raise Unreadable("binary data, not text (NUL bytes)")
     if len(raw) == MAX_TEXT_BYTES:
         # Cut at the budget: drop a multi-byte UTF-8 character split there, so UTF-8 is still recognised.
         for cut in range(4):
@@ -170,7 +167,7 @@ def _pdf_pages(path: Path) -> list[tuple[int, str]]:
     try:
         pages = [(n, page.extract_text() or "") for n, page in enumerate(reader.pages, start=1)]
     except FileNotDecryptedError:
-        raise _Unreadable("encrypted PDF (password required)") from None
+        raise Unreadable("encrypted PDF (password required)") from None
     return pages
 
 
@@ -205,56 +202,6 @@ def _page_count(path: Path) -> int:
         return len(document)
     finally:
         document.close()
-
-
-# WordprocessingML's namespace, as ElementTree spells its tags, and the elements of a run that stand for white space.
-_W = "{http://schemas.openxmlformats.org/wordprocessingml/2006/main}"
-_RUN_BREAKS = {_W + "tab": "\t", _W + "br": "\n", _W + "cr": "\n"}
-
-
-def _docx_text(path: Path) -> str:
-    """The text of a Word document's body in reading order: a line per paragraph, a table row as its cells joined
-    by " | ". Read from its ``word/document.xml`` as a stream, at most ``MAX_DOCX_INFLATED`` bytes of it: the
-    pictures and other parts of the file are never read (python-docx loaded every part into memory, so a 38.6 MB
-    report with 18 photos was refused by the budget that held that memory down)."""
-    lines: list[str] = []
-    cells: list[str] = []  # the row being read
-    cell: list[str] = []  # the cell being read: its paragraphs
-    tables = 0  # nesting depth of tables at the parse position
-    size = 0
-    parser = ElementTree.XMLPullParser(events=("start", "end"))
-    with zipfile.ZipFile(path) as archive:
-        try:
-            stream = archive.open("word/document.xml")
-        except KeyError:
-            raise _Unreadable("not a Word document: it has no word/document.xml") from None
-        with stream:
-            read = 0
-            while read < MAX_DOCX_INFLATED and size < MAX_TEXT_BYTES and (piece := stream.read(1 << 16)):
-                read += len(piece)
-                parser.feed(piece)
-                for event, element in parser.read_events():
-                    tag = element.tag
-                    if event == "start":
-                        tables += tag == _W + "tbl"
-                        continue
-                    if tag == _W + "p":
-                        text = "".join((e.text or "") if e.tag == _W + "t" else _RUN_BREAKS[e.tag]
-                                       for e in element.iter() if e.tag == _W + "t" or e.tag in _RUN_BREAKS)
-                        element.clear()  # its text is taken: the tree keeps only empty elements
-                        (cell if tables else lines).append(text)
-                        size += len(text)
-                    elif tag == _W + "tc":
-                        cells.append(" ".join(part.strip() for part in cell if part.strip()))
-                        cell = []
-                    elif tag == _W + "tr":
-                        lines.append(" | ".join(cells))
-                        cells = []
-                    elif tag == _W + "tbl":
-                        tables -= 1
-    if not lines and read >= MAX_DOCX_INFLATED:  # one endless paragraph: a bomb, or nothing a person wrote
-        raise _Unreadable(f"DOCX has no whole paragraph in its first {MAX_DOCX_INFLATED >> 20} MiB")
-    return "\n".join(lines)
 
 
 class _ShownText(HTMLParser):
@@ -309,9 +256,8 @@ def _html_text(raw: str) -> str:
     return parser.text()
 
 
-def _text_chunks(
-    path: Path, text: str, tokenize: Callable[[str], Spans], chunk_tokens: int, overlap: int, page: int | None, first: int
-) -> list[Chunk]:
+def _text_chunks(path: Path, text: str, tokenize: Callable[[str], Spans], chunk_tokens: int, overlap: int,
+                 page: int | None, first: int) -> list[Chunk]:
     # Passages of nothing but white space (a file of newlines made thousands) are not items.
     windows = [w for w in chunk_text(text, tokenize, chunk_tokens, overlap) if text[w.start : w.end].strip()]
     return [
@@ -337,7 +283,7 @@ def extract(
     if kind is None:
         return Skip(path, f"unsupported file type {path.suffix or '(none)'}")
     suffix = path.suffix.lower()
-    what = {".pdf": "PDF", ".docx": "DOCX"}.get(suffix, kind.value)
+    what = {".pdf": "PDF", ".docx": "DOCX", ".pptx": "PPTX", ".xlsx": "XLSX"}.get(suffix, kind.value)
     try:
         if kind is Kind.IMAGE:
             load_image(path, max_side=64)  # decodes the file: a corrupt image is caught here, not in a batch
@@ -351,20 +297,29 @@ def extract(
                 if len(text.strip()) >= MIN_PAGE_CHARS:
                     chunks += _text_chunks(path, text, tokenize, chunk_tokens, overlap, page, len(chunks))
                 else:
-                    chunks.append(Chunk(path=path, kind=Kind.PAGE, title=title_of(path), page=page, chunk_no=len(chunks)))
+                    chunks.append(Chunk(path=path, kind=Kind.PAGE, title=title_of(path), page=page,
+                                        chunk_no=len(chunks)))
             scanned = [c.page for c in chunks if c.kind is Kind.PAGE and c.page is not None]
             if scanned and _page_count(path) < len(pages):
                 return Skip(path, "cannot render the PDF's pages", failed=True)
             if scanned and (bomb := _too_big_to_render(path, scanned)) is not None:
                 return Skip(path, f"page {bomb} inflates beyond 75 MB: not rendered", failed=True)
             return chunks or Skip(path, "PDF has no pages")
+        if suffix == ".pptx":  # a slide is a page: its passages point back to it
+            chunks = []
+            for slide, text in office.pptx_slides(path, MAX_TEXT_BYTES):
+                if len(chunks) < MAX_ITEMS_PER_FILE:
+                    chunks += _text_chunks(path, text, tokenize, chunk_tokens, overlap, slide, len(chunks))
+            return chunks or Skip(path, "no text")
         if suffix == ".docx":
-            text = _docx_text(path)
+            text = office.docx_text(path, MAX_TEXT_BYTES)
+        elif suffix == ".xlsx":
+            text = office.xlsx_text(path, MAX_TEXT_BYTES)
         elif suffix in (".html", ".htm"):
             text = _html_text(read_text(path))
         else:
             text = read_text(path)
-    except _Unreadable as err:
+    except Unreadable as err:
         return Skip(path, str(err), failed=True)
     except OSError as err:
         if err.errno is not None:  # the file system refused (permission, vanished, I/O error)
