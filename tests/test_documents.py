@@ -110,8 +110,8 @@ def test_a_docx_full_of_photos_is_read_without_its_photos(tmp_path: Path, monkey
     assert (tmp_path / "report.docx").stat().st_size > 200_000
     monkeypatch.setattr(office, "MAX_XML_INFLATED", 65536)
     [chunk] = extract(tmp_path / "report.docx", word_spans)
-    # The picture's paragraph holds no text: an empty line between the two.
-    assert chunk.text == ("Site visit: the north wall shows cracks near the window.\n\n"
+    # The picture's paragraph holds no text: no line of its own.
+    assert chunk.text == ("Site visit: the north wall shows cracks near the window.\n"
                           "Photo 1: the crack, seen from the garden.")
 
 

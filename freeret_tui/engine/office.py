@@ -102,8 +102,9 @@ def docx_text(path: Path, text_limit: int) -> str:
                 text = "".join((e.text or "") if e.tag == _W + "t" else _RUN_BREAKS[e.tag]
                                for e in element.iter() if e.tag == _W + "t" or e.tag in _RUN_BREAKS)
                 element.clear()  # its text is taken: the tree keeps only empty elements
-                (cell if tables else lines).append(text)
-                reader.text += len(text)
+                if text.strip():  # not the empty paragraphs that hold pictures or space the page
+                    (cell if tables else lines).append(text)
+                    reader.text += len(text)
             elif tag == _W + "tc":
                 cells.append(" ".join(part.strip() for part in cell if part.strip()))
                 cell = []
