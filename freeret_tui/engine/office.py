@@ -39,6 +39,7 @@ class _Reader:
 
     def __init__(self, archive: zipfile.ZipFile, text_limit: int):
         self.archive = archive
+        self.names = frozenset(archive.namelist())
         self.read = 0  # inflated bytes of XML read so far
         self.text = 0  # characters of text taken so far
         self.text_limit = text_limit
@@ -67,7 +68,7 @@ class _Reader:
         """Relationship id -> the member it points to, from the part's relationships (``_rels/``)."""
         folder, file = posixpath.split(part)
         rels = posixpath.join(folder, "_rels", file + ".rels")
-        if rels not in self.archive.namelist():
+        if rels not in self.names:
             return {}
         # A target is relative to the part's folder, or to the package's root when it starts with "/" (openpyxl's).
         return {r.get("Id", ""): posixpath.normpath(posixpath.join(folder, r.get("Target", ""))).lstrip("/")
@@ -131,9 +132,9 @@ def pptx_slides(path: Path, text_limit: int) -> list[tuple[int, str]]:
         for number, part in enumerate(order, start=1):
             if reader.spent:
                 break
-            if part not in archive.namelist():
+            if part not in reader.names:
                 continue
-            notes = [t for t in reader.targets(part).values() if "/notesSlides/" in t and t in archive.namelist()]
+            notes = [t for t in reader.targets(part).values() if "/notesSlides/" in t and t in reader.names]
             lines = [line for name in [part, *notes] for line in _drawing_paragraphs(reader, name)]
             slides.append((number, "\n".join(line for line in lines if line.strip())))
     return slides
@@ -155,16 +156,19 @@ def xlsx_text(path: Path, text_limit: int) -> str:
     with _open(path, "xl/workbook.xml", "an Excel workbook") as archive:
         reader = _Reader(archive, text_limit)
         shared: list[str] = []
-        if "xl/sharedStrings.xml" in archive.namelist():
+        if "xl/sharedStrings.xml" in reader.names:
+            table = ElementTree.Element("sst")
             for event, element in reader.events("xl/sharedStrings.xml"):
-                if event == "end" and element.tag == _S + "si":
+                if event == "start" and element.tag == _S + "sst":
+                    table = element
+                elif event == "end" and element.tag == _S + "si":
                     shared.append("".join(t.text or "" for t in element.iter(_S + "t")))
-                    element.clear()
+                    table.clear()  # the strings read so far, this one included: no tree of them is kept
         targets = reader.targets("xl/workbook.xml")
         lines: list[str] = []
         for sheet in reader.whole("xl/workbook.xml").iter(_S + "sheet"):
             part = targets.get(sheet.get(_R + "id", ""), "")
-            if reader.spent or part not in archive.namelist():
+            if reader.spent or part not in reader.names:
                 continue
             lines.append(sheet.get("name", ""))
             rows = ElementTree.Element("sheetData")
