@@ -165,6 +165,50 @@ def test_xlsx_sheets_give_their_names_and_rows(tmp_path: Path) -> None:
     assert isinstance(result, Skip) and result.reason == "not an Excel workbook: it has no xl/workbook.xml"
 
 
+def test_opendocument_text_and_tables(tmp_path: Path) -> None:
+    """An ODT (LibreOffice's format) as its XML is written: headings, paragraphs with spans, runs of spaces and tabs,
+    then a table under its name; a space count far too large stays small."""
+    office = ('<office:document-content xmlns:office="urn:oasis:names:tc:opendocument:xmlns:office:1.0" '
+              'xmlns:text="urn:oasis:names:tc:opendocument:xmlns:text:1.0" '
+              'xmlns:table="urn:oasis:names:tc:opendocument:xmlns:table:1.0"><office:body><office:text>'
+              '<text:h>Dear landlord</text:h><text:p>The heating<text:s text:c="3"/>broke on '
+              '<text:span>Monday</text:span>.<text:tab/>Please fix it.</text:p>'
+              '<table:table table:name="Costs"><table:table-row><table:table-cell><text:p>plumber</text:p>'
+              '</table:table-cell><table:table-cell/><table:table-cell><text:p>120</text:p></table:table-cell>'
+              '</table:table-row></table:table><text:p>a<text:s text:c="999999999"/>b</text:p>'
+              '</office:text></office:body></office:document-content>')
+    with zipfile.ZipFile(tmp_path / "letter.odt", "w") as archive:
+        archive.writestr("mimetype", "application/vnd.oasis.opendocument.text")
+        archive.writestr("content.xml", office)
+    [chunk] = extract(tmp_path / "letter.odt", word_spans)
+    assert chunk.text == ("Dear landlord\nThe heating   broke on Monday.\tPlease fix it.\nCosts\nplumber | 120\n"
+                          f"a{' ' * 64}b")
+
+
+def test_an_epub_reads_its_chapters_in_spine_order(tmp_path: Path) -> None:
+    """A book's chapters in the order its spine lists them (not their files' order), each as a browser shows it;
+    a zip that is no book is a recorded skip."""
+    container = ('<container xmlns="urn:oasis:names:tc:opendocument:xmlns:container"><rootfiles>'
+                 '<rootfile full-path="OEBPS/content.opf"/></rootfiles></container>')
+    package = ('<package xmlns="http://www.idpf.org/2007/opf"><manifest>'
+               '<item id="a" href="ch%201.xhtml"/><item id="b" href="text/ch2.xhtml"/></manifest>'
+               '<spine><itemref idref="b"/><itemref idref="a"/></spine></package>')
+    with zipfile.ZipFile(tmp_path / "book.epub", "w") as archive:
+        archive.writestr("mimetype", "application/epub+zip")
+        archive.writestr("META-INF/container.xml", container)
+        archive.writestr("OEBPS/content.opf", package)
+        archive.writestr("OEBPS/ch 1.xhtml", "<html><body><h1>Chapter two</h1><p>The storm passed.</p></body></html>")
+        archive.writestr("OEBPS/text/ch2.xhtml",
+                         "<html><head><title>One</title><script>x()</script></head><body><p>It began at sea."
+                         "</p></body></html>")
+    [chunk] = extract(tmp_path / "book.epub", word_spans)
+    assert chunk.text == "One\nIt began at sea.\n\nChapter two\nThe storm passed."
+    with zipfile.ZipFile(tmp_path / "notes.epub", "w") as archive:
+        archive.writestr("readme.txt", "not a book")
+    result = extract(tmp_path / "notes.epub", word_spans)
+    assert isinstance(result, Skip) and result.reason == "not an EPUB book: it has no META-INF/container.xml"
+
+
 def test_html_pages_give_the_text_a_browser_shows(tmp_path: Path) -> None:
     """A saved page or a note exported as HTML: its title and body text, entities decoded, a line per block; not
     its scripts, styles or head; a page whose head is never closed still gives its body; broken markup is read."""

@@ -1,8 +1,9 @@
 """Turns a file into searchable chunks, or into a recorded skip with its reason (never an exception).
 
 Covers images (jpg, png, webp, gif, bmp, tiff; HEIC/HEIF when pi-heif is installed), plain-text documents
-(txt, md, rst, org), HTML (the text a browser shows: saved pages, notes exported as HTML), PDF (pypdf text per
-page; chunks carry their page), and DOCX, PPTX (a slide is a page) and XLSX, read by office.py.
+(txt, md, rst, org), HTML (the text a browser shows: saved pages, notes exported as HTML), EPUB (its chapters as
+HTML), PDF (pypdf text per page; chunks carry their page), and DOCX, PPTX (a slide is a page), XLSX and
+OpenDocument files, read by office.py.
 A PDF page with no real text layer (a scan) becomes a page item that the model reads as an image, rendered by
 pypdfium2 when it is embedded (``load_image``), so nothing large is held between extraction and embedding.
 """
@@ -10,11 +11,15 @@ pypdfium2 when it is embedded (``load_image``), so nothing large is held between
 from __future__ import annotations
 
 import io
+import posixpath
 import warnings
+import zipfile
 from collections.abc import Callable
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
+from xml.etree import ElementTree
 
 from freeret_tui.engine import office
 from freeret_tui.engine.chunking import Spans, chunk_text
@@ -23,7 +28,7 @@ from freeret_tui.engine.types import Chunk, EncodedImage, Kind, PageImage, Pictu
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".heic", ".heif"})
 TEXT_EXTENSIONS = frozenset({".txt", ".md", ".markdown", ".rst", ".text", ".org", ".html", ".htm", ".pdf", ".docx",
-                             ".pptx", ".xlsx"})
+                             ".pptx", ".xlsx", ".odt", ".ods", ".odp", ".epub"})
 # A page with fewer characters of text than this has no real text layer (a scan, a photo page).
 MIN_PAGE_CHARS = 20
 
@@ -256,6 +261,43 @@ def _html_text(raw: str) -> str:
     return parser.text()
 
 
+def _epub_text(path: Path) -> str:
+    """An EPUB book's chapters in reading order (its spine), each as the text a browser shows (``_html_text``),
+    until ``MAX_TEXT_BYTES`` of text; its package files are small parts parsed whole."""
+    container = "{urn:oasis:names:tc:opendocument:xmlns:container}"
+    opf = "{http://www.idpf.org/2007/opf}"
+    with zipfile.ZipFile(path) as archive:
+        names = set(archive.namelist())
+        if "META-INF/container.xml" not in names:
+            raise Unreadable("not an EPUB book: it has no META-INF/container.xml")
+
+        def small(name: str) -> ElementTree.Element:
+            if archive.getinfo(name).file_size > 1 << 20:
+                raise Unreadable(f"{name} inflates past 1 MiB: not a real book's")
+            return ElementTree.fromstring(archive.read(name))
+
+        rootfile = next(small("META-INF/container.xml").iter(container + "rootfile"), None)
+        package = rootfile.get("full-path", "") if rootfile is not None else ""
+        if package not in names:
+            raise Unreadable("EPUB names no package file that it holds")
+        root = small(package)
+        folder = posixpath.dirname(package)
+        hrefs = {item.get("id"): posixpath.normpath(posixpath.join(folder, unquote(item.get("href", ""))))
+                 for item in root.iter(opf + "item")}
+        chapters: list[str] = []
+        size = 0
+        for ref in root.iter(opf + "itemref"):
+            name = hrefs.get(ref.get("idref"), "")
+            if name not in names or size >= MAX_TEXT_BYTES:
+                continue
+            with archive.open(name) as chapter:  # a chapter's markup read up to the HTML budget only
+                raw = chapter.read(MAX_HTML_CHARS)
+            text = _html_text(raw.decode("utf-8", errors="replace"))
+            chapters.append(text)
+            size += len(text)
+    return "\n\n".join(chapters)
+
+
 def _text_chunks(path: Path, text: str, tokenize: Callable[[str], Spans], chunk_tokens: int, overlap: int,
                  page: int | None, first: int) -> list[Chunk]:
     # Passages of nothing but white space (a file of newlines made thousands) are not items.
@@ -283,7 +325,8 @@ def extract(
     if kind is None:
         return Skip(path, f"unsupported file type {path.suffix or '(none)'}")
     suffix = path.suffix.lower()
-    what = {".pdf": "PDF", ".docx": "DOCX", ".pptx": "PPTX", ".xlsx": "XLSX"}.get(suffix, kind.value)
+    documents = {".pdf", ".docx", ".pptx", ".xlsx", ".odt", ".ods", ".odp", ".epub"}
+    what = suffix.lstrip(".").upper() if suffix in documents else kind.value  # "cannot decode PDF: …"
     try:
         if kind is Kind.IMAGE:
             load_image(path, max_side=64)  # decodes the file: a corrupt image is caught here, not in a batch
@@ -315,6 +358,10 @@ def extract(
             text = office.docx_text(path, MAX_TEXT_BYTES)
         elif suffix == ".xlsx":
             text = office.xlsx_text(path, MAX_TEXT_BYTES)
+        elif suffix in (".odt", ".ods", ".odp"):
+            text = office.odf_text(path, MAX_TEXT_BYTES)
+        elif suffix == ".epub":
+            text = _epub_text(path)
         elif suffix in (".html", ".htm"):
             text = _html_text(read_text(path))
         else:

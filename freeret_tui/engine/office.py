@@ -1,5 +1,6 @@
-"""Text out of Office Open XML files (DOCX, PPTX, XLSX) with the standard library alone: each is a zip of XML
-parts, and only the parts that hold text are read, as streams, within one budget of inflated XML per file. The
+"""Text out of office files with the standard library alone: Office Open XML (DOCX, PPTX, XLSX) and OpenDocument
+(ODT, ODS, ODP). Each is a zip of XML parts, and only the parts that hold text are read, as streams, within one
+budget of inflated XML per file. The
 pictures and other media in a file are never read (python-docx loaded every part of a DOCX into memory, so a 38.6 MB
 report with 18 photos had been refused by the budget that bounded that memory).
 
@@ -28,6 +29,8 @@ _R = "{http://schemas.openxmlformats.org/officeDocument/2006/relationships}"
 _REL = "{http://schemas.openxmlformats.org/package/2006/relationships}"
 # The elements of a Word run that stand for white space.
 _RUN_BREAKS = {_W + "tab": "\t", _W + "br": "\n", _W + "cr": "\n"}
+_TEXT = "{urn:oasis:names:tc:opendocument:xmlns:text:1.0}"
+_TABLE = "{urn:oasis:names:tc:opendocument:xmlns:table:1.0}"
 
 
 class Unreadable(Exception):
@@ -194,3 +197,46 @@ def _cell(cell: ElementTree.Element, shared: list[str]) -> str:
     if kind == "b":
         return "TRUE" if value == "1" else "FALSE"
     return value
+
+
+def odf_text(path: Path, text_limit: int) -> str:
+    """An OpenDocument file's text in reading order (a text document's paragraphs and headings, a presentation's
+    pages, a spreadsheet's sheets): a line per paragraph, a table row as its cells joined by " | ", a sheet's or
+    table's name before its rows."""
+    lines: list[str] = []
+    cells: list[str] = []
+    cell: list[str] = []
+    tables = 0
+    with _open(path, "content.xml", "an OpenDocument file") as archive:
+        reader = _Reader(archive, text_limit)
+        for event, element in reader.events("content.xml"):
+            tag = element.tag
+            if event == "start":
+                if tag == _TABLE + "table":
+                    tables += 1
+                    lines.append(element.get(_TABLE + "name", ""))
+                continue
+            if tag in (_TEXT + "p", _TEXT + "h"):
+                for space in element.iter(_TEXT + "s"):  # runs of spaces are written as <text:s text:c="n"/>
+                    space.text = " " * min(int(space.get(_TEXT + "c") or 1), 64)  # a hostile count stays small
+                for tab in element.iter(_TEXT + "tab"):
+                    tab.text = "\t"
+                for line_break in element.iter(_TEXT + "line-break"):
+                    line_break.text = "\n"
+                text = "".join(element.itertext())
+                element.clear()
+                if text.strip():
+                    (cell if tables else lines).append(text)
+                    reader.text += len(text)
+            elif tag == _TABLE + "table-cell":
+                cells.append(" ".join(part.strip() for part in cell))
+                cell = []
+            elif tag == _TABLE + "table-row":
+                if any(cells):
+                    lines.append(" | ".join(c for c in cells if c))
+                cells = []
+                element.clear()
+            elif tag == _TABLE + "table":
+                tables -= 1
+    return "\n".join(line for line in lines if line)
+
