@@ -19,7 +19,6 @@ from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
-from xml.etree import ElementTree
 
 from freeret_tui.engine import office
 from freeret_tui.engine.chunking import Spans, chunk_text
@@ -271,16 +270,11 @@ def _epub_text(path: Path) -> str:
         if "META-INF/container.xml" not in names:
             raise Unreadable("not an EPUB book: it has no META-INF/container.xml")
 
-        def small(name: str) -> ElementTree.Element:
-            if archive.getinfo(name).file_size > 1 << 20:
-                raise Unreadable(f"{name} inflates past 1 MiB: not a real book's")
-            return ElementTree.fromstring(archive.read(name))
-
-        rootfile = next(small("META-INF/container.xml").iter(container + "rootfile"), None)
+        rootfile = next(office.small_part(archive, "META-INF/container.xml").iter(container + "rootfile"), None)
         package = rootfile.get("full-path", "") if rootfile is not None else ""
         if package not in names:
             raise Unreadable("EPUB names no package file that it holds")
-        root = small(package)
+        root = office.small_part(archive, package)
         folder = posixpath.dirname(package)
         hrefs = {item.get("id"): posixpath.normpath(posixpath.join(folder, unquote(item.get("href", ""))))
                  for item in root.iter(opf + "item")}

@@ -61,11 +61,7 @@ class _Reader:
                 yield from parser.read_events()
 
     def whole(self, name: str) -> ElementTree.Element:
-        """A small part (an index of slides or sheets, relationships), parsed whole."""
-        info = self.archive.getinfo(name)
-        if info.file_size > _MAX_INDEX_PART:
-            raise Unreadable(f"{name} inflates to {info.file_size >> 20} MiB: not a real document's")
-        return ElementTree.fromstring(self.archive.read(name))
+        return small_part(self.archive, name)
 
     def targets(self, part: str) -> dict[str, str]:
         """Relationship id -> the member it points to, from the part's relationships (``_rels/``)."""
@@ -76,6 +72,14 @@ class _Reader:
         # A target is relative to the part's folder, or to the package's root when it starts with "/" (openpyxl's).
         return {r.get("Id", ""): posixpath.normpath(posixpath.join(folder, r.get("Target", ""))).lstrip("/")
                 for r in self.whole(rels).iter(_REL + "Relationship")}
+
+
+def small_part(archive: zipfile.ZipFile, name: str) -> ElementTree.Element:
+    """A part that is small in any real file (an index of slides, sheets or chapters, relationships), parsed whole."""
+    size = archive.getinfo(name).file_size
+    if size > _MAX_INDEX_PART:
+        raise Unreadable(f"{name} inflates to {size >> 20} MiB: not a real document's")
+    return ElementTree.fromstring(archive.read(name))
 
 
 def _open(path: Path, main: str, what: str) -> zipfile.ZipFile:
