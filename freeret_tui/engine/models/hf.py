@@ -29,6 +29,7 @@ from freeret_tui.engine.models.heap import release_freed
 from freeret_tui.engine.models.presets import ModelSource
 from freeret_tui.engine.models.processors import DEFAULT_IMAGE_MAX_PIXELS
 from freeret_tui.engine.models.reader import token_spans_with
+from freeret_tui.engine.models.turns import Turns
 from freeret_tui.engine.models.weights import read_and_load
 from freeret_tui.engine.prompts import (
     CANDIDATE_LABEL,
@@ -92,7 +93,7 @@ class HFModel:
         self._prep_local = threading.local()
         self.dtype = str(torch_dtype).removeprefix("torch.")
         self._torch = torch
-        self._lock = threading.Lock()
+        self._lock = Turns()  # one call at a time, first asked first served (turns.py)
         try:
             reader, self._model = read_and_load(source, image_max_pixels, torch_dtype)
             self.supports_images, self._processor, self._tok = reader.supports_images, reader.processor, reader.tok
