@@ -96,16 +96,18 @@ def _load_model(session: Any) -> Any:
 
 
 class _ProgressLine:
-    """files done / total, rate and ETA, redrawn in place on stderr."""
+    """files done / total, items embedded, rate and ETA, redrawn in place on stderr after each model call (so a
+    long file's passages count up while its file count stands still)."""
 
     def __init__(self) -> None:
         self.started = time.perf_counter()
 
-    def __call__(self, done: int, total: int) -> None:
+    def __call__(self, done: int, total: int, items: int) -> None:
         elapsed = max(time.perf_counter() - self.started, 1e-6)
         rate = done / elapsed
-        eta = (total - done) / rate if rate > 0 else 0.0
-        print(f"\r{done}/{total} files  {rate:.1f} files/s  {duration(eta)} left   ", end="", file=sys.stderr, flush=True)
+        left = f"{duration((total - done) / rate)} left" if rate > 0 else "time left not known yet"
+        print(f"\r{done}/{total} files  {items} items embedded  {rate:.1f} files/s  {left}   ", end="",
+              file=sys.stderr, flush=True)
 
 
 def cmd_index(args: argparse.Namespace, settings: Settings) -> int:

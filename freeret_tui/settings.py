@@ -122,7 +122,7 @@ class Settings:
         )
 
     def index_options(self, flush_items: int = IndexOptions.flush_items) -> IndexOptions:
-        """How the indexer chunks and batches, from these settings (``flush_items``: chunks per model call)."""
+        """How the indexer chunks and batches, from these settings (``flush_items``: at most chunks per model call)."""
         return IndexOptions(self.chunk_tokens, self.chunk_overlap, frozenset(self.exclude), flush_items)
 
 

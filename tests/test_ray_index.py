@@ -133,7 +133,7 @@ def test_killed_workers_lose_nothing_and_store_nothing_twice(library, reference,
                                                              tmp_path) -> None:
     killed: set[int] = set()
 
-    def progress(done: int, total: int) -> None:
+    def progress(done: int, total: int, _items: int) -> None:
         if not killed and done < total:  # after the first commit, mid-run
             killed.update(_kill(r"MapBatches\(Embedder\)"), _kill(r"MapBatches\(Extractor\)"))
 
@@ -149,7 +149,7 @@ class _CutShort(Exception):
 def test_a_run_cut_short_resumes_from_its_last_commit(library, reference, tiny_dirs, cluster, tmp_path) -> None:
     committed: list[int] = []
 
-    def progress(done: int, _total: int) -> None:
+    def progress(done: int, _total: int, _items: int) -> None:
         committed.append(done)
         raise _CutShort  # the driver dies right after its first commit
 

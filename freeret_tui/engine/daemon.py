@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from freeret_tui.engine.indexer import IndexOptions, index_files
+from freeret_tui.engine.indexer import IndexOptions, Interrupted, index_files
 from freeret_tui.engine.models.base import Model
 from freeret_tui.engine.private import open_private
 from freeret_tui.engine.scan import TRASH_SECONDS, indexable, reconcile, under
@@ -145,8 +145,8 @@ def read_status(store: Store, data_dir: Path) -> DaemonStatus:
 class Daemon:
     """Watches ``roots`` and indexes into ``store`` with ``model`` until ``stop`` is set.
 
-    ``paused`` (set by the TUI while it reranks or answers on the same CPU) holds new batches back; the batch
-    in flight finishes first.
+    ``paused`` (set by the TUI while it reranks or answers on the same CPU) holds indexing back from its next
+    model call on; ``stop`` ends it there too (the batch in flight is dropped, its paths stay queued).
     """
 
     def __init__(
@@ -254,15 +254,24 @@ class Daemon:
 
         counted = 0
 
-        def progress(done: int, _total: int) -> None:  # after each commit inside the batch: a live rate
+        def progress(done: int, _total: int, _items: int) -> None:  # after each model call and commit: a live rate
             nonlocal counted
             self._record(done - counted)
             counted = done
 
-        stats = index_files(
-            self.store, self.model, [(root, path) for root, path, _ in batch], self.options,
-            progress=progress, on_commit=dequeue, offline_roots=frozenset(self._offline),
-        )
+        def between() -> None:  # before each model call: a pause holds it, a stop drops the batch (still queued)
+            while self.paused.is_set() and not self.stop.is_set():
+                self.stop.wait(0.2)
+            if self.stop.is_set():
+                raise Interrupted
+
+        try:
+            stats = index_files(
+                self.store, self.model, [(root, path) for root, path, _ in batch], self.options,
+                progress=progress, on_commit=dequeue, offline_roots=frozenset(self._offline), between=between,
+            )
+        except Interrupted:
+            return 0
         for skip in stats.skipped:
             self._log_skip(skip)
         self._record(len(batch) - counted)
@@ -347,7 +356,10 @@ class Daemon:
         next_due = self.store.next_due()
         wait = min(next_scan, next_due if next_due is not None else next_scan, time.time() + 5.0) - time.time()
         self._inbox.wake.clear()
-        self._inbox.wake.wait(max(wait, 0.05))
+        until = time.time() + max(wait, 0.05)
+        while not self.stop.is_set() and time.time() < until:  # a stop ends the wait within 0.2 s
+            if self._inbox.wake.wait(min(0.2, until - time.time())):
+                break
 
 
 def reconcile_folder(store: Store, root: Path, folder: Path, exclude: frozenset[str]) -> list[tuple[Path, Path]]:

@@ -1,6 +1,9 @@
 """Indexing work: skip what is unchanged, reuse vectors of known content, extract, embed in batches, store.
 Used by the one-shot `index` command and by the watching daemon (``daemon.py``); which files to look at comes
 from ``scan.py``. This module has no threads of its own.
+
+Model calls are kept short (``IndexOptions.call_seconds``, by the rate measured in the run): a call holds the
+model, which the TUI's searches share with its daemon, and progress, a pause or a stop take effect between calls.
 """
 
 from __future__ import annotations
@@ -24,19 +27,50 @@ from freeret_tui.engine.scan import JUNK_DIRS, indexable
 from freeret_tui.engine.store import Store
 from freeret_tui.engine.types import Chunk, IndexStats, Kind, Skip, title_of
 
-Progress = Callable[[int, int], None]
+# Called after each model call and each commit: files settled, files in all, items embedded so far.
+Progress = Callable[[int, int, int], None]
+
+
+class Interrupted(Exception):
+    """Raised by an ``index_files`` caller's ``between`` hook to drop the batch in flight: nothing of it is
+    committed (a daemon's paths stay queued), what earlier batches committed stays."""
 
 
 @dataclass(frozen=True)
 class IndexOptions:
-    """How files become items: chunk sizes in model tokens, the folder names never indexed, and how many chunks
-    one model call and one transaction take (the daemon alone: 64; beside the TUI: fewer, so a search waits for
-    at most one such call)."""
+    """How files become items: chunk sizes in model tokens, the folder names never indexed, and at most how many
+    chunks one model call and one transaction take (the daemon alone: 64; beside the TUI: fewer), and about how
+    long one model call may take."""
 
     chunk_tokens: int = 256
     chunk_overlap: int = 32
     exclude: frozenset[str] = JUNK_DIRS
     flush_items: int = 64
+    # Seconds of model time a call of indexing takes at most (one item at least), by the seconds per item its
+    # last call took. A search beside the daemon waits for the call in flight, and a stop or a pause waits for it
+    # too: before, a 196-passage note was one call of 114-149 s with SmolLM2 on a 2-core CPU, and now a search
+    # waited 0.5 s (p50), a stop 4.1 s (benchmarks/search_while_indexing.py); 8 photos at the default preset's
+    # 12.8 s each (fp32, no bf16) would be 100 s. The short calls cost nothing measurable on a CPU, whose batches
+    # are 2 items (84 passages: 57.9 and 61.1 s paced, 60.2 and 57.1 s in one call); on a GPU 64 items fit.
+    call_seconds: float = 5.0
+
+
+class _Pace:
+    """How many items the next model call takes: as many as the last call's seconds per item fit in
+    ``call_seconds``, between 1 and ``most``; before any call was timed, one of the model's batches (``first``:
+    2 on a CPU, 16 on a GPU), what it runs at once anyway."""
+
+    def __init__(self, call_seconds: float, most: int, first: int) -> None:
+        self.call_seconds, self.most, self.first = call_seconds, max(1, most), max(1, min(first, most))
+        self.per_item: float | None = None
+
+    def items(self) -> int:
+        if self.per_item is None:
+            return self.first
+        return max(1, min(self.most, int(self.call_seconds / max(self.per_item, 1e-9))))
+
+    def timed(self, items: int, seconds: float) -> None:
+        self.per_item = seconds / max(items, 1)
 
 
 @dataclass
@@ -124,13 +158,16 @@ def index_files(
     progress: Progress | None = None,
     on_commit: Callable[[list[Path]], None] | None = None,
     offline_roots: frozenset[Path] = frozenset(),
+    between: Callable[[], None] | None = None,
 ) -> IndexStats:
     """Bring the index in line with each (root, path): new or changed files are indexed, vanished ones removed.
 
     A file whose size and mtime match is not read; one whose content hash matches a stored file (a copy, a move,
-    a rename, a `touch`) reuses those vectors instead of running the model. Work is committed in batches of about
-    ``options.flush_items`` chunks, each in one transaction that also calls ``on_commit`` with the paths it settled (the
-    daemon dequeues them there, so a kill at any moment loses nothing and repeats nothing committed). Files under
+    a rename, a `touch`) reuses those vectors instead of running the model. Work is committed in batches of as
+    many chunks as one model call takes (``_Pace``; a long file's chunks in several calls, committed together),
+    each in one transaction that also calls ``on_commit`` with the paths it settled (the daemon dequeues them
+    there, so a kill at any moment loses nothing and repeats nothing committed). ``between`` runs before each
+    model call (the daemon waits there while paused, and raises ``Interrupted`` to stop). Files under
     ``offline_roots`` that are missing are left alone (an unmounted drive is not a deletion).
     """
     started = time.perf_counter()
@@ -141,15 +178,30 @@ def index_files(
     by_sha: dict[str, _Pending] = {}
     writes: list[Callable[[], None]] = []  # skips, touches, removals: applied in the batch's transaction
     settled: list[Path] = []
-    indexed = unchanged = items = done = removed = 0
+    indexed = unchanged = items = done = removed = embedded = 0
+    pace = _Pace(options.call_seconds, options.flush_items, model.batch_size)
 
-    def embed(files: list[_Pending]) -> None:
-        chunks = [c for p in files for c in p.chunks]
+    def embed(batch: list[_Pending]) -> None:
+        nonlocal embedded
+        chunks = [c for p in batch for c in p.chunks]
         if not chunks:
             return
-        vectors = model.embed([c.content() for c in chunks], Side.CANDIDATE, [c.kind for c in chunks])
+        parts: list[np.ndarray] = []  # each call's vectors
+        at = 0
+        while at < len(chunks):
+            if between:
+                between()
+            some = chunks[at : at + pace.items()]
+            started = time.perf_counter()
+            parts.append(model.embed([c.content() for c in some], Side.CANDIDATE, [c.kind for c in some]))
+            pace.timed(len(some), time.perf_counter() - started)
+            at += len(some)
+            embedded += len(some)
+            if progress:
+                progress(done - len(settled), len(files), embedded)
+        vectors = np.concatenate(parts)
         offset = 0
-        for p in files:
+        for p in batch:
             p.vectors = vectors[offset : offset + len(p.chunks)]
             offset += len(p.chunks)
 
@@ -163,6 +215,8 @@ def index_files(
         fresh = [p for p in pending if p.same_as is None and p.vectors is None]
         try:  # the model runs outside the transaction: readers are never blocked by it
             embed(fresh)
+        except Interrupted:
+            raise
         except Exception:
             # Images and PDF pages are read again now: one deleted, truncated or unrenderable since the scan fails
             # alone (recorded), and the rest of the batch is embedded without it. A failure no file explains is
@@ -196,7 +250,7 @@ def index_files(
         writes.clear()
         settled.clear()
         if progress:
-            progress(done, len(files))
+            progress(done, len(files), embedded)
 
     for root, path in files:
         done += 1
@@ -254,7 +308,7 @@ def index_files(
         entry = _Pending(path, root, st.st_size, st.st_mtime, sha, result)
         pending.append(entry)
         by_sha[sha] = entry
-        if sum(len(p.chunks) for p in pending) >= options.flush_items or len(settled) >= 4 * options.flush_items:
+        if sum(len(p.chunks) for p in pending) >= pace.items() or len(settled) >= 4 * options.flush_items:
             flush()
     flush()
     return IndexStats(

@@ -280,7 +280,7 @@ def index_with_ray(
                          compute=ray.data.ActorPoolStrategy(size=ray_options.embed_actors),
                          fn_constructor_kwargs={"options": ray_options}, **actor)
         )
-        writer.progress = (lambda done: progress(done, len(work))) if progress else None
+        writer.progress = (lambda done: progress(done, len(work), writer.stats["items"])) if progress else None
         for row in rows.iter_rows():
             writer.add(row)
         writer.flush()

@@ -23,8 +23,8 @@ from freeret_tui.engine.types import AnswerChunk, Hit
 from freeret_tui.errors import NotReadyError
 
 Opener = Callable[[Path], None]
-# Files the daemon indexes per model call while the TUI shares the CPU: a search waits for at most one such
-# call (the daemon alone commits 64 per batch).
+# Items the daemon embeds per model call at most while the TUI shares the CPU (the daemon alone: 64), beside the
+# call_seconds bound of every call (indexer.py): a search waits for at most one such call.
 TUI_FLUSH_ITEMS = 8
 
 
