@@ -49,7 +49,7 @@ class IndexOptions:
     # Seconds of model time a call of indexing takes at most (one item at least), by the seconds per item its
     # last call took. A search beside the daemon waits for the call in flight, and a stop or a pause waits for it
     # too: before, a 196-passage note was one call of 114-149 s with SmolLM2 on a 2-core CPU, and now a search
-    # waited 0.5 s (p50), a stop 4.1 s (benchmarks/search_while_indexing.py); 8 photos at the default preset's
+    # waited 1.1 s (p50), a stop 3.9 s (benchmarks/search_while_indexing.py); 8 photos at the default preset's
     # 12.8 s each (fp32, no bf16) would be 100 s. The short calls cost nothing measurable on a CPU, whose batches
     # are 2 items (84 passages: 57.9 and 61.1 s paced, 60.2 and 57.1 s in one call); on a GPU 64 items fit.
     call_seconds: float = 5.0
