@@ -141,7 +141,7 @@ def test_pptx_slides_are_pages_in_show_order_with_their_notes(tmp_path: Path) ->
     assert [(c.page, c.text) for c in chunks] == [
         (1, "Team\nname\nrole\nAna\nindexing\nMention the hiring plan."),
         (2, "Quarterly review\nRevenue up 12%\nNew office in Lyon")]
-    assert chunks[0].location == "p. 1"
+    assert chunks[0].location == "slide 1"  # where a person looks for it in the deck
 
 
 def test_xlsx_sheets_give_their_names_and_rows(tmp_path: Path) -> None:

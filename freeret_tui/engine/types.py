@@ -77,8 +77,8 @@ class Chunk:
 
     @property
     def location(self) -> str:
-        if self.page is not None:
-            return f"p. {self.page}"
+        if self.page is not None:  # a PDF's page, or a deck's slide (extract.py reads slides as pages)
+            return f"{'slide' if self.path.suffix.lower() == '.pptx' else 'p.'} {self.page}"
         if self.line_start is not None:
             return f"lines {self.line_start}-{self.line_end}"
         return ""
