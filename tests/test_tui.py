@@ -65,7 +65,7 @@ def test_search_move_open_ask_filter_and_failures(tmp_path: Path, photos: Path, 
                            and app.backend.status().counts["indexed"] == 4 and app.backend.status().queued == 0)
             screen.refresh_status()  # (the app does it every second)
             status = screen.query_one(StatusBar).plain
-            assert status.startswith("indexed 4 · 1 failed · F: why"), status
+            assert status.startswith("indexed 4 · 1 failed · tab, F: why"), status  # F types in the query box
 
             await pilot.press(*"lighthouse harbour", "enter")
             await wait_for(pilot, lambda: "reranked" in state(app))
@@ -287,7 +287,7 @@ def test_any_worker_failure_is_shown_and_the_state_line_reset(tmp_path: Path) ->
 def test_keys_can_be_rebound_in_config(tmp_path: Path) -> None:
     from freeret_tui.settings import data_dir
 
-    (data_dir() / "config.toml").write_text('[keys]\nhelp = "f1"\n')
+    (data_dir() / "config.toml").write_text('[keys]\nhelp = "f1"\nfailures = "f2"\n')
     folder = tmp_path / "empty"
     folder.mkdir()
     app = create_app([folder], load_settings({"mode": "lexical", "rerank": False}), opener=lambda p: None,
@@ -298,6 +298,8 @@ def test_keys_can_be_rebound_in_config(tmp_path: Path) -> None:
             await pilot.press("f1")  # works from the query box too
             assert isinstance(app.screen, HelpScreen)
             assert "f1" in str(app.screen.query_one("#help").render()).lower()
+            await pilot.press("escape")
+            assert app.screen.why_hint() == "f2: why"  # the status bar names the key as bound; no tab for a key
 
     asyncio.run(scenario())
 

@@ -71,7 +71,11 @@ def test_counts_tell_skipped_and_failed_from_indexed_and_no_match_says_why(tmp_p
                            and app.backend.status().counts["indexed"] == 2)
             screen.refresh_status()
             status = screen.query_one(StatusBar).plain
-            assert status.startswith("indexed 2 · 1 skipped · 1 failed · F: why"), status
+            assert status.startswith("indexed 2 · 1 skipped · 1 failed · tab, F: why"), status
+            await pilot.press("tab")  # on the hits F is the failures key: the hint says just that
+            screen.refresh_status()
+            assert "1 failed · F: why" in screen.query_one(StatusBar).plain
+            await pilot.press("slash")
             await pilot.press(*"kind:image cat", "enter")
             await wait_for(pilot, lambda: state(app).startswith("no match"))
             assert "fake-model is text-only: photos and scans are not indexed (F lists them)" in state(app)

@@ -161,13 +161,25 @@ class SearchScreen(Screen):
             self.query_one(AnswerPane).finish((), stopped=True)
         self.notify(reason, title=f"{worker.group} failed", severity="error", timeout=10, markup=False)
 
+    def on_descendant_focus(self) -> None:
+        self.refresh_status()  # the failures hint depends on the focus: said at once, not at the next second's tick
+
     def refresh_status(self) -> None:
         try:
             status = self.backend.status()
         except FreeretError as err:
             self.query_one(StatusBar).show(f"index: {err}", self.model_note)
             return
-        self.query_one(StatusBar).show(status_line(status), self.model_note)
+        self.query_one(StatusBar).show(status_line(status, self.why_hint()), self.model_note)
+
+    def why_hint(self) -> str:
+        """The failures list's key as bound (config.toml may rebind it); from the query box, where a letter is typed
+        into the query, "tab" first."""
+        # The screen's own bindings, the keymap applied (mount): active_bindings is empty while a dialog is on top.
+        key = next(self.app.get_key_display(binding) for bindings in self._bindings.key_to_bindings.values()
+                   for binding in bindings if binding.action == "failures")
+        typed = len(key) == 1 and isinstance(self.focused, Input)
+        return f"{'tab, ' if typed else ''}{key}: why"
 
     # -- searching ------------------------------------------------------------------------------------------
 

@@ -223,8 +223,9 @@ def plural(n: int, noun: str) -> str:
     return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
-def status_line(status: DaemonStatus) -> str:
-    """Indexed, skipped, failed and queued files apart: a text-only model skipping photos is not a stuck index."""
+def status_line(status: DaemonStatus, why: str = "F: why") -> str:
+    """Indexed, skipped, failed and queued files apart: a text-only model skipping photos is not a stuck index;
+    ``why``: how to list the files left out, from where the focus is."""
     c = status.counts
     parts = [f"indexed {c['indexed']}"]
     parts += [f"{c['skipped']} skipped"] if c["skipped"] else []
@@ -234,7 +235,7 @@ def status_line(status: DaemonStatus) -> str:
         if status.rate_files_per_s:
             parts.append(f"{status.rate_files_per_s:.1f} files/s · {duration(status.eta_s or 0)} left")
     if c["skipped"] or c["failed"]:
-        parts.append("F: why")
+        parts.append(why)
     return " · ".join(parts)
 
 
