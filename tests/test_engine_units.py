@@ -212,3 +212,26 @@ def test_release_freed_hands_freed_heap_memory_back() -> None:
         assert held - _resident_mib() > 100
     finally:
         libc.free(blocks[-1])
+
+
+def test_transparent_images_are_read_on_white_and_avif_photos_are_read(tmp_path: Path, photos: Path) -> None:
+    """Black writing on a transparent background (a signature, a diagram) is what a viewer shows, not a black
+    square (the alpha channel dropped kept the black under it); AVIF and JFIF photos, as phones save them, are
+    images."""
+    from PIL import Image, ImageDraw
+
+    from freeret_tui.engine.extract import load_image
+
+    signature = Image.new("RGBA", (240, 80), (0, 0, 0, 0))
+    ImageDraw.Draw(signature).rectangle((20, 30, 220, 50), fill=(0, 0, 0, 255))  # the ink
+    signature.save(tmp_path / "signature.png")
+    signature.convert("P").save(tmp_path / "signature.gif", transparency=0)  # a palette image, index 0 clear
+    for name in ("signature.png", "signature.gif"):
+        pixels = np.asarray(load_image(tmp_path / name))
+        assert pixels[5, 5].tolist() == [255, 255, 255] and pixels[40, 120].tolist() == [0, 0, 0], name
+    photo = Image.open(photos / "coffee.png").convert("RGB")
+    photo.save(tmp_path / "coffee.avif")
+    photo.save(tmp_path / "coffee.jfif", format="JPEG")
+    for name in ("coffee.avif", "coffee.jfif"):
+        [chunk] = extract(tmp_path / name, word_spans)
+        assert chunk.kind is Kind.IMAGE and load_image(tmp_path / name).size == photo.size, name

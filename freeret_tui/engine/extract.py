@@ -25,7 +25,8 @@ from freeret_tui.engine.chunking import Spans, chunk_text
 from freeret_tui.engine.office import Unreadable
 from freeret_tui.engine.types import Chunk, EncodedImage, Kind, PageImage, Picture, Skip, title_of
 
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".heic", ".heif"})
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".jfif", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".heic",
+                              ".heif", ".avif"})
 TEXT_EXTENSIONS = frozenset({".txt", ".md", ".markdown", ".rst", ".text", ".org", ".html", ".htm", ".pdf", ".docx",
                              ".pptx", ".xlsx", ".odt", ".ods", ".odp", ".epub"})
 # A page with fewer characters of text than this has no real text layer (a scan, a photo page).
@@ -89,9 +90,21 @@ def load_image(source: Picture, max_side: int = MAX_IMAGE_SIDE) -> Any:
                                   f"{MAX_DECODED_PIXELS // 1_000_000} MP decoding budget")
             img.draft("RGB", (max_side, max_side))  # JPEG decodes at reduced scale: cheap downscale
             rotated = ImageOps.exif_transpose(img)
+            if rotated.mode in ("RGBA", "LA", "PA") or "transparency" in rotated.info:
+                return _on_white(rotated.convert("RGBA"), max_side)
             rgb = rotated.convert("RGB")
     rgb.thumbnail((max_side, max_side))
     return rgb
+
+
+def _on_white(rgba: Any, max_side: int) -> Any:
+    """A transparent image as a viewer shows it, on white. Dropping the alpha channel kept the colour under the
+    transparent pixels, which exporters leave black: black writing on a transparent background (a signature, a
+    diagram, a logo) became a black square for the model and the thumbnail."""
+    from PIL import Image
+
+    rgba.thumbnail((max_side, max_side))
+    return Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba).convert("RGB")
 
 
 def encode_image(source: Picture) -> EncodedImage:
