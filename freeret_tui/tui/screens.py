@@ -1,4 +1,5 @@
-"""The search screen (query, hits, preview, answer, status); its dialogs are in dialogs.py.
+"""The search screen (query, hits, preview, answer, status); its dialogs are in dialogs.py, the messages its
+workers send back in messages.py.
 
 All blocking work runs in thread workers; a newer query cancels the older one (exclusive worker group), and
 results come back as messages tagged with the query's serial number so a late one is dropped.
@@ -7,7 +8,6 @@ results come back as messages tagged with the query's serial number so a late on
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
 from typing import Any
 
 from rich.text import Text
@@ -15,7 +15,6 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
-from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import Footer, Input, Static
 from textual.worker import Worker, WorkerState, get_current_worker
@@ -27,30 +26,17 @@ from freeret_tui.engine.types import Kind
 from freeret_tui.errors import FreeretError, ModelUnavailableError
 from freeret_tui.tui.backend import Backend, ShownHit
 from freeret_tui.tui.dialogs import FailuresScreen, HelpScreen
-from freeret_tui.tui.widgets import AnswerPane, Preview, QueryBox, ResultList, StatusBar, plural, status_line, thumbnail
-
-
-@dataclass
-class Hits(Message):
-    serial: int
-    hits: list[ShownHit]
-    thumbs: dict[int, Any]
-    stage: str  # "words" (before the query vector), "offline" (words only: model server gone), "candidates", …
-
-
-@dataclass
-class AnswerPiece(Message):
-    serial: int
-    text: str
-    done: bool = False
-    citations: tuple[int, ...] = ()
-    stopped: bool = False
-
-
-@dataclass
-class ModelReady(Message):
-    note: str
-    hint: str | None = None  # said once, when the model will index slowly here (devices.speed_hint)
+from freeret_tui.tui.messages import AnswerPiece, Hits, ModelReady
+from freeret_tui.tui.widgets import (
+    AnswerPane,
+    Preview,
+    QueryBox,
+    ResultList,
+    StatusBar,
+    plural,
+    status_line,
+    thumbnails,
+)
 
 
 class SearchScreen(Screen):
@@ -225,7 +211,7 @@ class SearchScreen(Screen):
         reranking = bool(hits) and self.backend.reranking(filters)
         stage = "reranking" if reranking else "candidates"
         self.post_message(Hits(serial, hits, {}, stage))  # stage-1 hits at once; image decoding after
-        thumbs = _thumbs(hits)
+        thumbs = thumbnails(hits)
         if thumbs:
             self.post_message(Hits(serial, hits, thumbs, stage))
         if not reranking:
@@ -390,14 +376,3 @@ class SearchScreen(Screen):
     def action_help(self) -> None:
         self.app.push_screen(HelpScreen(self.app.active_bindings_help()))
 
-
-def _thumbs(hits: list[ShownHit]) -> dict[int, Any]:
-    """Half-block thumbnails for the image hits (decoded small, in the worker thread)."""
-    from freeret_tui.engine.extract import load_image_or_reason
-
-    out: dict[int, Any] = {}
-    for shown in hits:
-        picture = load_image_or_reason(shown.hit.image, max_side=64) if shown.hit.image is not None else None
-        if picture is not None and not isinstance(picture, str):  # a broken file's row shows its kind instead
-            out[shown.hit.item_id] = thumbnail(picture)
-    return out

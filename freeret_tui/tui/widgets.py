@@ -36,6 +36,18 @@ def thumbnail(picture: Any) -> RenderableType:
     return HalfcellImage(picture, width=width, height=height)
 
 
+def thumbnails(hits: list[ShownHit]) -> dict[int, Any]:
+    """Half-block thumbnails for the image hits (decoded small, in the worker thread)."""
+    from freeret_tui.engine.extract import load_image_or_reason
+
+    out: dict[int, Any] = {}
+    for shown in hits:
+        picture = load_image_or_reason(shown.hit.image, max_side=64) if shown.hit.image is not None else None
+        if picture is not None and not isinstance(picture, str):  # a broken file's row shows its kind instead
+            out[shown.hit.item_id] = thumbnail(picture)
+    return out
+
+
 def score_text(hit: ShownHit) -> Text:
     """The rerank probability, the one score that means the same in every query. Stage-1 scores are relative
     to the other candidates (a lone hit would read 1.000 whatever it is); the preview shows them, raw."""
