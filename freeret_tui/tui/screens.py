@@ -20,6 +20,7 @@ from textual.widgets import Footer, Input, Static
 from textual.worker import Worker, WorkerState, get_current_worker
 
 from freeret_tui.display import visible
+from freeret_tui.engine.daemon import DaemonStatus
 from freeret_tui.engine.models.devices import speed_hint
 from freeret_tui.engine.query import Filters, Query, parse_query
 from freeret_tui.engine.types import Kind
@@ -73,6 +74,7 @@ class SearchScreen(Screen):
         self.stop = threading.Event()
         self.model_note = "model: not loaded"
         self._workers: dict[str, Worker] = {}  # the latest search and answer workers, whose failures are shown
+        self._status: DaemonStatus | None = None  # the last one read (each second), shown again on focus changes
 
     def compose(self) -> ComposeResult:
         yield QueryBox(placeholder="search your files — kind:image in:Notes after:2024-01-01, or an image path",
@@ -148,15 +150,20 @@ class SearchScreen(Screen):
         self.notify(reason, title=f"{worker.group} failed", severity="error", timeout=10, markup=False)
 
     def on_descendant_focus(self) -> None:
-        self.refresh_status()  # the failures hint depends on the focus: said at once, not at the next second's tick
+        self._show_status()  # the failures hint depends on the focus: said at once, from the status last read
 
     def refresh_status(self) -> None:
         try:
-            status = self.backend.status()
+            self._status = self.backend.status()
         except FreeretError as err:
+            self._status = None
             self.query_one(StatusBar).show(f"index: {err}", self.model_note)
             return
-        self.query_one(StatusBar).show(status_line(status, self.why_hint()), self.model_note)
+        self._show_status()
+
+    def _show_status(self) -> None:
+        if self._status is not None:
+            self.query_one(StatusBar).show(status_line(self._status, self.why_hint()), self.model_note)
 
     def why_hint(self) -> str:
         """The failures list's key as bound (config.toml may rebind it); from the query box, where a letter is typed
