@@ -11,7 +11,7 @@ from freeret_tui.engine.answer import citations
 from freeret_tui.engine.chunking import chunk_text, word_spans
 from freeret_tui.engine.evaluation import load_beir, metrics
 from freeret_tui.engine.extract import extract
-from freeret_tui.engine.fusion import convex, rrf
+from freeret_tui.engine.fusion import convex, fuse, rrf
 from freeret_tui.engine.prompts import (
     EMBED_SYSTEM,
     NOISE_LINE,
@@ -21,6 +21,8 @@ from freeret_tui.engine.prompts import (
     embedding_prompt,
     rerank_prompt,
 )
+from freeret_tui.engine.query import Query
+from freeret_tui.engine.search import SearchOptions, Searcher
 from freeret_tui.engine.store import Store
 from freeret_tui.engine.types import Chunk, Content, Kind, Skip
 from freeret_tui.errors import DatasetError, StoreError, UsageError
@@ -50,6 +52,48 @@ def test_convex_fusion_keeps_a_clear_lexical_winner() -> None:
     assert [i for i, _ in convex(dense, [], 0.2)] == [9, 8, 7]  # no lexical hits: dense decides alone
     assert [i for i, _ in convex([], lexical, 0.2)] == [7, 8, 9]
     assert convex([(1, 0.5)], [], 0.2) == [(1, 1.0)]  # a single candidate is not scored 0
+
+
+def test_fusion_does_not_hold_missing_words_against_a_photo() -> None:
+    """A photo's only words in the full-text index are its file name: fusion scores its lexical side by its dense
+    side, so the best match by meaning competes with notes that share a word with the query."""
+    lexical = [(1, 9.0), (2, 6.0), (3, 5.0), (4, 4.0), (5, 1.0)]  # notes sharing a query word
+    dense = [(50, 0.80), (51, 0.70), (2, 0.40), (1, 0.35), (3, 0.30)]  # 50, 51: photos
+    photos = {50, 51}
+    fused = [i for i, _ in convex(dense, lexical, 0.2, photos)]
+    assert fused[:3] == [50, 1, 51] and fused.index(51) < fused.index(2)
+    assert [i for i, _ in convex(dense, lexical, 0.2)][:4] == [1, 2, 3, 4]  # without: every note first
+    # A photo is ranked by its meaning alone, not lifted above it: a note first by words and by meaning leads.
+    assert [i for i, _ in convex([(1, 0.5), (50, 0.45), (2, 0.2)], [(1, 9.0), (2, 1.0)], 0.2, photos)] == [1, 50, 2]
+    ranked = [i for i, _ in fuse("rrf", dense, lexical, 0.2, photos)]
+    assert ranked.index(50) < ranked.index(2) and ranked.index(51) < ranked.index(3)
+    assert [i for i, _ in fuse("rrf", dense, lexical, 0.2)][-2:] == [50, 51]  # without: after every note
+
+
+def test_a_photo_closest_by_meaning_is_among_the_hits_of_a_text_query(tmp_path: Path) -> None:
+    """Through the store: a photo's kind makes fusion blind to its missing words (without that, the six notes
+    that mention the query's word fill the three hits)."""
+    rng = np.random.default_rng(1)
+    store = Store(tmp_path / "index.db")
+    store.bind_model("m", 8)
+    query = _unit(rng, 8)
+    for n in range(6):
+        path = Path(f"/r/note{n}.txt")
+        text = " ".join(["harbour"] * (n + 1) + ["boats", "tide", "rope"] * 3)
+        store.put_file(path, Path("/r"), 10, 1.0, f"n{n}", [Chunk(path, Kind.TEXT, text, path.name)],
+                       _unit(rng, 8)[None])
+    photo = Path("/r/IMG_0042.jpg")
+    near = query + 0.2 * _unit(rng, 8)
+    store.put_file(photo, Path("/r"), 10, 1.0, "p", [Chunk(photo, Kind.IMAGE, "", photo.name)],
+                   (near / np.linalg.norm(near))[None])
+
+    class FixedQuery:  # the Searcher asks the model only for the query's vector here
+        def embed(self, items: object, side: object, kinds: object = None, pooling: object = None) -> np.ndarray:
+            return query[None]
+
+    hits = Searcher(store, FixedQuery()).candidates(Query("harbour"), SearchOptions(k=3, rerank=False))  # type: ignore[arg-type]
+    assert photo in [h.path for h in hits]
+    store.close()
 
 
 def test_rrf_weights_and_ties() -> None:

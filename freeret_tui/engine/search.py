@@ -18,13 +18,16 @@ from freeret_tui.engine.models.base import Model, Pooling
 from freeret_tui.engine.prompts import Framing, Side
 from freeret_tui.engine.query import Filters, Query
 from freeret_tui.engine.store import Store, StoredItem
-from freeret_tui.engine.types import Hit
+from freeret_tui.engine.types import Hit, Kind
 from freeret_tui.errors import NotReadyError, UsageError
 
 __all__ = ["MODES", "Filters", "Query", "SearchOptions", "SearchResult", "Searcher"]
 
 # Where stage-1 candidates come from: vectors, BM25, or both fused.
 MODES = ("dense", "lexical", "hybrid")
+# Kinds whose only words in the full-text index are the file's name: fusion does not count their absence from
+# the lexical list against them (fusion.py).
+LEXICALLY_BLIND = frozenset({Kind.IMAGE, Kind.PAGE})
 
 
 @dataclass(frozen=True)
@@ -97,11 +100,13 @@ class Searcher:
             lexical = self.store.lexical(query.text, pool, kinds)
         if opts.mode == "dense" and self.model is None:
             raise NotReadyError("dense search needs the model")
-        fused = fuse(opts.fusion, dense, lexical, opts.dense_weight)
         dense_scores, lexical_scores = dict(dense), dict(lexical)
         after, before = opts.filters.mtime_range()
         # Only items that pass the filters come back (and none deleted since the candidates were read).
-        stored = self.store.items([i for i, _ in fused], opts.filters.folder, after, before)
+        stored = self.store.items(list(dense_scores.keys() | lexical_scores.keys()), opts.filters.folder, after,
+                                  before)
+        blind = {i for i, item in stored.items() if item.chunk.kind in LEXICALLY_BLIND}
+        fused = fuse(opts.fusion, dense, lexical, opts.dense_weight, blind)
         kept = _distinct(fused, stored, want, opts.per_file)
         hits = []
         for item_id, score, copies in kept:
