@@ -22,7 +22,7 @@ from freeret_tui.engine.prompts import (
     rerank_prompt,
 )
 from freeret_tui.engine.query import Query
-from freeret_tui.engine.search import SearchOptions, Searcher
+from freeret_tui.engine.search import Searcher, SearchOptions
 from freeret_tui.engine.store import Store
 from freeret_tui.engine.types import Chunk, Content, Kind, Skip
 from freeret_tui.errors import DatasetError, StoreError, UsageError
