@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from freeret_tui.cli_parser import COMMANDS, build_parser, build_tui_parser
-from freeret_tui.display import duration, one_line, visible
+from freeret_tui.display import duration, one_line, rate, visible
 from freeret_tui.engine.models.devices import speed_hint
 from freeret_tui.errors import FreeretError, NotReadyError, UsageError
 from freeret_tui.settings import Settings, data_dir, load_settings
@@ -104,10 +104,11 @@ class _ProgressLine:
 
     def __call__(self, done: int, total: int, items: int) -> None:
         elapsed = max(time.perf_counter() - self.started, 1e-6)
-        rate = done / elapsed
-        left = f"{duration((total - done) / rate)} left" if rate > 0 else "time left not known yet"
-        print(f"\r{done}/{total} files  {items} items embedded  {rate:.1f} files/s  {left}   ", end="",
-              file=sys.stderr, flush=True)
+        if done:
+            pace = f"{rate(done / elapsed)}  {duration((total - done) * elapsed / done)} left"
+        else:  # the first file is long: its passages' rate, since no file's is known yet
+            pace = f"{rate(items / elapsed, 'items')}  time left not known yet"
+        print(f"\r{done}/{total} files  {items} items embedded  {pace}   ", end="", file=sys.stderr, flush=True)
 
 
 def cmd_index(args: argparse.Namespace, settings: Settings) -> int:

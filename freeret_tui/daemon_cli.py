@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from types import FrameType
 
-from freeret_tui.display import duration, visible
+from freeret_tui.display import duration, rate, visible
 from freeret_tui.engine.daemon import DaemonLock, holder_pid
 from freeret_tui.engine.private import open_private
 from freeret_tui.engine.session import Session
@@ -172,7 +172,7 @@ def _status(args: argparse.Namespace, settings: Settings) -> int:
     print(f"indexed {c['indexed']}, queued {c['queued']}, failed {c['failed']}, skipped {c['skipped']}; "
           f"{c['items']} items")
     if status.rate_files_per_s and status.queued:
-        print(f"rate {status.rate_files_per_s:.1f} files/s, {duration(status.eta_s or 0)} left (newest files first)")
+        print(f"rate {rate(status.rate_files_per_s)}, {duration(status.eta_s or 0)} left (newest files first)")
     for error in status.last_errors:
         print(f"  {visible(error['path'])}: {visible(error['reason'])}")
     if not_indexed > len(status.last_errors):

@@ -38,6 +38,16 @@ def one_line(text: str, limit: int) -> str:
     return flat[: cut if cut > limit // 2 else limit].rstrip(" ,;:.") + "…"
 
 
+def rate(per_second: float, noun: str = "files") -> str:
+    """A rate as a person reads it: "2.4 files/s", and below 0.1 a second per minute or per hour ("4.8 files/min"),
+    where "0.1 files/s" or "0.0 files/s" would hide a slow model's pace."""
+    if per_second >= 0.1:
+        return f"{per_second:.1f} {noun}/s"
+    if per_second * 60 >= 1:
+        return f"{per_second * 60:.1f} {noun}/min"
+    return f"{per_second * 3600:.1f} {noun}/h"
+
+
 def duration(seconds: float) -> str:
     """A time left as a person reads it: "40 s", "6 min", "2 h 10 min"."""
     if seconds < 90:

@@ -227,3 +227,21 @@ def test_loading_a_model_says_one_line_and_v_shows_the_libraries(tmp_path: Path,
     lines = said[False].replace("\r", "\n").split("\n")
     assert lines[0].startswith("loading model ") and lines[0].endswith(" s"), said[False]
     assert "it/s" not in said[False] and "Loading weights" in said[True]  # transformers' own bar, with -v only
+
+
+def test_the_progress_line_reads_a_slow_pace_and_one_long_file(monkeypatch: pytest.MonkeyPatch,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    """No "0.0 files/s": a pace under 0.1 a second is said per minute or hour, and before the first file is done
+    (one long note) the line counts its passages' pace."""
+    import freeret_tui.cli as cli
+
+    clock = iter([0.0, 100.0, 100.0, 7200.0])
+    monkeypatch.setattr(cli.time, "perf_counter", lambda: next(clock))
+    line = cli._ProgressLine()
+    line(0, 1, 30)  # 100 s into a long note: 30 passages embedded
+    line(4, 10, 200)  # 4 files in 100 s
+    line(3, 10, 90)  # 3 files in 2 h
+    err = capsys.readouterr().err
+    assert "0/1 files  30 items embedded  0.3 items/s  time left not known yet" in err
+    assert "2.4 files/min  2 min left" in err and "1.5 files/h  4 h 40 min left" in err
+    assert "0.0 files/s" not in err

@@ -18,7 +18,7 @@ from textual.markup import escape
 from textual.widgets import Input, OptionList, Static
 from textual.widgets.option_list import Option
 
-from freeret_tui.display import duration, one_line, visible
+from freeret_tui.display import duration, one_line, rate, visible
 from freeret_tui.engine.answer import CITATION
 from freeret_tui.engine.daemon import DaemonStatus
 from freeret_tui.engine.types import Kind
@@ -245,7 +245,7 @@ def status_line(status: DaemonStatus, why: str = "F: why") -> str:
     if c["queued"]:
         parts.append(f"{c['queued']} queued")
         if status.rate_files_per_s:
-            parts.append(f"{status.rate_files_per_s:.1f} files/s · {duration(status.eta_s or 0)} left")
+            parts.append(f"{rate(status.rate_files_per_s)} · {duration(status.eta_s or 0)} left")
     if c["skipped"] or c["failed"]:
         parts.append(why)
     return " · ".join(parts)
