@@ -83,6 +83,7 @@ def test_docx_paragraphs_and_tables(tmp_path: Path) -> None:
     document.save(str(tmp_path / "trip.docx"))
     [chunk] = extract(tmp_path / "trip.docx", word_spans)
     assert "Packing list" in chunk.text and "tent | 2.1 kg" in chunk.text
+    assert chunk.location == ""  # its lines are the extracted text's: no viewer numbers them
     (tmp_path / "fake.docx").write_bytes(b"PK\x03\x04 not a zip")
     result = extract(tmp_path / "fake.docx", word_spans)
     assert isinstance(result, Skip) and "cannot decode DOCX" in result.reason
@@ -156,9 +157,24 @@ def test_xlsx_sheets_give_their_names_and_rows(tmp_path: Path) -> None:
         sheet.append(row)
     book.create_sheet("Notes")["B3"] = "call the shop on Monday"
     book.save(str(tmp_path / "budget.xlsx"))
-    [chunk] = extract(tmp_path / "budget.xlsx", word_spans)
-    assert chunk.text == ("Budget\nitem | cost | paid\nbike chain | 85 | TRUE\ntyre | 42.5 | FALSE\n"
-                          "Notes\ncall the shop on Monday")
+    budget, notes = extract(tmp_path / "budget.xlsx", word_spans)
+    assert budget.text == "Budget\nitem | cost | paid\nbike chain | 85 | TRUE\ntyre | 42.5 | FALSE"
+    assert notes.text == "Notes\ncall the shop on Monday"
+    # A sheet is a page and a passage's lines are the rows a person sees (the note is in row 3).
+    assert [budget.location, notes.location] == ["sheet 1, rows 1-3", "sheet 2, row 3"]
+    main = "http://schemas.openxmlformats.org/spreadsheetml/2006/main"
+    rel = "http://schemas.openxmlformats.org/officeDocument/2006/relationships"
+    with zipfile.ZipFile(tmp_path / "bare.xlsx", "w") as archive:  # rows without "r", as the format allows
+        archive.writestr("xl/workbook.xml", f'<workbook xmlns="{main}" xmlns:r="{rel}"><sheets>'
+                                            '<sheet name="Log" sheetId="1" r:id="rId1"/></sheets></workbook>')
+        archive.writestr("xl/_rels/workbook.xml.rels",
+                         '<Relationships xmlns="http://schemas.openxmlformats.org/package/2006/relationships">'
+                         '<Relationship Id="rId1" Target="worksheets/sheet1.xml"/></Relationships>')
+        archive.writestr("xl/worksheets/sheet1.xml", f'<worksheet xmlns="{main}"><sheetData>'
+                         + "".join(f'<row><c t="inlineStr"><is><t>{w}</t></is></c></row>' for w in ("", "oil", "tea"))
+                         + "</sheetData></worksheet>")
+    [log] = extract(tmp_path / "bare.xlsx", word_spans)
+    assert log.text == "Log\noil\ntea" and log.location == "sheet 1, rows 2-3"
     with zipfile.ZipFile(tmp_path / "other.xlsx", "w") as archive:
         archive.writestr("content.xml", "<x/>")
     result = extract(tmp_path / "other.xlsx", word_spans)

@@ -14,7 +14,7 @@ import io
 import posixpath
 import warnings
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
@@ -306,7 +306,8 @@ def _epub_text(path: Path) -> str:
 
 
 def _text_chunks(path: Path, text: str, tokenize: Callable[[str], Spans], chunk_tokens: int, overlap: int,
-                 page: int | None, first: int) -> list[Chunk]:
+                 page: int | None, first: int, rows: Sequence[int] | None = None) -> list[Chunk]:
+    """``rows``: the number a person sees for each line of ``text`` (a sheet's rows), where they are not 1, 2…"""
     # Passages of nothing but white space (a file of newlines made thousands) are not items.
     windows = [w for w in chunk_text(text, tokenize, chunk_tokens, overlap) if text[w.start : w.end].strip()]
     return [
@@ -316,8 +317,8 @@ def _text_chunks(path: Path, text: str, tokenize: Callable[[str], Spans], chunk_
             text=text[w.start : w.end],
             title=title_of(path),
             page=page,
-            line_start=w.line_start,
-            line_end=w.line_end,
+            line_start=rows[w.line_start - 1] if rows else w.line_start,
+            line_end=rows[w.line_end - 1] if rows else w.line_end,
             chunk_no=first + n,
         )
         for n, w in enumerate(windows[: max(0, MAX_ITEMS_PER_FILE - first)])
@@ -361,10 +362,14 @@ def extract(
                 if len(chunks) < MAX_ITEMS_PER_FILE:
                     chunks += _text_chunks(path, text, tokenize, chunk_tokens, overlap, slide, len(chunks))
             return chunks or Skip(path, "no text")
+        if suffix == ".xlsx":  # a sheet is a page too, and its passages' lines are its rows
+            chunks = []
+            for number, text, rows in office.xlsx_sheets(path, MAX_TEXT_BYTES):
+                if len(chunks) < MAX_ITEMS_PER_FILE:
+                    chunks += _text_chunks(path, text, tokenize, chunk_tokens, overlap, number, len(chunks), rows)
+            return chunks or Skip(path, "no text")
         if suffix == ".docx":
             text = office.docx_text(path, MAX_TEXT_BYTES)
-        elif suffix == ".xlsx":
-            text = office.xlsx_text(path, MAX_TEXT_BYTES)
         elif suffix in (".odt", ".ods", ".odp"):
             text = office.odf_text(path, MAX_TEXT_BYTES)
         elif suffix == ".epub":

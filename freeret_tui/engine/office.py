@@ -157,9 +157,10 @@ def _drawing_paragraphs(reader: _Reader, part: str) -> Iterator[str]:
             yield text
 
 
-def xlsx_text(path: Path, text_limit: int) -> str:
-    """A workbook's sheets in order, each as its name, then a line per row: the row's filled cells joined by " | "
-    (shared strings resolved, numbers as stored)."""
+def xlsx_sheets(path: Path, text_limit: int) -> list[tuple[int, str, list[int]]]:
+    """(sheet number, its text, each line's row number) for every sheet in the workbook's order. The text is the
+    sheet's name, then a line per row: the row's filled cells joined by " | " (shared strings resolved, numbers as
+    stored); the name's line counts as the sheet's first row, so a passage's lines map to the rows a person sees."""
     with _open(path, "xl/workbook.xml", "an Excel workbook") as archive:
         reader = _Reader(archive, text_limit)
         shared: list[str] = []
@@ -172,24 +173,30 @@ def xlsx_text(path: Path, text_limit: int) -> str:
                     shared.append("".join(t.text or "" for t in element.iter(_S + "t")))
                     table.clear()  # the strings read so far, this one included: no tree of them is kept
         targets = reader.targets("xl/workbook.xml")
-        lines: list[str] = []
-        for sheet in reader.whole("xl/workbook.xml").iter(_S + "sheet"):
+        sheets: list[tuple[int, str, list[int]]] = []
+        for number, sheet in enumerate(reader.whole("xl/workbook.xml").iter(_S + "sheet"), start=1):
             part = targets.get(sheet.get(_R + "id", ""), "")
             if reader.spent or part not in reader.names:
                 continue
-            lines.append(sheet.get("name", ""))
-            rows = ElementTree.Element("sheetData")
+            lines, rows, row = [sheet.get("name", "")], [1], 0
+            cells = ElementTree.Element("sheetData")
             for event, element in reader.events(part):
                 if event == "start" and element.tag == _S + "sheetData":
-                    rows = element
+                    cells = element
                 elif event == "end" and element.tag == _S + "row":
+                    # "r" is optional in the format: a row without it follows the one before.
+                    stated = element.get("r", "")
+                    row = int(stated) if stated.isdigit() else row + 1
                     values = [_cell(c, shared) for c in element.iter(_S + "c")]
-                    rows.clear()  # the rows read so far, this one included: memory stays bounded by a row
+                    cells.clear()  # the rows read so far, this one included: memory stays bounded by a row
                     line = " | ".join(v for v in values if v)
                     if line:
                         lines.append(line)
+                        rows.append(row)
                         reader.text += len(line)
-    return "\n".join(lines)
+            rows[0] = rows[1] if len(rows) > 1 else 1
+            sheets.append((number, "\n".join(lines), rows))
+    return sheets
 
 
 def _cell(cell: ElementTree.Element, shared: list[str]) -> str:

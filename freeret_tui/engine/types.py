@@ -43,6 +43,10 @@ class EncodedImage:
 Picture = Path | PageImage | EncodedImage
 
 
+# Files whose passages' line numbers count lines of the text extracted from their markup, not of the file.
+EXTRACTED_LINES = frozenset({".docx", ".xlsx", ".odt", ".ods", ".odp", ".epub", ".html", ".htm"})
+
+
 @dataclass(frozen=True)
 class Content:
     """One thing the model reads: text, an image, or both (an image with a caption or title)."""
@@ -77,9 +81,19 @@ class Chunk:
 
     @property
     def location(self) -> str:
+        """Where a person finds the passage in the file as they open it: "p. 3", "slide 2", "sheet 1, rows 4-30",
+        "lines 10-42"; nothing where the lines are those of text extracted from markup (a Word document, a web
+        page), which no viewer numbers."""
+        suffix = self.path.suffix.lower()
+        if suffix == ".xlsx" and self.page is not None:  # extract.py reads sheets as pages, their lines as rows
+            if self.line_start is None:
+                return f"sheet {self.page}"
+            rows = f"row {self.line_start}" if self.line_start == self.line_end else \
+                f"rows {self.line_start}-{self.line_end}"
+            return f"sheet {self.page}, {rows}"
         if self.page is not None:  # a PDF's page, or a deck's slide (extract.py reads slides as pages)
-            return f"{'slide' if self.path.suffix.lower() == '.pptx' else 'p.'} {self.page}"
-        if self.line_start is not None:
+            return f"{'slide' if suffix == '.pptx' else 'p.'} {self.page}"
+        if self.line_start is not None and suffix not in EXTRACTED_LINES:
             return f"lines {self.line_start}-{self.line_end}"
         return ""
 
