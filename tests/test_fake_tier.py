@@ -10,7 +10,7 @@ import os
 import shutil
 import threading
 import time
-from datetime import date, datetime
+from datetime import date, datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +18,7 @@ import pytest
 from fake_model import ANSWER, FakeModel
 
 from freeret_tui.cli import main
+from freeret_tui.engine.extract import taken_at
 from freeret_tui.engine.indexer import IndexOptions
 from freeret_tui.engine.query import Filters, Query, parse_query
 from freeret_tui.engine.session import Session, SessionConfig
@@ -108,8 +109,51 @@ def test_filters_narrow_inside_the_index(library: Path) -> None:
     assert found("harbour after:2024-05-10 before:2024-05-11 in:Work kind:text") == ["ledger.txt"]
     # The date shown for a hit is the one stored when it was indexed, not read from the disk again.
     hits = session.search(Query("lighthouse"), Filters(kinds=(Kind.TEXT,))).hits
-    days = {h.path.name: date.fromtimestamp(h.modified) for h in hits if h.modified is not None}
+    days = {h.path.name: date.fromtimestamp(h.dated) for h in hits if h.dated is not None}
     assert days["lighthouse.txt"] == date(2024, 5, 10) and days["harbour-fees.txt"] == date(2024, 7, 1)
+
+
+def _photo_taken(path: Path, taken: str, offset: str = "") -> None:
+    """A photo whose EXIF says when it was taken (DateTimeOriginal, and its UTC offset if given)."""
+    from PIL import Image
+
+    exif = Image.Exif()
+    exif.get_ifd(0x8769)[36867] = taken
+    if offset:
+        exif.get_ifd(0x8769)[36881] = offset
+    Image.new("RGB", (48, 32), "orange").save(path, exif=exif.tobytes())
+
+
+def test_a_photo_is_dated_when_it_was_taken(library: Path, tmp_path: Path) -> None:
+    """A copied photo's mtime is the copy's: the date shown and the date filters use its EXIF where it has one,
+    also for a copy whose vectors are reused, and after a move; the rest keep their modification time."""
+    _photo_taken(library / "beach.jpg", "2019:07:14 18:30:00")
+    _stamp(library / "beach.jpg", date(2024, 5, 10))  # copied off the camera in 2024
+    session = _session(rerank=False, k=10)
+    session.load_model()
+    session.index([library])
+
+    def found(raw: str) -> list[str]:
+        query, filters = parse_query(raw)
+        return sorted(_names(session.search(query, filters).hits))
+
+    assert found("beach kind:image before:2020-01-01") == ["beach.jpg"]
+    assert "beach.jpg" not in found("beach kind:image after:2024-01-01")
+    assert found("cat kind:image after:2024-05-10 before:2024-05-11") == ["cat.png", "rocket.jpg"]  # no EXIF
+    shutil.copy(library / "beach.jpg", library / "Work" / "beach-copy.jpg")  # same content: vectors reused
+    (library / "beach.jpg").rename(library / "holiday.jpg")
+    session.index([library])
+    hits = session.search(Query("beach holiday"), Filters(kinds=(Kind.IMAGE,))).hits
+    days = {p.name: date.fromtimestamp(h.dated) for h in hits for p in (h.path, *h.copies) if h.dated is not None}
+    assert days["holiday.jpg"] == days["beach-copy.jpg"] == date(2019, 7, 14) and days["cat.png"] == date(2024, 5, 10)
+    assert found("beach kind:image in:Work before:2020-01-01") == ["beach-copy.jpg"]  # the copy's own date
+    # Taken at 18:30 in UTC+02:00: 16:30 UTC, whatever this machine's zone.
+    _photo_taken(tmp_path / "offset.jpg", "2019:07:14 18:30:00", "+02:00")
+    assert taken_at(tmp_path / "offset.jpg") == datetime(2019, 7, 14, 16, 30, tzinfo=timezone.utc).timestamp()
+    _photo_taken(tmp_path / "blank.jpg", "0000:00:00 00:00:00")  # cameras without a clock set write zeros
+    (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe1 not an image")
+    assert taken_at(tmp_path / "blank.jpg") is taken_at(tmp_path / "broken.jpg") is None
+    assert taken_at(library / "orchard.md") is None
 
 
 def test_identical_files_are_one_hit_that_names_its_copies(library: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -26,7 +26,10 @@ WORDS = ("river mountain coffee rocket horse galaxy coin astronaut budget trip i
 
 @pytest.fixture(scope="module")
 def library(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """2,000 notes (some long enough for several passages), the sample photos, a broken image and a copy."""
+    """2,000 notes (some long enough for several passages), the sample photos (one saying when it was taken), a
+    broken image and a copy."""
+    from PIL import Image
+
     root = tmp_path_factory.mktemp("library")
     rng = random.Random(7)
     for n in range(2000):
@@ -36,6 +39,10 @@ def library(tmp_path_factory: pytest.TempPathFactory) -> Path:
         (folder / f"note{n}.txt").write_text(" ".join(rng.choice(WORDS) for _ in range(length)))
     for photo in SAMPLES.iterdir():
         shutil.copy(photo, root / photo.name)
+    exif = Image.Exif()
+    exif.get_ifd(0x8769)[36867] = "2019:07:14 18:30:00"  # DateTimeOriginal
+    with Image.open(SAMPLES / "rocket.jpg") as rocket:
+        rocket.save(root / "rocket.jpg", exif=exif.tobytes())
     (root / "broken.jpg").write_bytes(b"not a jpeg at all")
     shutil.copy(root / "folder0" / "note0.txt", root / "copy of note0.txt")
     return root
@@ -76,7 +83,8 @@ def _ray_index(data: Path, library: Path, model_dir: Path, progress=None):  # ->
 
 def _contents(data: Path) -> tuple[list[tuple], dict[tuple, np.ndarray]]:
     db = Store.in_dir(data)._db
-    files = sorted(db.execute("SELECT path, root, kind, size, mtime, sha256, status, error FROM files").fetchall())
+    files = sorted(db.execute("SELECT path, root, kind, size, mtime, sha256, status, error, taken FROM files")
+                   .fetchall())
     items = {tuple(r[:7]): np.frombuffer(r[7], dtype=np.float32) for r in db.execute(
         "SELECT f.path, i.chunk_no, i.kind, i.title, i.text, i.page, i.line_start, v.embedding FROM items i "
         "JOIN files f ON f.id = i.file_id JOIN item_vectors v ON v.item_id = i.id")}
@@ -88,6 +96,7 @@ def _same_index(data: Path, reference: Path) -> None:
     ref_files, ref_items = _contents(reference)
     assert files == ref_files
     assert len(files) == 2010 and sum(1 for f in files if f[6] == "failed") == 1  # broken.jpg, with its reason
+    assert [Path(os.fsdecode(f[0])).name for f in files if f[8] is not None] == ["rocket.jpg"]  # by its EXIF
     assert items.keys() == ref_items.keys() and len(items) > 2000
     for key, vector in items.items():
         np.testing.assert_allclose(vector, ref_items[key], atol=1e-5, err_msg=str(key))

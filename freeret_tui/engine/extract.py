@@ -97,6 +97,50 @@ def load_image(source: Picture, max_side: int = MAX_IMAGE_SIDE) -> Any:
     return rgb
 
 
+# EXIF tags (Exif IFD): when the picture was taken, when it was digitised, and their UTC offsets ("+02:00").
+_EXIF_IFD, _TAKEN, _DIGITISED, _TAKEN_OFFSET, _DIGITISED_OFFSET = 0x8769, 36867, 36868, 36881, 36882
+
+
+def taken_at(path: Path) -> float | None:
+    """When a photo was taken, from its EXIF (DateTimeOriginal, else DateTimeDigitized, at its UTC offset where one
+    is stored, else in local time, as a camera's clock reads), as a timestamp; None for a file that is no image or
+    says nothing usable (a copied photo's modification time is the copy's, so filters and the date shown use this
+    where it exists). Reads the header only."""
+    if kind_of(path) is not Kind.IMAGE:
+        return None
+    from PIL import Image
+
+    _register_heif()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # load_image refuses those pixels
+            with Image.open(path) as img:
+                exif = img.getexif().get_ifd(_EXIF_IFD)
+    except Exception:  # noqa: BLE001 - PIL raises many types for broken headers; indexing reports those itself
+        return None
+    for tag, offset_tag in ((_TAKEN, _TAKEN_OFFSET), (_DIGITISED, _DIGITISED_OFFSET)):
+        stamp = _exif_time(exif.get(tag), exif.get(offset_tag))
+        if stamp is not None:
+            return stamp
+    return None
+
+
+def _exif_time(value: object, offset: object) -> float | None:
+    """An EXIF "YYYY:MM:DD HH:MM:SS" (and "+HH:MM") as a timestamp; None for blanks and zeros ("0000:00:00 …")."""
+    from datetime import datetime
+
+    if not isinstance(value, str):
+        return None
+    text = value.strip("\x00 ")[:19]
+    if isinstance(offset, str) and len(offset.strip("\x00 ")) == 6:
+        text += offset.strip("\x00 ")
+    try:
+        when = datetime.strptime(text, "%Y:%m:%d %H:%M:%S%z" if len(text) > 19 else "%Y:%m:%d %H:%M:%S")
+    except ValueError:
+        return None
+    return when.timestamp() if when.year >= 1900 else None
+
+
 def _on_white(rgba: Any, max_side: int) -> Any:
     """A transparent image as a viewer shows it, on white. Dropping the alpha channel kept the colour under the
     transparent pixels, which exporters leave black: black writing on a transparent background (a signature, a

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from freeret_tui.engine.chunking import word_spans
-from freeret_tui.engine.extract import extract, load_image_or_reason
+from freeret_tui.engine.extract import extract, load_image_or_reason, taken_at
 from freeret_tui.engine.models.base import Model
 from freeret_tui.engine.prompts import Side
 from freeret_tui.engine.scan import JUNK_DIRS, indexable
@@ -85,6 +85,7 @@ class _Pending:
     chunks: list[Chunk]
     same_as: "_Pending | None" = None  # a duplicate in the same batch: reuses that file's vectors
     vectors: np.ndarray | None = None
+    taken: float | None = None  # when a photo was taken (its EXIF)
 
 
 def text_only(chunks: list[Chunk], model_name: str) -> list[Chunk] | Skip:
@@ -238,7 +239,7 @@ def index_files(
                 assert source.vectors is not None
                 chunks_here = [replace(c, path=p.path, title=title_of(p.path)) for c in source.chunks]
                 store.put_file(p.path, p.root, p.size, p.mtime, p.sha256, chunks_here, source.vectors,
-                               embedded=p in fresh)
+                               embedded=p in fresh, taken=p.taken)
             for write in writes:
                 write()
             if on_commit:
@@ -290,12 +291,14 @@ def index_files(
             writes.append(lambda path=path, st=st: store.touch_file(path, st.st_size, st.st_mtime))
             unchanged += 1
             continue
+        taken = taken_at(path)  # a copy or a move reuses vectors, not dates: read again (the header only)
         if sha in by_sha:
-            pending.append(_Pending(path, root, st.st_size, st.st_mtime, sha, [], same_as=by_sha[sha]))
+            pending.append(_Pending(path, root, st.st_size, st.st_mtime, sha, [], same_as=by_sha[sha], taken=taken))
             continue
         reuse = store.reusable(sha, path)
         if reuse is not None:
-            pending.append(_Pending(path, root, st.st_size, st.st_mtime, sha, reuse[0], vectors=reuse[1]))
+            pending.append(_Pending(path, root, st.st_size, st.st_mtime, sha, reuse[0], vectors=reuse[1],
+                                    taken=taken))
             continue
         result = extract(path, tokenize, options.chunk_tokens, options.chunk_overlap)
         if isinstance(result, list) and not model.supports_images:
@@ -305,7 +308,7 @@ def index_files(
             writes.append(lambda s=result, r=root, st=st: store.put_skip(s.path, r, st.st_size, st.st_mtime,
                                                                          s.reason, failed=s.failed))
             continue
-        entry = _Pending(path, root, st.st_size, st.st_mtime, sha, result)
+        entry = _Pending(path, root, st.st_size, st.st_mtime, sha, result, taken=taken)
         pending.append(entry)
         by_sha[sha] = entry
         if sum(len(p.chunks) for p in pending) >= pace.items() or len(settled) >= 4 * options.flush_items:

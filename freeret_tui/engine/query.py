@@ -53,7 +53,7 @@ class Filters:
         """Whether any filter looks at the files (folder, dates): stage 1 then fetches a larger pool."""
         return bool(self.folder or self.after or self.before)
 
-    def mtime_range(self) -> tuple[float | None, float | None]:
+    def date_range(self) -> tuple[float | None, float | None]:
         """(from, until) as timestamps: local midnight of ``after`` and of ``before``."""
         def midnight(day: date | None) -> float | None:
             return datetime.combine(day, time()).timestamp() if day else None

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from freeret_tui.engine.extract import encode_image, extract
+from freeret_tui.engine.extract import encode_image, extract, taken_at
 from freeret_tui.engine.indexer import (
     IndexOptions,
     Progress,
@@ -80,7 +80,7 @@ class Extractor:
         return {key: [row[key] for row in rows] for key in _COLUMNS}
 
     def _one(self, root: Path, path: Path, stored_sha: str) -> dict[str, Any]:
-        row = {"root": os.fsencode(root), "path": os.fsencode(path), "size": 0, "mtime": 0.0, "sha": "",
+        row = {"root": os.fsencode(root), "path": os.fsencode(path), "size": 0, "mtime": 0.0, "taken": 0.0, "sha": "",
                "action": "skip", "reason": "", "failed": False, "chunks": b"", "contents": b"", "vectors": b"",
                "model": ""}
         try:
@@ -102,6 +102,8 @@ class Extractor:
                 skip = Skip(path, f"cannot read: {err.strerror or err}", failed=True)
         if skip is None and row["sha"] == stored_sha:
             return {**row, "action": "touch"}
+        if skip is None:
+            row["taken"] = taken_at(path) or 0.0  # 0: none (a column of floats travels without nulls)
         if skip is None and row["sha"] in self.known:
             return {**row, "action": "reuse"}
         if skip is None:
@@ -123,8 +125,8 @@ class Extractor:
         return {**row, "reason": skip.reason, "failed": skip.failed}
 
 
-_COLUMNS = ("root", "path", "size", "mtime", "sha", "action", "reason", "failed", "chunks", "contents", "vectors",
-            "model")
+_COLUMNS = ("root", "path", "size", "mtime", "taken", "sha", "action", "reason", "failed", "chunks", "contents",
+            "vectors", "model")
 
 
 class Embedder:
@@ -214,6 +216,7 @@ class Writer:
         store, stats = self.store, self.stats
         path, root = Path(os.fsdecode(row["path"])), Path(os.fsdecode(row["root"]))
         size, mtime, action = int(row["size"]), float(row["mtime"]), row["action"]
+        taken = float(row["taken"]) or None
         if action == "gone":
             if store.file_row(path) is not None:
                 store.remove_file(path)
@@ -226,12 +229,12 @@ class Writer:
             if found is None:  # its twin went meanwhile: left unrecorded, so the next run indexes it
                 stats["left"] += 1
                 return
-            store.put_file(path, root, size, mtime, row["sha"], found[0], found[1], embedded=False)
+            store.put_file(path, root, size, mtime, row["sha"], found[0], found[1], embedded=False, taken=taken)
             stats["indexed"] += 1
         elif action == "embed":
             chunks = pickle.loads(row["chunks"])
             vectors = np.frombuffer(row["vectors"], dtype=np.float32).reshape(len(chunks), -1)
-            store.put_file(path, root, size, mtime, row["sha"], chunks, vectors)
+            store.put_file(path, root, size, mtime, row["sha"], chunks, vectors, taken=taken)
             stats["indexed"] += 1
             stats["items"] += len(chunks)
         else:

@@ -101,7 +101,7 @@ class Searcher:
         if opts.mode == "dense" and self.model is None:
             raise NotReadyError("dense search needs the model")
         dense_scores, lexical_scores = dict(dense), dict(lexical)
-        after, before = opts.filters.mtime_range()
+        after, before = opts.filters.date_range()
         # Only items that pass the filters come back (and none deleted since the candidates were read).
         stored = self.store.items(list(dense_scores.keys() | lexical_scores.keys()), opts.filters.folder, after,
                                   before)
@@ -123,7 +123,7 @@ class Searcher:
                     dense_score=dense_scores.get(item_id),
                     lexical_score=lexical_scores.get(item_id),
                     image=chunk.content().image,
-                    modified=stored[item_id].mtime,
+                    dated=stored[item_id].dated,
                     copies=copies,
                 )
             )

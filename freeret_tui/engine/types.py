@@ -125,7 +125,7 @@ class Hit:
     lexical_score: float | None = None
     rerank_prob: float | None = None
     image: Picture | None = None
-    modified: float | None = None  # the file's modification time when it was indexed
+    dated: float | None = None  # the file's date when it was indexed: a photo's taken time (EXIF), else its mtime
     copies: tuple[Path, ...] = ()  # other files with the same content, whose same passage this hit stands for
 
     def content(self) -> Content:

@@ -28,7 +28,7 @@ _MAX_QUERY_TERMS = 64
 class StoredItem:
     item_id: int
     chunk: Chunk
-    mtime: float | None = None  # the file's, when it was indexed
+    dated: float | None = None  # the file's date when it was indexed: a photo's taken time, else its mtime
     sha256: str = ""  # the file's content hash ("" where none was taken): identical files share it
 
 
@@ -83,18 +83,19 @@ class Catalog(Transactions):
 
     def _upsert_file(self, path: Path, root: Path, kind: str | None, size: int, mtime: float, **extra: object) -> int:
         row = self._db.execute("SELECT id, sha256 FROM files WHERE path = ?", (path_key(path),)).fetchone()
-        values = (path_key(root), kind, size, mtime, extra.get("sha256"), extra["status"], extra.get("error"), time.time())
+        values = (path_key(root), kind, size, mtime, extra.get("sha256"), extra["status"], extra.get("error"),
+                  time.time(), extra.get("taken"))
         if row:
             self._drop_items(row[0], row[1])
             self._db.execute(
-                "UPDATE files SET root=?, kind=?, size=?, mtime=?, sha256=?, status=?, error=?, indexed_at=? "
-                "WHERE id = ?",
+                "UPDATE files SET root=?, kind=?, size=?, mtime=?, sha256=?, status=?, error=?, indexed_at=?, "
+                "taken=? WHERE id = ?",
                 (*values, row[0]),
             )
             return int(row[0])
         self._db.execute(
-            "INSERT INTO files(path, root, kind, size, mtime, sha256, status, error, indexed_at) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO files(path, root, kind, size, mtime, sha256, status, error, indexed_at, taken) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (path_key(path), *values),
         )
         return int(self._db.last_insert_rowid())
@@ -109,10 +110,12 @@ class Catalog(Transactions):
         chunks: Sequence[Chunk],
         vectors: np.ndarray,
         embedded: bool = True,
+        taken: float | None = None,
     ) -> list[int]:
         """Replace everything stored for ``path`` with these chunks and vectors; returns the new item ids.
 
         ``embedded`` False: the vectors were reused from a file with the same content (not counted as model work).
+        ``taken``: when a photo was taken (its EXIF), the date a person knows it by.
         """
         if self._dim is None:
             raise StoreError("bind a model to the index before writing vectors")
@@ -123,7 +126,7 @@ class Catalog(Transactions):
         # vec0 in sqlite-vec 0.1.9 has no INSERT OR REPLACE: old rows are deleted first, in the same transaction.
         with self._write():
             self._sync_prefilter()  # under the write lock: another process may have built or rebuilt it
-            file_id = self._upsert_file(path, root, kind, size, mtime, sha256=sha256, status="indexed")
+            file_id = self._upsert_file(path, root, kind, size, mtime, sha256=sha256, status="indexed", taken=taken)
             for chunk, vector in zip(chunks, vectors, strict=True):
                 self._db.execute(
                     "INSERT INTO items(file_id, kind, title, text, page, line_start, line_end, chunk_no) "
@@ -246,7 +249,8 @@ class Catalog(Transactions):
     def items(self, ids: Sequence[int], folder: str = "", after: float | None = None,
               before: float | None = None) -> dict[int, StoredItem]:
         """The stored items among ``ids`` whose file is in a folder whose path contains ``folder`` (any case)
-        and was modified at or after ``after`` and before ``before`` (timestamps)."""
+        and is dated at or after ``after`` and before ``before`` (timestamps; a photo's date is when it was taken,
+        where its EXIF says, else a file's is its modification time)."""
         if not ids:
             return {}
         where = [f"items.id IN ({', '.join('?' * len(ids))})"]
@@ -256,21 +260,21 @@ class Catalog(Transactions):
             where.append("instr(lower(rtrim(files.path, replace(files.path, '/', ''))), lower(?)) > 0")
             params.append(folder)
         if after is not None:
-            where.append("files.mtime >= ?")
+            where.append("coalesce(files.taken, files.mtime) >= ?")
             params.append(after)
         if before is not None:
-            where.append("files.mtime < ?")
+            where.append("coalesce(files.taken, files.mtime) < ?")
             params.append(before)
         rows = self._db.execute(
             "SELECT items.id, files.path, items.kind, items.title, items.text, items.page, items.line_start, "
-            "items.line_end, items.chunk_no, files.mtime, files.sha256 "
+            "items.line_end, items.chunk_no, coalesce(files.taken, files.mtime), files.sha256 "
             f"FROM items JOIN files ON files.id = items.file_id WHERE {' AND '.join(where)}",
             params,
         )
         out: dict[int, StoredItem] = {}
-        for item_id, path, kind, title, text, page, line_start, line_end, chunk_no, mtime, sha256 in rows:
+        for item_id, path, kind, title, text, page, line_start, line_end, chunk_no, dated, sha256 in rows:
             chunk = Chunk(Path(path_text(path)), Kind(kind), text, title, page, line_start, line_end, chunk_no)
-            out[int(item_id)] = StoredItem(int(item_id), chunk, float(mtime), sha256 or "")
+            out[int(item_id)] = StoredItem(int(item_id), chunk, float(dated), sha256 or "")
         return out
 
     def paths_under(self, roots: Sequence[Path]) -> list[str]:

@@ -69,6 +69,11 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         # a large library this year's photos are searchable long before the rest. NULL: gone (removed first).
         "ALTER TABLE queue ADD COLUMN mtime REAL",
     ),
+    (
+        # When a photo was taken (its EXIF): date filters and the date shown use it where it exists, since a copied
+        # photo's mtime is the copy's. NULL for the rest, and for photos indexed before, until they change.
+        "ALTER TABLE files ADD COLUMN taken REAL",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 INDEX_FILE = "index.db"
