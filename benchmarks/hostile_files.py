@@ -33,7 +33,7 @@ base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 t = time.perf_counter()
 result = extract(Path(sys.argv[1]), word_spans, 256, 32)
 if not isinstance(result, Skip):  # what embedding adds: each image and scanned page decoded or rendered again
-    from freeret_tui.engine.extract import load_image_or_reason
+    from freeret_tui.engine.pictures import load_image_or_reason
     reasons = [r for c in result if c.content().image is not None
                for r in [load_image_or_reason(c.content().image)] if isinstance(r, str)]
     result = Skip(Path(sys.argv[1]), "at embedding: " + reasons[0]) if reasons else result

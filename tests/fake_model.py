@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from freeret_tui.engine.chunking import word_spans
-from freeret_tui.engine.extract import load_image
 from freeret_tui.engine.models.base import Pooling
+from freeret_tui.engine.pictures import load_image
 from freeret_tui.engine.prompts import Framing, Side
 from freeret_tui.engine.types import Content, Kind, PageImage
 

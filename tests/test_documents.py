@@ -246,8 +246,8 @@ def test_html_pages_give_the_text_a_browser_shows(tmp_path: Path) -> None:
 def test_scanned_pdf_pages_become_page_images(tmp_path: Path, photos: Path) -> None:
     from PIL import Image
 
-    from freeret_tui.engine.extract import load_image
     from freeret_tui.engine.indexer import text_only
+    from freeret_tui.engine.pictures import load_image
     from freeret_tui.engine.types import Kind, PageImage
 
     scan = tmp_path / "scan.pdf"  # what a scanner writes: pages that are pictures, no text layer

@@ -264,7 +264,7 @@ def test_transparent_images_are_read_on_white_and_avif_photos_are_read(tmp_path:
     images."""
     from PIL import Image, ImageDraw
 
-    from freeret_tui.engine.extract import load_image
+    from freeret_tui.engine.pictures import load_image
 
     signature = Image.new("RGBA", (240, 80), (0, 0, 0, 0))
     ImageDraw.Draw(signature).rectangle((20, 30, 220, 50), fill=(0, 0, 0, 255))  # the ink

@@ -18,8 +18,8 @@ import pytest
 from fake_model import ANSWER, FakeModel
 
 from freeret_tui.cli import main
-from freeret_tui.engine.extract import taken_at
 from freeret_tui.engine.indexer import IndexOptions
+from freeret_tui.engine.pictures import taken_at
 from freeret_tui.engine.query import Filters, Query, parse_query
 from freeret_tui.engine.session import Session, SessionConfig
 from freeret_tui.engine.types import Chunk, Kind

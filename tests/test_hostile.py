@@ -316,10 +316,10 @@ def test_per_file_budgets_bound_what_one_file_can_cost(tmp_path: Path, photos: P
     import docx
 
     from freeret_tui.engine import extract as ex
-    from freeret_tui.engine import office
+    from freeret_tui.engine import office, pictures
     from freeret_tui.engine.types import Skip
 
-    monkeypatch.setattr(ex, "MAX_DECODED_PIXELS", 10_000)
+    monkeypatch.setattr(pictures, "MAX_DECODED_PIXELS", 10_000)
     png = ex.extract(photos / "chelsea.png", word_spans)  # 451 x 300 PNG: decoded whole, so refused
     assert isinstance(png, Skip) and "over the 0 MP decoding budget" in png.reason
     assert not isinstance(ex.extract(photos / "rocket.jpg", word_spans), Skip)  # a JPEG decodes scaled down

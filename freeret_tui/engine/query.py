@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, time
 from pathlib import Path
 
-from freeret_tui.engine.extract import IMAGE_EXTENSIONS
+from freeret_tui.engine.pictures import IMAGE_EXTENSIONS
 from freeret_tui.engine.types import Content, Kind
 from freeret_tui.errors import UsageError
 

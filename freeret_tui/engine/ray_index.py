@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from freeret_tui.engine.extract import encode_image, extract, taken_at
+from freeret_tui.engine.extract import extract
 from freeret_tui.engine.indexer import (
     IndexOptions,
     Progress,
@@ -36,6 +36,7 @@ from freeret_tui.engine.indexer import (
 )
 from freeret_tui.engine.models.processors import DEFAULT_IMAGE_MAX_PIXELS
 from freeret_tui.engine.models.wire import identity
+from freeret_tui.engine.pictures import encode_image, taken_at
 from freeret_tui.engine.prompts import Side
 from freeret_tui.engine.scan import indexable, newest_first, sweep, walk
 from freeret_tui.engine.store import Store

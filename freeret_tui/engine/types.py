@@ -32,7 +32,7 @@ def title_of(path: Path) -> str:
 
 @dataclass(frozen=True)
 class EncodedImage:
-    """A picture already read by ``extract.load_image`` (decoded, EXIF-rotated, downscaled), as lossless PNG bytes:
+    """A picture already read by ``pictures.load_image`` (decoded, EXIF-rotated, downscaled), as lossless PNG bytes:
     how a picture travels to a model on another machine, which reads the same pixels and never opens a path."""
 
     data: bytes

@@ -287,7 +287,7 @@ class SearchScreen(Screen):
 
     @work(thread=True, exclusive=True, group="preview", exit_on_error=False)
     def preview_worker(self, hit: ShownHit) -> None:
-        from freeret_tui.engine.extract import load_image_or_reason
+        from freeret_tui.engine.pictures import load_image_or_reason
 
         assert hit.hit.image is not None
         picture = load_image_or_reason(hit.hit.image)

@@ -38,7 +38,7 @@ def thumbnail(picture: Any) -> RenderableType:
 
 def thumbnails(hits: list[ShownHit]) -> dict[int, Any]:
     """Half-block thumbnails for the image hits (decoded small, in the worker thread)."""
-    from freeret_tui.engine.extract import load_image_or_reason
+    from freeret_tui.engine.pictures import load_image_or_reason
 
     out: dict[int, Any] = {}
     for shown in hits:

@@ -20,7 +20,6 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from freeret_tui.engine.extract import load_image
 from freeret_tui.engine.models.base import Pooling
 from freeret_tui.engine.models.devices import choose_device, default_batch_size, default_prep_workers
 from freeret_tui.engine.models.families import pre_mlp_module_name
@@ -31,6 +30,7 @@ from freeret_tui.engine.models.processors import DEFAULT_IMAGE_MAX_PIXELS
 from freeret_tui.engine.models.reader import token_spans_with
 from freeret_tui.engine.models.turns import Turns
 from freeret_tui.engine.models.weights import read_and_load
+from freeret_tui.engine.pictures import load_image
 from freeret_tui.engine.prompts import (
     CANDIDATE_LABEL,
     IMAGE_MARK,

@@ -2,7 +2,7 @@
 contents (text, and pictures as PNG bytes the client decoded), vectors (float32 bytes) and the identity every reply
 carries. Shared by both sides; imports neither torch nor Ray.
 
-A picture never travels as a path: the client reads it (``extract.encode_image``) and the server decodes the same
+A picture never travels as a path: the client reads it (``pictures.encode_image``) and the server decodes the same
 pixels, so a served vector equals a local one and the server never opens a file a client names.
 """
 
@@ -25,7 +25,7 @@ SERVE_PREFIX = "serve:"
 
 
 def picture_to_wire(picture: Picture) -> str:
-    from freeret_tui.engine.extract import encode_image
+    from freeret_tui.engine.pictures import encode_image
 
     data = picture.data if isinstance(picture, EncodedImage) else encode_image(picture).data
     return base64.b64encode(data).decode("ascii")
