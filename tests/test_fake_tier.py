@@ -10,7 +10,7 @@ import os
 import shutil
 import threading
 import time
-from datetime import date, datetime, timezone
+from datetime import date, datetime
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +19,6 @@ from fake_model import ANSWER, FakeModel
 
 from freeret_tui.cli import main
 from freeret_tui.engine.indexer import IndexOptions
-from freeret_tui.engine.pictures import taken_at
 from freeret_tui.engine.query import Filters, Query, parse_query
 from freeret_tui.engine.session import Session, SessionConfig
 from freeret_tui.engine.types import Chunk, Kind
@@ -147,13 +146,6 @@ def test_a_photo_is_dated_when_it_was_taken(library: Path, tmp_path: Path) -> No
     days = {p.name: date.fromtimestamp(h.dated) for h in hits for p in (h.path, *h.copies) if h.dated is not None}
     assert days["holiday.jpg"] == days["beach-copy.jpg"] == date(2019, 7, 14) and days["cat.png"] == date(2024, 5, 10)
     assert found("beach kind:image in:Work before:2020-01-01") == ["beach-copy.jpg"]  # the copy's own date
-    # Taken at 18:30 in UTC+02:00: 16:30 UTC, whatever this machine's zone.
-    _photo_taken(tmp_path / "offset.jpg", "2019:07:14 18:30:00", "+02:00")
-    assert taken_at(tmp_path / "offset.jpg") == datetime(2019, 7, 14, 16, 30, tzinfo=timezone.utc).timestamp()
-    _photo_taken(tmp_path / "blank.jpg", "0000:00:00 00:00:00")  # cameras without a clock set write zeros
-    (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe1 not an image")
-    assert taken_at(tmp_path / "blank.jpg") is taken_at(tmp_path / "broken.jpg") is None
-    assert taken_at(library / "orchard.md") is None
 
 
 def test_identical_files_are_one_hit_that_names_its_copies(library: Path, capsys: pytest.CaptureFixture[str]) -> None:

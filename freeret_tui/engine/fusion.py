@@ -35,8 +35,9 @@ def _minmax(pairs: Scored) -> dict[int, float]:
 
 def convex(dense: Scored, lexical: Scored, dense_weight: float,
            blind: Collection[int] = frozenset()) -> list[tuple[int, float]]:
-    """(id, fused score) best first: (1 - w)·minmax(lexical) + w·minmax(dense); ties by id. For an id in ``blind``
-    the lexical side is the better of its own and its dense side."""
+    """(id, fused score) best first: (1 - w)·minmax(lexical) + w·minmax(dense). For an id in ``blind`` the lexical
+    side is the better of its own and its dense side. Ties: found by words first (a photo tagged with the query's
+    word before the same photo untagged, both first by meaning), then by id."""
     d, lex = _minmax(dense), _minmax(lexical)
     if not lex:
         dense_weight = 1.0  # image queries or no shared words: the dense side alone decides
@@ -47,7 +48,7 @@ def convex(dense: Scored, lexical: Scored, dense_weight: float,
         return max(lex.get(i, 0.0), d.get(i, 0.0)) if i in blind else lex.get(i, 0.0)
 
     scores = {i: (1 - dense_weight) * lexical_side(i) + dense_weight * d.get(i, 0.0) for i in d.keys() | lex.keys()}
-    return sorted(scores.items(), key=lambda pair: (-pair[1], pair[0]))
+    return sorted(scores.items(), key=lambda pair: (-pair[1], pair[0] not in lex, pair[0]))
 
 
 def rrf(rankings: Mapping[str, Sequence[int] | Mapping[int, int]], weights: Mapping[str, float],

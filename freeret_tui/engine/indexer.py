@@ -22,7 +22,8 @@ import numpy as np
 from freeret_tui.engine.chunking import word_spans
 from freeret_tui.engine.extract import extract
 from freeret_tui.engine.models.base import Model
-from freeret_tui.engine.pictures import load_image_or_reason, taken_at
+from freeret_tui.engine.photo_meta import taken_at
+from freeret_tui.engine.pictures import load_image_or_reason
 from freeret_tui.engine.prompts import Side
 from freeret_tui.engine.scan import JUNK_DIRS, indexable
 from freeret_tui.engine.store import Store

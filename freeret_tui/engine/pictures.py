@@ -1,12 +1,11 @@
 """Pictures as the model and the screen get them: image files decoded (EXIF-rotated, first frame, downscaled, with
-decompression-bomb guards, transparent ones on white), scanned PDF pages rendered, pixels encoded to travel to a
-served model, and when a photo was taken (its EXIF)."""
+decompression-bomb guards, transparent ones on white), scanned PDF pages rendered, and pixels encoded to travel to
+a served model. What a photo says about itself (its date, caption, keywords) is photo_meta.py's."""
 
 from __future__ import annotations
 
 import io
 import warnings
-from pathlib import Path
 from typing import Any
 
 from freeret_tui.engine.office import Unreadable
@@ -23,7 +22,9 @@ MAX_IMAGE_PIXELS = 200_000_000
 # bytes a pixel and a copy or two more: above this they are refused (a 14000 x 14000 PNG took 2.6 GB RSS).
 MAX_DECODED_PIXELS = 64_000_000
 
-def _register_heif() -> None:
+
+def register_heif() -> None:
+    """Let PIL open HEIC/HEIF photos where pi-heif is installed."""
     try:
         from pi_heif import register_heif_opener
     except ImportError:
@@ -40,7 +41,7 @@ def load_image(source: Picture, max_side: int = MAX_IMAGE_SIDE) -> Any:
     # Sent pixels go through the same guards as a file (they come from another machine).
     path = io.BytesIO(source.data) if isinstance(source, EncodedImage) else source
 
-    _register_heif()
+    register_heif()
     Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -57,50 +58,6 @@ def load_image(source: Picture, max_side: int = MAX_IMAGE_SIDE) -> Any:
             rgb = rotated.convert("RGB")
     rgb.thumbnail((max_side, max_side))
     return rgb
-
-
-# EXIF tags (Exif IFD): when the picture was taken, when it was digitised, and their UTC offsets ("+02:00").
-_EXIF_IFD, _TAKEN, _DIGITISED, _TAKEN_OFFSET, _DIGITISED_OFFSET = 0x8769, 36867, 36868, 36881, 36882
-
-
-def taken_at(path: Path) -> float | None:
-    """When a photo was taken, from its EXIF (DateTimeOriginal, else DateTimeDigitized, at its UTC offset where one
-    is stored, else in local time, as a camera's clock reads), as a timestamp; None for a file that is no image or
-    says nothing usable (a copied photo's modification time is the copy's, so filters and the date shown use this
-    where it exists). Reads the header only."""
-    if path.suffix.lower() not in IMAGE_EXTENSIONS:
-        return None
-    from PIL import Image
-
-    _register_heif()
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # load_image refuses those pixels
-            with Image.open(path) as img:
-                exif = img.getexif().get_ifd(_EXIF_IFD)
-    except Exception:  # noqa: BLE001 - PIL raises many types for broken headers; indexing reports those itself
-        return None
-    for tag, offset_tag in ((_TAKEN, _TAKEN_OFFSET), (_DIGITISED, _DIGITISED_OFFSET)):
-        stamp = _exif_time(exif.get(tag), exif.get(offset_tag))
-        if stamp is not None:
-            return stamp
-    return None
-
-
-def _exif_time(value: object, offset: object) -> float | None:
-    """An EXIF "YYYY:MM:DD HH:MM:SS" (and "+HH:MM") as a timestamp; None for blanks and zeros ("0000:00:00 …")."""
-    from datetime import datetime
-
-    if not isinstance(value, str):
-        return None
-    text = value.strip("\x00 ")[:19]
-    if isinstance(offset, str) and len(offset.strip("\x00 ")) == 6:
-        text += offset.strip("\x00 ")
-    try:
-        when = datetime.strptime(text, "%Y:%m:%d %H:%M:%S%z" if len(text) > 19 else "%Y:%m:%d %H:%M:%S")
-    except ValueError:
-        return None
-    return when.timestamp() if when.year >= 1900 else None
 
 
 def _on_white(rgba: Any, max_side: int) -> Any:

@@ -36,7 +36,8 @@ from freeret_tui.engine.indexer import (
 )
 from freeret_tui.engine.models.processors import DEFAULT_IMAGE_MAX_PIXELS
 from freeret_tui.engine.models.wire import identity
-from freeret_tui.engine.pictures import encode_image, taken_at
+from freeret_tui.engine.photo_meta import taken_at
+from freeret_tui.engine.pictures import encode_image
 from freeret_tui.engine.prompts import Side
 from freeret_tui.engine.scan import indexable, newest_first, sweep, walk
 from freeret_tui.engine.store import Store

@@ -73,11 +73,14 @@ class Chunk:
     chunk_no: int = 0
 
     def content(self) -> Content:
+        """What the model embeds of this chunk. A photo's text (its own caption and keywords, photo_meta.py) is
+        not part of it: its vector is its pixels', as FreeRet embeds an image (a hit, reranked or answered over,
+        carries the words beside the photo)."""
         if self.kind is Kind.TEXT:
             return Content(text=self.text)
         if self.kind is Kind.PAGE and self.page is not None:
             return Content(text=self.text, image=PageImage(self.path, self.page))
-        return Content(text=self.text, image=self.path)
+        return Content(image=self.path)
 
     @property
     def location(self) -> str:

@@ -295,7 +295,7 @@ class SearchScreen(Screen):
         if isinstance(picture, str):
             self.app.call_from_thread(preview.clear, f"cannot show {hit.hit.path.name}: {picture}")
         elif self.selected() == hit:  # still the one highlighted
-            self.app.call_from_thread(preview.show_image, hit, picture)
+            self.app.call_from_thread(preview.show_image, hit, picture, self.terms)
 
     @on(ResultList.OptionSelected)
     def chosen(self) -> None:

@@ -154,13 +154,14 @@ class Preview(VerticalScroll):
         self.query_one("#preview-head", Static).update(_head(hit))
         self.query_one("#preview-body", Static).update(highlight(visible(hit.hit.text, lines=True), terms))
 
-    def show_image(self, hit: ShownHit, picture: Any) -> None:
+    def show_image(self, hit: ShownHit, picture: Any, terms: Sequence[str]) -> None:
+        """The picture under its head and its own words (a photo's caption and keywords), if it has any."""
         from textual_image.widget import HalfcellImage
         from textual_image.widget import Image as AutoImage
 
         self._drop_image()
         self.query_one("#preview-head", Static).update(_head(hit))
-        self.query_one("#preview-body", Static).update("")
+        self.query_one("#preview-body", Static).update(highlight(visible(hit.hit.text, lines=True), terms))
         widget_type = HalfcellImage if self.image_mode == "halfcell" else AutoImage
         self.mount(widget_type(picture, classes="preview-image"))
 

@@ -1,0 +1,175 @@
+"""What a photo says about itself, read from its header without decoding its pixels: when it was taken (EXIF), and
+the words a person or their photo manager gave it — title, caption, keywords, place (XMP, IPTC, EXIF/Windows).
+
+The words go into the full-text index, onto the screen, and beside the photo when the model reranks or answers over
+it (a hit is what its owner sees), never into its vector: that is its pixels' alone, as FreeRet embeds an image,
+while "Lisbon" typed by its owner finds the photos they tagged so by words.
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from pathlib import Path
+from typing import Any
+from xml.etree import ElementTree
+
+from freeret_tui.engine.pictures import IMAGE_EXTENSIONS, register_heif
+
+# EXIF tags (Exif IFD): when the picture was taken, when it was digitised, and their UTC offsets ("+02:00").
+_EXIF_IFD, _TAKEN, _DIGITISED, _TAKEN_OFFSET, _DIGITISED_OFFSET = 0x8769, 36867, 36868, 36881, 36882
+# IFD0: ImageDescription, Make, Model; Windows' XPTitle, XPComment, XPKeywords, XPSubject (UTF-16LE).
+_DESCRIPTION, _MAKE, _MODEL = 270, 271, 272
+_WINDOWS = (40091, 40095, 40092, 40094)
+# What cameras write as ImageDescription when nobody described the photo: words that would match every query about
+# a camera and describe nothing.
+_CAMERA_DEFAULTS = frozenset({"olympus digital camera", "sony dsc", "digital camera", "kodak digital still camera",
+                              "minolta digital camera", "default", "exif_jpeg_picture", "dcf 1.0", "image", "picture",
+                              "photo", "samsung", "lg", "hdr", "dsc", "jpeg", "untitled"})
+# XMP properties (namespace, name) holding words: Dublin Core title, description, subject (keywords); Photoshop's
+# headline, city, state and country; IPTC Core's sublocation; Lightroom's and digiKam's tag paths.
+_XMP = {
+    ("http://purl.org/dc/elements/1.1/", name) for name in ("title", "description", "subject")
+} | {
+    ("http://ns.adobe.com/photoshop/1.0/", name) for name in ("Headline", "City", "State", "Country")
+} | {
+    ("http://iptc.org/std/Iptc4xmpCore/1.0/xmlns/", "Location"),
+    ("http://ns.adobe.com/lightroom/1.0/", "hierarchicalSubject"),
+    ("http://www.digikam.org/ns/1.0/", "TagsList"),
+}
+_RDF_LI = "{http://www.w3.org/1999/02/22-rdf-syntax-ns#}li"
+# IPTC IIM datasets: object name (title), headline, keywords, city, sublocation, state, country, caption.
+_IPTC = ((2, 5), (2, 105), (2, 25), (2, 90), (2, 92), (2, 95), (2, 101), (2, 120))
+# An XMP packet is at most 64 KB in a JPEG segment; one larger than this is not parsed.
+MAX_XMP_BYTES = 1 << 20
+# The words kept of one photo: a caption is a sentence or two, keywords a few dozen.
+MAX_WORDS_CHARS = 2000
+
+
+def taken_at(path: Path) -> float | None:
+    """When a photo was taken, from its EXIF (DateTimeOriginal, else DateTimeDigitized, at its UTC offset where one
+    is stored, else in local time, as a camera's clock reads), as a timestamp; None for a file that is no image or
+    says nothing usable (a copied photo's modification time is the copy's, so filters and the date shown use this
+    where it exists)."""
+    exif = _header(path, lambda img: img.getexif().get_ifd(_EXIF_IFD))
+    if not exif:
+        return None
+    for tag, offset_tag in ((_TAKEN, _TAKEN_OFFSET), (_DIGITISED, _DIGITISED_OFFSET)):
+        stamp = _exif_time(exif.get(tag), exif.get(offset_tag))
+        if stamp is not None:
+            return stamp
+    return None
+
+
+def photo_words(path: Path) -> str:
+    """A photo's own words, one field a line, each once, in the order title, caption, keywords, place (XMP, then
+    IPTC, then EXIF and Windows' fields); "" when it has none. A camera's default description ("OLYMPUS DIGITAL
+    CAMERA", its make or model) is not a word anybody gave it."""
+    fields = _header(path, _fields) or []
+    kept: list[str] = []
+    seen: set[str] = set()
+    for value in fields:
+        line = " ".join(value.split())
+        if line and line.lower() not in seen:
+            seen.add(line.lower())
+            kept.append(line)
+    return "\n".join(kept)[:MAX_WORDS_CHARS]
+
+
+def _header(path: Path, read: Any) -> Any:
+    """``read(img)`` over the opened image's header, or None for a file that is no image or will not open. PIL
+    raises many types for broken headers; indexing records a broken image when it decodes it, so none is kept
+    here."""
+    if path.suffix.lower() not in IMAGE_EXTENSIONS:
+        return None
+    from PIL import Image
+
+    register_heif()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # load_image refuses those pixels
+            with Image.open(path) as img:
+                return read(img)
+    except Exception:  # noqa: BLE001 - see the docstring: a broken header means no date and no words, not a crash
+        return None
+
+
+def _fields(img: Any) -> list[str]:
+    exif = img.getexif()
+    camera = {str(exif.get(_MAKE, "")).strip().lower(), str(exif.get(_MODEL, "")).strip().lower()}
+    fields = _xmp_fields(_xmp_packet(img)) + _iptc_fields(img)
+    description = exif.get(_DESCRIPTION)
+    if isinstance(description, str):
+        text = description.strip("\x00 ")
+        if text.lower() not in _CAMERA_DEFAULTS | camera and re.search(r"[^\W\d_]", text):
+            fields.append(text)
+    for tag in _WINDOWS:
+        value = exif.get(tag)
+        if isinstance(value, bytes):
+            fields.append(value.decode("utf-16-le", "replace").strip("\x00 "))
+    return fields
+
+
+def _xmp_packet(img: Any) -> bytes:
+    """The XMP packet where PIL leaves it: JPEG, WebP and HEIC in ``info["xmp"]``, PNG in an iTXt chunk, TIFF in
+    tag 700."""
+    packet = img.info.get("xmp") or img.info.get("XML:com.adobe.xmp") or b""
+    if not packet and hasattr(img, "tag_v2"):
+        packet = img.tag_v2.get(700, b"")
+    return packet.encode() if isinstance(packet, str) else bytes(packet)
+
+
+def _xmp_fields(packet: bytes) -> list[str]:
+    """The words of the XMP properties in ``_XMP``, written as elements (their rdf:li items, or their text) or as
+    attributes of an rdf:Description."""
+    if not packet or len(packet) > MAX_XMP_BYTES:
+        return []
+    try:
+        root = ElementTree.fromstring(packet.strip(b"\x00 \r\n\t"))
+    except ElementTree.ParseError:
+        return []
+    fields: list[str] = []
+    for element in root.iter():
+        for key, value in element.attrib.items():
+            if _qualified(key) in _XMP:
+                fields.append(value)
+        if _qualified(element.tag) in _XMP:
+            items = [li.text or "" for li in element.iter(_RDF_LI)]
+            fields += items if items else [element.text or ""]
+    return [f.replace("|", " ") for f in fields]  # "People|Family|Ana": a tag path's levels as words
+
+
+def _qualified(tag: str) -> tuple[str, str]:
+    namespace, _, name = tag[1:].partition("}") if tag.startswith("{") else ("", "", tag)
+    return namespace, name
+
+
+def _iptc_fields(img: Any) -> list[str]:
+    from PIL import IptcImagePlugin
+
+    info = IptcImagePlugin.getiptcinfo(img) or {}
+    fields: list[str] = []
+    for key in _IPTC:
+        values = info.get(key, [])
+        for value in values if isinstance(values, list) else [values]:
+            try:
+                fields.append(value.decode("utf-8"))
+            except UnicodeDecodeError:  # IPTC's older records are Latin-1 unless they say otherwise
+                fields.append(value.decode("latin-1"))
+    return fields
+
+
+def _exif_time(value: object, offset: object) -> float | None:
+    """An EXIF "YYYY:MM:DD HH:MM:SS" (and "+HH:MM") as a timestamp; None for blanks and zeros ("0000:00:00 …")."""
+    from datetime import datetime
+
+    if not isinstance(value, str):
+        return None
+    text = value.strip("\x00 ")[:19]
+    if isinstance(offset, str) and len(offset.strip("\x00 ")) == 6:
+        text += offset.strip("\x00 ")
+    try:
+        when = datetime.strptime(text, "%Y:%m:%d %H:%M:%S%z" if len(text) > 19 else "%Y:%m:%d %H:%M:%S")
+    except ValueError:
+        return None
+    return when.timestamp() if when.year >= 1900 else None

@@ -1,0 +1,155 @@
+"""What a photo says about itself: its EXIF date, and the words its owner or photo manager gave it (XMP, IPTC,
+EXIF and Windows' fields) — searchable by words and shown, never part of its vector. Torch-free."""
+
+from __future__ import annotations
+
+import io
+import struct
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+from fake_model import FakeModel
+from PIL import Image
+
+from freeret_tui.engine.photo_meta import photo_words, taken_at
+from freeret_tui.engine.prompts import Side
+from freeret_tui.engine.query import Filters, Query
+from freeret_tui.engine.session import Session, SessionConfig
+from freeret_tui.engine.types import Content, Kind
+
+XMP = """<?xpacket begin="\ufeff" id="W5M0MpCehiHzreSzNTczkc9d"?>
+<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">
+<rdf:Description xmlns:dc="http://purl.org/dc/elements/1.1/" xmlns:photoshop="http://ns.adobe.com/photoshop/1.0/"
+ xmlns:lr="http://ns.adobe.com/lightroom/1.0/" photoshop:City="Lisbon">
+<dc:title><rdf:Alt><rdf:li xml:lang="x-default">Tram 28</rdf:li></rdf:Alt></dc:title>
+<dc:description><rdf:Alt><rdf:li xml:lang="x-default">Ana waving from the yellow tram</rdf:li></rdf:Alt>
+</dc:description>
+<dc:subject><rdf:Bag><rdf:li>tram</rdf:li><rdf:li>holiday</rdf:li><rdf:li>Lisbon</rdf:li></rdf:Bag></dc:subject>
+<lr:hierarchicalSubject><rdf:Bag><rdf:li>People|Family|Ana</rdf:li></rdf:Bag></lr:hierarchicalSubject>
+</rdf:Description></rdf:RDF></x:xmpmeta><?xpacket end="w"?>"""
+
+
+def _iptc_segment(**datasets: bytes) -> bytes:
+    """A JPEG APP13 segment (Photoshop 3.0, resource 0x0404) holding IPTC IIM datasets of record 2."""
+    numbers = {"keywords": 25, "caption": 120, "city": 90}
+    iim = b"".join(b"\x1c\x02" + bytes([numbers[name.rstrip("_0123456789")]]) + struct.pack(">H", len(value)) + value
+                   for name, value in datasets.items())
+    resource = b"8BIM" + struct.pack(">H", 0x0404) + b"\x00\x00" + struct.pack(">I", len(iim)) + iim
+    body = b"Photoshop 3.0\x00" + resource + (b"\x00" if len(iim) % 2 else b"")
+    return b"\xff\xed" + struct.pack(">H", len(body) + 2) + body
+
+
+def _jpeg(path: Path, *, xmp: str = "", exif: Image.Exif | None = None, app13: bytes = b"",
+          colour: str = "orange") -> Path:
+    out = io.BytesIO()
+    Image.new("RGB", (48, 32), colour).save(out, "JPEG", xmp=xmp.encode(), exif=b"" if exif is None else exif.tobytes())
+    data = out.getvalue()
+    path.write_bytes(data[:2] + app13 + data[2:])  # APP13 right after the start-of-image marker
+    return path
+
+
+def test_a_photo_s_own_words_from_xmp_iptc_and_exif(tmp_path: Path) -> None:
+    assert photo_words(_jpeg(tmp_path / "xmp.jpg", xmp=XMP)).splitlines() == [
+        "Lisbon", "Tram 28", "Ana waving from the yellow tram", "tram", "holiday", "People Family Ana"]
+    iptc = _jpeg(tmp_path / "iptc.jpg", app13=_iptc_segment(keywords=b"garden", keywords_2=b"roses",
+                                                            caption="Grand-mère's roses".encode()))
+    assert photo_words(iptc).splitlines() == ["garden", "roses", "Grand-mère's roses"]
+    exif = Image.Exif()
+    exif[271], exif[272] = "OLYMPUS", "E-M10"
+    exif[270] = "OLYMPUS DIGITAL CAMERA"  # what the camera wrote: not a description
+    exif[40094] = "kayak;river".encode("utf-16-le") + b"\x00\x00"  # Windows' XPKeywords
+    assert photo_words(_jpeg(tmp_path / "camera.jpg", exif=exif)) == "kayak;river"
+    exif[270] = "E-M10"  # the model's name is no description either
+    exif[40094] = b""
+    assert photo_words(_jpeg(tmp_path / "model.jpg", exif=exif)) == ""
+    exif[270] = "First snow on the balcony"
+    assert photo_words(_jpeg(tmp_path / "described.jpg", exif=exif)) == "First snow on the balcony"
+    # A PNG keeps XMP in an iTXt chunk; a broken packet, a broken file and a note say nothing.
+    from PIL import PngImagePlugin
+
+    info = PngImagePlugin.PngInfo()
+    info.add_itxt("XML:com.adobe.xmp", XMP)
+    Image.new("RGB", (8, 8)).save(tmp_path / "tagged.png", pnginfo=info)
+    assert "Tram 28" in photo_words(tmp_path / "tagged.png")
+    assert photo_words(_jpeg(tmp_path / "bad-xmp.jpg", xmp="<x:xmpmeta><unclosed>")) == ""
+    # Entities expanding to a billion "lol"s: expat refuses the amplification, and the photo has no words.
+    entities = '<!ENTITY a0 "lol">' + "".join(f'<!ENTITY a{i} "{f"&a{i - 1};" * 10}">' for i in range(1, 10))
+    laughs = XMP.replace("Tram 28", "&a9;").replace('<?xpacket begin="\ufeff" id="W5M0MpCehiHzreSzNTczkc9d"?>',
+                                                    f"<!DOCTYPE x [{entities}]>")
+    assert "<!DOCTYPE" in laughs and photo_words(_jpeg(tmp_path / "laughs.jpg", xmp=laughs)) == ""
+    (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe1 not an image")
+    (tmp_path / "note.txt").write_text("Lisbon")
+    assert photo_words(tmp_path / "broken.jpg") == photo_words(tmp_path / "note.txt") == ""
+
+
+def test_exif_dates_with_and_without_an_offset(tmp_path: Path) -> None:
+    exif = Image.Exif()
+    exif.get_ifd(0x8769)[36867] = "2019:07:14 18:30:00"
+    assert taken_at(_jpeg(tmp_path / "local.jpg", exif=exif)) == datetime(2019, 7, 14, 18, 30).timestamp()
+    exif.get_ifd(0x8769)[36881] = "+02:00"  # 18:30 in UTC+02:00 is 16:30 UTC, whatever this machine's zone
+    assert taken_at(_jpeg(tmp_path / "offset.jpg", exif=exif)) == datetime(2019, 7, 14, 16, 30,
+                                                                         tzinfo=timezone.utc).timestamp()
+    blank = Image.Exif()
+    blank.get_ifd(0x8769)[36867] = "0000:00:00 00:00:00"  # cameras without a clock set write zeros
+    assert taken_at(_jpeg(tmp_path / "blank.jpg", exif=blank)) is None
+    (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe1 not an image")
+    assert taken_at(tmp_path / "broken.jpg") is None
+
+
+def test_a_tagged_photo_is_found_by_its_words_and_its_vector_is_its_pixels(tmp_path: Path) -> None:
+    (tmp_path / "tagged").mkdir()
+    (tmp_path / "plain").mkdir()
+    _jpeg(tmp_path / "tagged" / "IMG_0042.jpg", xmp=XMP)
+    _jpeg(tmp_path / "plain" / "IMG_0042.jpg")  # the same pixels, no words
+    _jpeg(tmp_path / "plain" / "IMG_0043.jpg", colour="navy")
+    (tmp_path / "data").mkdir()
+    session = Session(tmp_path / "data", SessionConfig(model="fake-model", rerank=False),
+                      loader=lambda _c: FakeModel())
+    session.load_model()
+    session.index([tmp_path / "tagged", tmp_path / "plain"])
+    hits = session.search(Query("lisbon tram"), Filters(kinds=(Kind.IMAGE,))).hits
+    assert hits[0].path == tmp_path / "tagged" / "IMG_0042.jpg" and hits[0].lexical_score is not None
+    assert "Ana waving from the yellow tram" in hits[0].text  # shown with the hit
+    # The words never reach the vector: both copies of the pixels sit at cosine 1 from the pixels' own vector.
+    pixels = FakeModel().embed([Content(image=tmp_path / "plain" / "IMG_0042.jpg")], Side.CANDIDATE)[0]
+    nearest = session.store.dense(pixels, 2)
+    assert [s for _, s in nearest] == [pytest.approx(1.0, abs=1e-5)] * 2
+
+
+def test_the_tui_shows_a_photo_s_words_as_text(tmp_path: Path) -> None:
+    """On the hit's row and under the picture in the preview, as text: markup and escapes stay visible."""
+    import asyncio
+    import time
+
+    from rich.console import Console
+
+    from freeret_tui.settings import load_settings
+    from freeret_tui.tui.app import create_app
+    from freeret_tui.tui.widgets import Preview, ResultList
+
+    exif = Image.Exif()
+    exif[270] = "Sunset [b]over[/b] the bay \x1b[31m"
+    (tmp_path / "photos").mkdir()
+    _jpeg(tmp_path / "photos" / "IMG_0042.jpg", exif=exif)
+    app = create_app([tmp_path / "photos"], load_settings({"model": "fake-model", "rerank": False}),
+                     opener=lambda p: None, image_mode="halfcell", loader=lambda _c: FakeModel())
+
+    async def scenario() -> None:
+        async with app.run_test(size=(120, 36)) as pilot:
+            deadline = time.monotonic() + 30
+            while app.backend.model is None or app.backend.status().counts["indexed"] < 1:
+                assert time.monotonic() < deadline, "indexing did not finish"
+                await pilot.pause(0.1)
+            await pilot.press(*"sunset", "enter")
+            while not app.screen.query(".preview-image"):
+                assert time.monotonic() < deadline, "no picture in the preview"
+                await pilot.pause(0.1)
+            console = Console(width=200, record=True, file=io.StringIO())
+            console.print(app.screen.query_one(ResultList).get_option_at_index(0).prompt)
+            row = console.export_text()
+            body = str(app.screen.query_one(Preview).query_one("#preview-body").render())
+            for shown in (row, body):
+                assert "Sunset [b]over[/b] the bay \\x1b[31m" in shown, shown
+
+    asyncio.run(scenario())
