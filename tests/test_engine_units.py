@@ -119,6 +119,9 @@ def test_prompts_carry_the_freeret_priors() -> None:
     # A literal image mark in a person's text never becomes an image slot.
     tricky = rerank_prompt(Content("what is <image>?"), Content(image=Path("a.png")), Framing.MC)
     assert tricky.text.count("<image>") == len(tricky.images) == 1
+    # A photo's own words go beside it on the candidate's one line (the options stay on theirs).
+    tagged = rerank_prompt(Content("q"), Content("Tram 28\nLisbon", image=Path("a.jpg")), Framing.MC)
+    assert "\nCandidate: <image> Tram 28; Lisbon\nA. Yes" in tagged.text
 
 
 def test_metrics_on_a_hand_computed_case() -> None:

@@ -96,8 +96,8 @@ def _images(*contents: Content) -> tuple[Picture, ...]:
 
 
 def _describe(content: Content) -> str:
-    if content.is_image:
-        return f"{IMAGE_MARK} {_clean(content.text)}".strip()
+    if content.is_image:  # the words beside a picture (a photo's caption and keywords) on its one line
+        return f"{IMAGE_MARK} {_clean('; '.join(line for line in content.text.splitlines() if line.strip()))}".strip()
     return _clean(content.text)
 
 
