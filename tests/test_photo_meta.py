@@ -153,3 +153,31 @@ def test_the_tui_shows_a_photo_s_words_as_text(tmp_path: Path) -> None:
                 assert "Sunset [b]over[/b] the bay \\x1b[31m" in shown, shown
 
     asyncio.run(scenario())
+
+
+def test_an_older_index_reads_its_photos_words_and_dates_once_without_the_model(tmp_path: Path) -> None:
+    """An index made before photos' dates and words were read (schema 4: the migration asks for them) gets them
+    at the next start, from the headers alone: the model embeds nothing again."""
+    exif = Image.Exif()
+    exif.get_ifd(0x8769)[36867] = "2019:07:14 18:30:00"
+    (tmp_path / "photos").mkdir()
+    _jpeg(tmp_path / "photos" / "IMG_0042.jpg", xmp=XMP, exif=exif)
+    (tmp_path / "data").mkdir()
+    session = Session(tmp_path / "data", SessionConfig(model="fake-model", rerank=False),
+                      loader=lambda _c: FakeModel())
+    session.load_model()
+    session.index([tmp_path / "photos"])
+    store = session.store
+    assert store.photos_to_reread() is None  # a new index: read as indexed
+    embedded = store.embedded_items
+    with store.transaction():  # what an index of schema 4 holds, and what its migration to 5 adds
+        store._db.execute("UPDATE files SET taken = NULL")
+        store._db.execute("UPDATE items SET text = ''")
+        store._db.execute("UPDATE items_fts SET text = ''")
+        store._db.execute("INSERT INTO meta(key, value) VALUES ('reread_photos', '1')")
+    assert session.search(Query("lisbon"), Filters(kinds=(Kind.IMAGE,))).hits[0].lexical_score is None
+    session.index([tmp_path / "photos"])
+    [hit] = session.search(Query("lisbon"), Filters(kinds=(Kind.IMAGE,))).hits
+    assert hit.lexical_score is not None and "Tram 28" in hit.text
+    assert hit.dated == datetime(2019, 7, 14, 18, 30).timestamp()
+    assert store.embedded_items == embedded and store.photos_to_reread() is None

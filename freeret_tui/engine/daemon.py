@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from freeret_tui.engine.indexer import IndexOptions, Interrupted, index_files
+from freeret_tui.engine.indexer import IndexOptions, Interrupted, index_files, reread_photos
 from freeret_tui.engine.models.base import Model
 from freeret_tui.engine.private import open_private
 from freeret_tui.engine.scan import TRASH_SECONDS, indexable, reconcile, under
@@ -302,6 +302,7 @@ class Daemon:
                         for root in self.roots:
                             self.store.set_root(root, online=root.is_dir())
                         self.store.ensure_prefilter()  # an index built by `index`, or in an older layout
+                        reread_photos(self.store)  # an index made before photos' dates and words were read
                         registered = True
                     if not self._turn():
                         break

@@ -22,7 +22,7 @@ import numpy as np
 from freeret_tui.engine.chunking import word_spans
 from freeret_tui.engine.extract import extract
 from freeret_tui.engine.models.base import Model
-from freeret_tui.engine.photo_meta import taken_at
+from freeret_tui.engine.photo_meta import photo_words, taken_at
 from freeret_tui.engine.pictures import load_image_or_reason
 from freeret_tui.engine.prompts import Side
 from freeret_tui.engine.scan import JUNK_DIRS, indexable
@@ -151,6 +151,22 @@ def sha256_of(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def reread_photos(store: Store, batch: int = 200) -> int:
+    """Once per index made before photos' dates and own words were read (schema 5): read them for every indexed
+    photo, headers only, with no model (neither is part of a vector), ``batch`` photos a transaction; a photo
+    that is not there now gets them when it is indexed again. Returns how many were read."""
+    paths = store.photos_to_reread()
+    if paths is None:
+        return 0
+    present = [p for p in paths if p.is_file()]
+    for start in range(0, len(present), batch):
+        with store.transaction():
+            for path in present[start : start + batch]:
+                store.set_photo_meta(path, taken_at(path), photo_words(path))
+    store.photos_reread()
+    return len(present)
 
 
 def index_files(

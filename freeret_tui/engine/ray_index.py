@@ -31,6 +31,7 @@ from freeret_tui.engine.indexer import (
     cannot_stat,
     missing_target,
     not_followed,
+    reread_photos,
     sha256_of,
     text_only,
 )
@@ -264,6 +265,7 @@ def index_with_ray(
     logging.getLogger("ray.data").setLevel(logging.WARNING)
     facts = model_facts(ray_options.model, ray_options.image_max_pixels)
     store.bind_model(facts.name, facts.dim, facts.image_max_pixels)
+    reread_photos(store)  # an index made before photos' dates and words were read
     expected = identity(facts)  # what every model actor must report
     work, unchanged, present = plan(store, paths, options)
     writer = Writer(store, expected, facts.dim, options.flush_items)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from freeret_tui.engine.daemon import Daemon, DaemonStatus, read_status
-from freeret_tui.engine.indexer import IndexOptions, Progress, index_files
+from freeret_tui.engine.indexer import IndexOptions, Progress, index_files, reread_photos
 from freeret_tui.engine.models import DEFAULT_IMAGE_MAX_PIXELS, Model, load_model
 from freeret_tui.engine.models.presets import resolve
 from freeret_tui.engine.models.wire import SERVE_PREFIX
@@ -149,6 +149,7 @@ class Session:
         unless nothing changed (then vanished files are still removed)."""
         options = self.config.index
         files = newest_first(walk(paths, options.exclude))
+        reread_photos(self.store)  # an index made before photos' dates and words were read: no model needed
         if self.model is not None:
             stats = index_files(self.store, self.model, files, options, progress)
         elif self._changed(files):  # the files just walked: no second walk

@@ -176,6 +176,28 @@ class Catalog(Transactions):
         vectors = np.stack([np.frombuffer(r[6], dtype=np.float32) for r in rows])
         return chunks, vectors
 
+    def photos_to_reread(self) -> list[Path] | None:
+        """The indexed photos whose date and own words were never read (an index made before they were); None once
+        ``photos_reread`` said they were."""
+        if self._meta("reread_photos") is None:  # type: ignore[attr-defined]  # schema.py
+            return None
+        rows = self._db.execute("SELECT path FROM files WHERE status = 'indexed' AND kind = ?", (Kind.IMAGE.value,))
+        return [Path(path_text(p)) for (p,) in rows]
+
+    def set_photo_meta(self, path: Path, taken: float | None, words: str) -> None:
+        """A photo's date and its own words (photo_meta.py), with its vector as it is: neither is part of it."""
+        key = path_key(path)
+        self._db.execute("UPDATE files SET taken = ? WHERE path = ?", (taken, key))
+        items = self._db.execute("SELECT items.id FROM items JOIN files ON files.id = items.file_id "
+                                 "WHERE files.path = ? AND items.kind = ?", (key, Kind.IMAGE.value)).fetchall()
+        for (item_id,) in items:
+            self._db.execute("UPDATE items SET text = ? WHERE id = ?", (words, item_id))
+            self._db.execute("UPDATE items_fts SET text = ? WHERE rowid = ?", (words, item_id))
+
+    def photos_reread(self) -> None:
+        with self._write():
+            self._forget_meta("reread_photos")  # type: ignore[attr-defined]  # schema.py
+
     def touch_file(self, path: Path, size: int, mtime: float) -> None:
         """Same content, new size/mtime stamp (a `touch`, a save without changes): nothing to embed."""
         with self._write():
