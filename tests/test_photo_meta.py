@@ -97,6 +97,23 @@ def test_exif_dates_with_and_without_an_offset(tmp_path: Path) -> None:
     assert taken_at(tmp_path / "broken.jpg") is None
 
 
+def test_reading_a_png_s_header_does_not_decode_its_pixels(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """PIL's own getexif() decodes a whole PNG to look for EXIF after its pixels: a 200 MP PNG that load_image
+    refuses would be decoded just to read its date."""
+    from PIL import ImageFile
+
+    loads: list[object] = []
+    real = ImageFile.ImageFile.load
+    monkeypatch.setattr(ImageFile.ImageFile, "load", lambda self: loads.append(self) or real(self))
+    Image.new("RGB", (64, 64)).save(tmp_path / "plain.png")
+    exif = Image.Exif()
+    exif.get_ifd(0x8769)[36867] = "2019:07:14 18:30:00"
+    Image.new("RGB", (64, 64)).save(tmp_path / "dated.png", exif=exif.tobytes())
+    assert taken_at(tmp_path / "plain.png") is None and photo_words(tmp_path / "plain.png") == ""
+    assert taken_at(tmp_path / "dated.png") == datetime(2019, 7, 14, 18, 30).timestamp()
+    assert loads == []
+
+
 def test_a_tagged_photo_is_found_by_its_words_and_its_vector_is_its_pixels(tmp_path: Path) -> None:
     (tmp_path / "tagged").mkdir()
     (tmp_path / "plain").mkdir()

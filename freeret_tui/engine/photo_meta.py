@@ -51,7 +51,7 @@ def taken_at(path: Path) -> float | None:
     is stored, else in local time, as a camera's clock reads), as a timestamp; None for a file that is no image or
     says nothing usable (a copied photo's modification time is the copy's, so filters and the date shown use this
     where it exists)."""
-    exif = _header(path, lambda img: img.getexif().get_ifd(_EXIF_IFD))
+    exif = _header(path, lambda img: _exif(img).get_ifd(_EXIF_IFD))
     if not exif:
         return None
     for tag, offset_tag in ((_TAKEN, _TAKEN_OFFSET), (_DIGITISED, _DIGITISED_OFFSET)):
@@ -94,8 +94,22 @@ def _header(path: Path, read: Any) -> Any:
         return None
 
 
+def _exif(img: Any) -> Any:
+    """The EXIF block as the header holds it. Not ``img.getexif()``: for a PNG without an eXIf chunk before its
+    pixels, PIL decodes the whole image to look after them (5 ms for a 0.2 MP sample photo, and a 200 MP PNG that
+    load_image refuses to decode would be decoded here)."""
+    from PIL import Image
+
+    raw = img.info.get("exif")
+    if isinstance(raw, bytes) and raw:
+        exif = Image.Exif()
+        exif.load(raw)
+        return exif
+    return img.getexif() if img.format == "TIFF" else Image.Exif()  # a TIFF's EXIF is its own header
+
+
 def _fields(img: Any) -> list[str]:
-    exif = img.getexif()
+    exif = _exif(img)
     camera = {str(exif.get(_MAKE, "")).strip().lower(), str(exif.get(_MODEL, "")).strip().lower()}
     fields = _xmp_fields(_xmp_packet(img)) + _iptc_fields(img)
     description = exif.get(_DESCRIPTION)
