@@ -17,6 +17,7 @@ import threading
 import time
 import warnings
 from collections.abc import Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -203,6 +204,8 @@ def _hit_json(rank: int, hit: Any) -> dict[str, Any]:
         "lexical_score": hit.lexical_score,
         "rerank_prob": hit.rerank_prob,
         "copies": [str(path) for path in hit.copies],
+        # The file's date (a photo's taken time where its EXIF says), local time, as the filters read it.
+        "date": datetime.fromtimestamp(hit.dated).isoformat(timespec="seconds") if hit.dated else None,
     }
 
 

@@ -226,8 +226,8 @@ def test_cli_search_takes_the_same_filters(library: Path, capsys: pytest.Capture
     assert json.loads(out)["hits"] == []  # the harbour fees are from July; the lighthouse note is not in Work
     code = main(["search", "harbour lighthouse in:Work after:2024-06-01", "--mode", "lexical", "--no-rerank",
                  "--json"])
-    assert code == 0 and [Path(h["path"]).name for h in json.loads(capsys.readouterr().out)["hits"]] == [
-        "harbour-fees.txt"]
+    [fees] = json.loads(capsys.readouterr().out)["hits"]
+    assert code == 0 and Path(fees["path"]).name == "harbour-fees.txt" and fees["date"] == "2024-07-01T01:00:00"
     assert main(["search", "fees after:yesterday", "--mode", "lexical"]) == 2
     assert "dates are YYYY-MM-DD" in capsys.readouterr().err
 
