@@ -1,5 +1,5 @@
 """What a hostile file costs the indexer: generates bombs and oversized files, extracts each in a fresh process
-(what the indexer does before the model: decode, read text, chunk; then each image and scanned page decoded or
+(what the indexer does before the model: a photo's date, decode, read text, chunk; then each image and scanned page decoded or
 rendered again, as embedding does), and prints one JSON object with each file's peak RSS above the process's
 baseline, seconds, and outcome (chunks, or the skip reason).
 
@@ -28,9 +28,11 @@ import json, resource, sys, time
 from pathlib import Path
 from freeret_tui.engine.chunking import word_spans
 from freeret_tui.engine.extract import extract
+from freeret_tui.engine.photo_meta import taken_at
 from freeret_tui.engine.types import Skip
 base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 t = time.perf_counter()
+taken_at(Path(sys.argv[1]))  # the indexer reads a photo's date before extracting it
 result = extract(Path(sys.argv[1]), word_spans, 256, 32)
 if not isinstance(result, Skip):  # what embedding adds: each image and scanned page decoded or rendered again
     from freeret_tui.engine.pictures import load_image_or_reason
