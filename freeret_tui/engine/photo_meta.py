@@ -62,8 +62,8 @@ def taken_at(path: Path) -> float | None:
 
 
 def photo_words(path: Path) -> str:
-    """A photo's own words, one field a line, each once, in the order title, caption, keywords, place (XMP, then
-    IPTC, then EXIF and Windows' fields); "" when it has none. A camera's default description ("OLYMPUS DIGITAL
+    """A photo's own words (title, caption, keywords, place), one field a line, each once, as the file holds them:
+    XMP, then IPTC, then EXIF and Windows' fields; "" when it has none. A camera's default description ("OLYMPUS DIGITAL
     CAMERA", its make or model) is not a word anybody gave it."""
     fields = _header(path, _fields) or []
     kept: list[str] = []
