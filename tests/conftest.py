@@ -7,13 +7,13 @@ import importlib.util
 import os
 import shutil
 import subprocess
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
-
 import tiny_models
-
 
 
 def _samples() -> Path:
@@ -137,3 +137,12 @@ def smollm2():
     from freeret_tui.engine.models import load_model
 
     return load_model("smollm2", device="cpu", batch_size=8, max_new_tokens=24)
+
+
+async def wait_for(pilot: Any, condition: Callable[[], bool], timeout: float = 60.0) -> None:
+    """Let a Textual app under test run until ``condition()`` holds; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out waiting for the app")
+        await pilot.pause(0.1)

@@ -9,6 +9,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
+from conftest import wait_for
 from fake_model import FakeModel
 from PIL import Image
 
@@ -137,7 +138,6 @@ def test_a_tagged_photo_is_found_by_its_words_and_its_vector_is_its_pixels(tmp_p
 def test_the_tui_shows_a_photo_s_words_as_text(tmp_path: Path) -> None:
     """On the hit's row and under the picture in the preview, as text: markup and escapes stay visible."""
     import asyncio
-    import time
 
     from rich.console import Console
 
@@ -154,14 +154,10 @@ def test_the_tui_shows_a_photo_s_words_as_text(tmp_path: Path) -> None:
 
     async def scenario() -> None:
         async with app.run_test(size=(120, 36)) as pilot:
-            deadline = time.monotonic() + 30
-            while app.backend.model is None or app.backend.status().counts["indexed"] < 1:
-                assert time.monotonic() < deadline, "indexing did not finish"
-                await pilot.pause(0.1)
+            await wait_for(pilot, lambda: app.backend.model is not None
+                           and app.backend.status().counts["indexed"] == 1)
             await pilot.press(*"sunset", "enter")
-            while not app.screen.query(".preview-image"):
-                assert time.monotonic() < deadline, "no picture in the preview"
-                await pilot.pause(0.1)
+            await wait_for(pilot, lambda: bool(app.screen.query(".preview-image")))
             console = Console(width=200, record=True, file=io.StringIO())
             console.print(app.screen.query_one(ResultList).get_option_at_index(0).prompt)
             row = console.export_text()

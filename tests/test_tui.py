@@ -10,15 +10,16 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from conftest import wait_for
 
+from freeret_tui.engine.query import parse_query
 from freeret_tui.engine.types import Kind
 from freeret_tui.settings import load_settings
 from freeret_tui.tui.app import FreeretApp, create_app
-from freeret_tui.engine.query import parse_query
 from freeret_tui.tui.screens import FailuresScreen, HelpScreen, SearchScreen
 from freeret_tui.tui.widgets import AnswerPane, ResultList, StatusBar
 
@@ -36,14 +37,6 @@ def make_folder(folder: Path, photos: Path) -> Path:
     for path in folder.iterdir():
         os.utime(path, (stamp, stamp))
     return folder
-
-
-async def wait_for(pilot, condition: Callable[[], bool], timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out waiting for the app")
-        await pilot.pause(0.1)
 
 
 def state(app: FreeretApp) -> str:
