@@ -33,11 +33,10 @@ class ShownHit:
     """A hit with what the list shows beside it: its file's date (a photo's taken time, else its modification time)."""
 
     hit: Hit
-    dated: float | None
 
     @property
     def when(self) -> str:
-        return datetime.fromtimestamp(self.dated).strftime("%Y-%m-%d") if self.dated else ""
+        return datetime.fromtimestamp(self.hit.dated).strftime("%Y-%m-%d") if self.hit.dated else ""
 
 
 def system_opener(path: Path) -> None:
@@ -132,16 +131,16 @@ class Backend:
 
     def candidates(self, query: Query, filters: Filters) -> list[ShownHit]:
         """Stage 1, filtered inside the index."""
-        return [ShownHit(h, h.dated) for h in self.session.candidates(query, filters)]
+        return [ShownHit(h) for h in self.session.candidates(query, filters)]
 
     def word_candidates(self, query: Query, filters: Filters) -> list[ShownHit] | None:
         """Stage 1 by words alone (no model call), or None when stage 1 needs no model anyway."""
         hits = self.session.word_candidates(query, filters)
-        return None if hits is None else [ShownHit(h, h.dated) for h in hits]
+        return None if hits is None else [ShownHit(h) for h in hits]
 
     def rerank_steps(self, query: Query, shown: Sequence[ShownHit], filters: Filters) -> Iterator[list[ShownHit]]:
         for step in self.session.rerank_steps(query, [s.hit for s in shown], filters):
-            yield [ShownHit(h, h.dated) for h in step]
+            yield [ShownHit(h) for h in step]
 
     def no_good_match(self, shown: Sequence[ShownHit]) -> bool:
         return self.session.no_good_match([s.hit for s in shown])
