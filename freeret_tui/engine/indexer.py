@@ -22,7 +22,7 @@ import numpy as np
 from freeret_tui.engine.chunking import word_spans
 from freeret_tui.engine.extract import extract
 from freeret_tui.engine.models.base import Model
-from freeret_tui.engine.photo_meta import photo_words, taken_at
+from freeret_tui.engine.photo_meta import photo_meta, taken_at
 from freeret_tui.engine.pictures import load_image_or_reason
 from freeret_tui.engine.prompts import Side
 from freeret_tui.engine.scan import JUNK_DIRS, indexable
@@ -164,7 +164,7 @@ def reread_photos(store: Store, batch: int = 200) -> int:
     for start in range(0, len(present), batch):
         with store.transaction():
             for path in present[start : start + batch]:
-                store.set_photo_meta(path, taken_at(path), photo_words(path))
+                store.set_photo_meta(path, *photo_meta(path))
     store.photos_reread()
     return len(present)
 

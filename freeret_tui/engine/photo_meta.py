@@ -51,24 +51,38 @@ def taken_at(path: Path) -> float | None:
     is stored, else in local time, as a camera's clock reads), as a timestamp; None for a file that is no image or
     says nothing usable (a copied photo's modification time is the copy's, so filters and the date shown use this
     where it exists)."""
-    exif = _header(path, lambda img: _exif(img).get_ifd(_EXIF_IFD))
-    if not exif:
-        return None
+    return _header(path, lambda img: _taken(_exif(img)))
+
+
+def photo_words(path: Path) -> str:
+    """A photo's own words (title, caption, keywords, place), one field a line, each once, as the file holds them:
+    XMP, then IPTC, then EXIF and Windows' fields; "" when it has none. A camera's default description ("OLYMPUS
+    DIGITAL CAMERA", its make or model) is not a word anybody gave it."""
+    return _header(path, lambda img: _words(img, _exif(img))) or ""
+
+
+def photo_meta(path: Path) -> tuple[float | None, str]:
+    """``taken_at`` and ``photo_words`` from one read of the header."""
+    def both(img: Any) -> tuple[float | None, str]:
+        exif = _exif(img)
+        return _taken(exif), _words(img, exif)
+
+    return _header(path, both) or (None, "")
+
+
+def _taken(exif: Any) -> float | None:
+    taken = exif.get_ifd(_EXIF_IFD)
     for tag, offset_tag in ((_TAKEN, _TAKEN_OFFSET), (_DIGITISED, _DIGITISED_OFFSET)):
-        stamp = _exif_time(exif.get(tag), exif.get(offset_tag))
+        stamp = _exif_time(taken.get(tag), taken.get(offset_tag))
         if stamp is not None:
             return stamp
     return None
 
 
-def photo_words(path: Path) -> str:
-    """A photo's own words (title, caption, keywords, place), one field a line, each once, as the file holds them:
-    XMP, then IPTC, then EXIF and Windows' fields; "" when it has none. A camera's default description ("OLYMPUS DIGITAL
-    CAMERA", its make or model) is not a word anybody gave it."""
-    fields = _header(path, _fields) or []
+def _words(img: Any, exif: Any) -> str:
     kept: list[str] = []
     seen: set[str] = set()
-    for value in fields:
+    for value in _fields(img, exif):
         line = " ".join(value.split())
         if line and line.lower() not in seen:
             seen.add(line.lower())
@@ -108,8 +122,7 @@ def _exif(img: Any) -> Any:
     return img.getexif() if img.format == "TIFF" else Image.Exif()  # a TIFF's EXIF is its own header
 
 
-def _fields(img: Any) -> list[str]:
-    exif = _exif(img)
+def _fields(img: Any, exif: Any) -> list[str]:
     camera = {str(exif.get(_MAKE, "")).strip().lower(), str(exif.get(_MODEL, "")).strip().lower()}
     fields = _xmp_fields(_xmp_packet(img)) + _iptc_fields(img)
     description = exif.get(_DESCRIPTION)

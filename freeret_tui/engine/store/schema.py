@@ -71,7 +71,7 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     ),
     (
         # When a photo was taken (its EXIF): date filters and the date shown use it where it exists, since a copied
-        # photo's mtime is the copy's. NULL for the rest, and for photos indexed before, until they change.
+        # photo's mtime is the copy's. NULL for the rest.
         "ALTER TABLE files ADD COLUMN taken REAL",
         # Photos indexed before have neither their date nor their own words: the indexer reads them once
         # (catalog.photos_to_reread), with no model, since neither is part of a vector.
