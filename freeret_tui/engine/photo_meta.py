@@ -1,5 +1,6 @@
-"""What a photo says about itself, read from its header without decoding its pixels: when it was taken (EXIF), and
-the words a person or their photo manager gave it — title, caption, keywords, place (XMP, IPTC, EXIF/Windows).
+"""What a photo says about itself, read from its header without decoding its pixels and from its sidecars
+(sidecars.py finds them): when it was taken (EXIF, XMP, Takeout's JSON), and the words a person or their photo
+manager gave it — title, caption, keywords, place, people (XMP, IPTC, EXIF/Windows, Takeout).
 
 The words go into the full-text index, onto the screen, and beside the photo when the model reranks or answers over
 it (a hit is what its owner sees), never into its vector: that is its pixels' alone, as FreeRet embeds an image,
@@ -8,13 +9,17 @@ while "Lisbon" typed by its owner finds the photos they tagged so by words.
 
 from __future__ import annotations
 
+import json
+import os
 import re
+import stat
 import warnings
 from pathlib import Path
 from typing import Any
 from xml.etree import ElementTree
 
 from freeret_tui.engine.pictures import IMAGE_EXTENSIONS, register_heif
+from freeret_tui.engine.sidecars import MAX_SIDECAR_BYTES, sidecars
 
 # EXIF tags (Exif IFD): when the picture was taken, when it was digitised, and their UTC offsets ("+02:00").
 _EXIF_IFD, _TAKEN, _DIGITISED, _TAKEN_OFFSET, _DIGITISED_OFFSET = 0x8769, 36867, 36868, 36881, 36882
@@ -38,6 +43,10 @@ _XMP = {
     ("http://www.digikam.org/ns/1.0/", "TagsList"),
 }
 _RDF_LI = "{http://www.w3.org/1999/02/22-rdf-syntax-ns#}li"
+# XMP properties holding when the photo was taken, the first found wins: EXIF's copy (what darktable and digiKam
+# write), Photoshop's (Lightroom's), XMP's own creation date.
+_XMP_DATES = (("http://ns.adobe.com/exif/1.0/", "DateTimeOriginal"), ("http://ns.adobe.com/photoshop/1.0/",
+              "DateCreated"), ("http://ns.adobe.com/xap/1.0/", "CreateDate"))
 # IPTC IIM datasets: object name (title), headline, keywords, city, sublocation, state, country, caption.
 _IPTC = ((2, 5), (2, 105), (2, 25), (2, 90), (2, 92), (2, 95), (2, 101), (2, 120))
 # An XMP packet is at most 64 KB in a JPEG segment; one larger than this is not parsed.
@@ -47,27 +56,85 @@ MAX_WORDS_CHARS = 2000
 
 
 def taken_at(path: Path) -> float | None:
-    """When a photo was taken, from its EXIF (DateTimeOriginal, else DateTimeDigitized, at its UTC offset where one
-    is stored, else in local time, as a camera's clock reads), as a timestamp; None for a file that is no image or
-    says nothing usable (a copied photo's modification time is the copy's, so filters and the date shown use this
-    where it exists)."""
-    return _header(path, lambda img: _taken(_exif(img)))
+    """When a photo was taken, as a timestamp: its EXIF (DateTimeOriginal, else DateTimeDigitized, at its UTC offset
+    where one is stored, else in local time, as a camera's clock reads), else what its sidecars say (``photo_meta``);
+    None for a file that is no image or says nothing usable (a copied photo's modification time is the copy's, so
+    filters and the date shown use this where it exists)."""
+    return photo_meta(path)[0]
 
 
 def photo_words(path: Path) -> str:
-    """A photo's own words (title, caption, keywords, place), one field a line, each once, as the file holds them:
-    XMP, then IPTC, then EXIF and Windows' fields; "" when it has none. A camera's default description ("OLYMPUS
-    DIGITAL CAMERA", its make or model) is not a word anybody gave it."""
-    return _header(path, lambda img: _words(img, _exif(img))) or ""
+    """A photo's own words (title, caption, keywords, place, people), one field a line, each once, as the file
+    holds them: XMP, then IPTC, then EXIF and Windows' fields, then its sidecars'; "" when it has none. A camera's
+    default description ("OLYMPUS DIGITAL CAMERA", its make or model) is not a word anybody gave it."""
+    return photo_meta(path)[1]
 
 
 def photo_meta(path: Path) -> tuple[float | None, str]:
-    """``taken_at`` and ``photo_words`` from one read of the header."""
-    def both(img: Any) -> tuple[float | None, str]:
-        exif = _exif(img)
-        return _taken(exif), _words(img, exif)
+    """``taken_at`` and ``photo_words`` from one read of the header and of each sidecar (sidecars.py). The photo's
+    own EXIF date wins over a sidecar's (the camera's clock, against an editor's or Google's copy of it); an XMP
+    sidecar's over Takeout's."""
+    if path.suffix.lower() not in IMAGE_EXTENSIONS:
+        return None, ""
 
-    return _header(path, both) or (None, "")
+    def both(img: Any) -> tuple[float | None, list[str]]:
+        exif = _exif(img)
+        taken = _taken(exif)
+        xmp_taken, xmp_fields = _xmp(_xmp_packet(img))
+        return (taken if taken is not None else xmp_taken), xmp_fields + _fields(img, exif)
+
+    taken, fields = _header(path, both) or (None, [])
+    for sidecar, _ in sidecars(path):
+        side_taken, side_fields = _sidecar(sidecar, path.name)
+        taken = taken if taken is not None else side_taken
+        fields += side_fields
+    return taken, _joined(fields)
+
+
+def _sidecar(sidecar: Path, photo: str) -> tuple[float | None, list[str]]:
+    """What one sidecar says: its date and its words; nothing for one that is too large or will not parse, or that
+    became a link or something other than a file since it was found (opened without following a link or waiting
+    on a FIFO, then checked)."""
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOFOLLOW", 0)
+    try:
+        fd = os.open(sidecar, flags)
+    except OSError:
+        return None, []
+    with open(fd, "rb") as f:
+        try:
+            data = f.read(MAX_SIDECAR_BYTES + 1) if stat.S_ISREG(os.fstat(fd).st_mode) else b""
+        except OSError:
+            data = b""
+    if not data or len(data) > MAX_SIDECAR_BYTES:
+        return None, []
+    if sidecar.suffix.lower() == ".xmp":
+        return _xmp(data)
+    return _takeout(data, photo)
+
+
+def _takeout(data: bytes, photo: str) -> tuple[float | None, list[str]]:
+    """Google Takeout's JSON: its "photoTakenTime" (UTC seconds), its description, its title where a person gave
+    one (Takeout writes the file's name there otherwise), and the names of the people in it."""
+    try:
+        meta = json.loads(data)
+    except (ValueError, RecursionError):
+        return None, []
+    if not isinstance(meta, dict):
+        return None, []
+    title = meta.get("title")
+    if isinstance(title, str) and (title.strip() == photo or Path(title.strip()).suffix.lower() in IMAGE_EXTENSIONS):
+        title = None  # a file's name: Takeout's, unless a person gave one ("IMG_0001.jpg" for "IMG_0001(1).jpg" too)
+    fields = [meta.get("description"), title]
+    people = meta.get("people")
+    fields += [p.get("name") for p in people if isinstance(p, dict)] if isinstance(people, list) else []
+    kept = [f for f in fields if isinstance(f, str)]
+    taken = meta.get("photoTakenTime")
+    stamp = taken.get("timestamp") if isinstance(taken, dict) else None
+    try:
+        when = float(stamp) if isinstance(stamp, str | int | float) else None
+    except ValueError:
+        when = None
+    return (when if when is not None and 0 < when < 1e11 else None), kept
 
 
 def _taken(exif: Any) -> float | None:
@@ -79,10 +146,10 @@ def _taken(exif: Any) -> float | None:
     return None
 
 
-def _words(img: Any, exif: Any) -> str:
+def _joined(fields: list[str]) -> str:
     kept: list[str] = []
     seen: set[str] = set()
-    for value in _fields(img, exif):
+    for value in fields:
         line = " ".join(value.split())
         if line and line.lower() not in seen:
             seen.add(line.lower())
@@ -123,8 +190,9 @@ def _exif(img: Any) -> Any:
 
 
 def _fields(img: Any, exif: Any) -> list[str]:
+    """IPTC's and EXIF's words (XMP's come first, from ``_xmp``)."""
     camera = {str(exif.get(_MAKE, "")).strip().lower(), str(exif.get(_MODEL, "")).strip().lower()}
-    fields = _xmp_fields(_xmp_packet(img)) + _iptc_fields(img)
+    fields = _iptc_fields(img)
     description = exif.get(_DESCRIPTION)
     if isinstance(description, str):
         text = description.strip("\x00 ")
@@ -146,24 +214,42 @@ def _xmp_packet(img: Any) -> bytes:
     return packet.encode() if isinstance(packet, str) else bytes(packet)
 
 
-def _xmp_fields(packet: bytes) -> list[str]:
-    """The words of the XMP properties in ``_XMP``, written as elements (their rdf:li items, or their text) or as
-    attributes of an rdf:Description."""
+def _xmp(packet: bytes) -> tuple[float | None, list[str]]:
+    """An XMP packet's (or sidecar's) date (``_XMP_DATES``, the first it holds) and the words of its properties in
+    ``_XMP``, written as elements (their rdf:li items, or their text) or as attributes of an rdf:Description."""
     if not packet or len(packet) > MAX_XMP_BYTES:
-        return []
+        return None, []
     try:
         root = ElementTree.fromstring(packet.strip(b"\x00 \r\n\t"))
     except ElementTree.ParseError:
-        return []
+        return None, []
     fields: list[str] = []
+    dates: dict[tuple[str, str], str] = {}
     for element in root.iter():
         for key, value in element.attrib.items():
             if _qualified(key) in _XMP:
                 fields.append(value)
+            elif _qualified(key) in _XMP_DATES:
+                dates.setdefault(_qualified(key), value)
         if _qualified(element.tag) in _XMP:
             items = [li.text or "" for li in element.iter(_RDF_LI)]
             fields += items if items else [element.text or ""]
-    return [f.replace("|", " ") for f in fields]  # "People|Family|Ana": a tag path's levels as words
+        elif _qualified(element.tag) in _XMP_DATES:
+            dates.setdefault(_qualified(element.tag), element.text or "")
+    taken = next((t for key in _XMP_DATES if (t := _iso_time(dates.get(key, ""))) is not None), None)
+    return taken, [f.replace("|", " ") for f in fields]  # "People|Family|Ana": a tag path's levels as words
+
+
+def _iso_time(text: str) -> float | None:
+    """An XMP date ("2019-07-14T18:30:00+01:00", "2019-07-14T18:30:00.25Z", "2019-07-14") as a timestamp, local
+    time where it gives no offset; None for anything else."""
+    from datetime import datetime
+
+    try:
+        when = datetime.fromisoformat(text.strip())
+    except ValueError:
+        return None
+    return when.timestamp() if when.year >= 1900 else None
 
 
 def _qualified(tag: str) -> tuple[str, str]:
