@@ -4,6 +4,7 @@ workers are killed mid-run, and a run cut short resumes where its last commit le
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import shutil
@@ -19,6 +20,7 @@ from conftest import SAMPLES
 from freeret_tui.engine.indexer import IndexOptions
 from freeret_tui.engine.session import Session, SessionConfig
 from freeret_tui.engine.store import Store
+from freeret_tui.engine.store.paths import path_key, path_text
 
 WORDS = ("river mountain coffee rocket horse galaxy coin astronaut budget trip invoice garden violin harbour "
          "winter lantern orbit pasta ledger canyon").split()
@@ -26,8 +28,8 @@ WORDS = ("river mountain coffee rocket horse galaxy coin astronaut budget trip i
 
 @pytest.fixture(scope="module")
 def library(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """2,000 notes (some long enough for several passages), the sample photos (one saying when it was taken), a
-    broken image and a copy."""
+    """2,000 notes (some long enough for several passages), the sample photos (one saying when it was taken, one
+    with Google Takeout's sidecar), a broken image and a copy."""
     from PIL import Image
 
     root = tmp_path_factory.mktemp("library")
@@ -44,6 +46,7 @@ def library(tmp_path_factory: pytest.TempPathFactory) -> Path:
     with Image.open(SAMPLES / "rocket.jpg") as rocket:
         rocket.save(root / "rocket.jpg", exif=exif.tobytes())
     (root / "broken.jpg").write_bytes(b"not a jpeg at all")
+    _takeout(root / "coffee.png", "Espresso at the harbour")
     shutil.copy(root / "folder0" / "note0.txt", root / "copy of note0.txt")
     return root
 
@@ -57,6 +60,16 @@ def cluster() -> Iterator[None]:
 
     yield
     ray.shutdown()
+
+
+def _takeout(photo: Path, description: str) -> None:
+    (photo.parent / f"{photo.name}.supplemental-metadata.json").write_text(json.dumps(
+        {"title": photo.name, "description": description, "photoTakenTime": {"timestamp": "1596283200"}}))
+
+
+def _words(store: Store, photo: Path) -> str:
+    return store._db.execute("SELECT text FROM items JOIN files ON files.id = items.file_id WHERE files.path = ?",
+                             (path_key(photo),)).fetchone()[0]
 
 
 def _config(model_dir: Path) -> SessionConfig:
@@ -96,9 +109,10 @@ def _same_index(data: Path, reference: Path) -> None:
     ref_files, ref_items = _contents(reference)
     assert files == ref_files
     assert len(files) == 2010 and sum(1 for f in files if f[6] == "failed") == 1  # broken.jpg, with its reason
-    # rocket.jpg by its EXIF, the other two by the XMP packets the samples carry.
+    # rocket.jpg by its EXIF, coffee.png by its sidecar, the other two by the XMP packets the samples carry.
     assert [Path(os.fsdecode(f[0])).name for f in files if f[8] is not None] == [
-        "chelsea.png", "hubble_deep_field.jpg", "rocket.jpg"]
+        "chelsea.png", "coffee.png", "hubble_deep_field.jpg", "rocket.jpg"]
+    assert _words(Store.in_dir(data), Path(path_text(files[0][1])) / "coffee.png") == "Espresso at the harbour"
     assert items.keys() == ref_items.keys() and len(items) > 2000
     for key, vector in items.items():
         np.testing.assert_allclose(vector, ref_items[key], atol=1e-5, err_msg=str(key))
@@ -125,9 +139,13 @@ def test_copies_and_moves_reuse_the_indexed_vectors(library, tiny_dirs, cluster,
     embedded = store.embedded_items
     shutil.copy(moved / "folder1" / "note1.txt", moved / "note1 (copy).txt")
     (moved / "folder2" / "note2.txt").rename(moved / "folder3" / "note2.txt")
+    shutil.copy(moved / "coffee.png", moved / "coffee (copy).png")  # without its sidecar: none of its words
+    _takeout(moved / "coffee.png", "Cortado on the pier")  # the sidecar rewritten: the photo's words again
     stats, removed = _ray_index(tmp_path / "ray", moved, tiny_dirs["idefics3"])
-    assert (stats.files_indexed, stats.items_added, removed) == (2, 0, 1)
-    assert store.embedded_items == embedded  # the model ran for neither
+    assert (stats.files_indexed, stats.items_added, removed) == (3, 0, 1)
+    assert store.embedded_items == embedded  # the model ran for none
+    assert (_words(store, moved / "coffee.png"), _words(store, moved / "coffee (copy).png")) == (
+        "Cortado on the pier", "")
     for name in ("note1 (copy).txt", "folder3/note2.txt"):
         assert store.file_row(moved / name).status == "indexed"
 

@@ -1,18 +1,26 @@
 """Sidecars: the words and dates a photo manager (darktable, digiKam, Lightroom) or Google Takeout writes beside a
-photo, read with the photo. Torch-free."""
+photo. They are read with the photo, and writing, adding or removing one re-reads its photo's words and date — in
+a second index run, at a daemon's scan, and from a watcher's event — without running the model. Torch-free."""
 
 from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+from fake_model import FakeModel
 from PIL import Image
 
+from freeret_tui.engine.daemon import Daemon
 from freeret_tui.engine.photo_meta import photo_meta
+from freeret_tui.engine.query import Filters, Query
+from freeret_tui.engine.session import Session, SessionConfig
 from freeret_tui.engine.sidecars import photos_beside
+from freeret_tui.engine.store import Store
+from freeret_tui.engine.types import Kind
 
 # What darktable writes beside IMG_0001.jpg (as IMG_0001.jpg.xmp): the date as an attribute, keywords as a bag.
 DARKTABLE = """<?xml version="1.0" encoding="UTF-8"?>
@@ -96,3 +104,94 @@ def test_hostile_sidecars_give_nothing_and_never_hang(tmp_path: Path) -> None:
     assert photo_meta(_photo(tmp_path / "fifo.jpg")) == (None, "")
     assert photo_meta(_photo(tmp_path / "link.jpg")) == (None, "")
     assert time.monotonic() - started < 5
+
+
+def _session(tmp_path: Path) -> Session:
+    (tmp_path / "data").mkdir(exist_ok=True)
+    session = Session(tmp_path / "data", SessionConfig(model="fake-model", rerank=False),
+                      loader=lambda _c: FakeModel())
+    session.load_model()
+    return session
+
+
+def _words_of(store: Store, name: str) -> str:
+    row = store._db.execute("SELECT items.text FROM items JOIN files ON files.id = items.file_id "
+                            "WHERE files.path LIKE ?", (f"%/{name}",)).fetchone()
+    return row[0] if row else ""
+
+
+def test_a_sidecar_written_added_or_removed_rereads_the_photo_without_the_model(tmp_path: Path) -> None:
+    """A second index run after each change: the photo is found by the sidecar's words and dated by it; a copy
+    without the sidecar (its vectors reused) has no words; nothing is embedded again."""
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    photo = _photo(photos / "IMG_0001.jpg")
+    session = _session(tmp_path)
+    session.index([photos])
+    store = session.store
+    embedded = store.embedded_items
+
+    def found(raw: str) -> list[str]:
+        return [h.path.name for h in session.search(Query(raw), Filters(kinds=(Kind.IMAGE,))).hits
+                if h.lexical_score is not None]
+
+    assert found("lisbon") == []
+    sidecar = photos / "IMG_0001.jpg.xmp"
+    sidecar.write_text(DARKTABLE.format(keyword="Lisbon"))
+    session.index([photos])
+    assert found("lisbon") == ["IMG_0001.jpg"]
+    [hit] = [h for h in session.search(Query("lisbon"), Filters(kinds=(Kind.IMAGE,))).hits if h.lexical_score]
+    assert hit.path == photo and hit.dated == datetime(2019, 7, 14, 17, 30, tzinfo=timezone.utc).timestamp()
+    (photos / "Copy").mkdir()
+    (photos / "Copy" / "IMG_0001.jpg").write_bytes(photo.read_bytes())  # its vectors reused, not its words
+    session.index([photos])
+    assert _words_of(store, "Copy/IMG_0001.jpg") == "" and found("lisbon") == ["IMG_0001.jpg"]
+    sidecar.write_text(DARKTABLE.format(keyword="Porto"))  # a keyword changed
+    session.index([photos])
+    assert found("lisbon") == [] and found("porto") == ["IMG_0001.jpg"]
+    sidecar.unlink()
+    session.index([photos])
+    assert found("porto") == [] and _words_of(store, "IMG_0001.jpg") == ""
+    assert store.embedded_items == embedded  # two photos of one content: embedded once, at the first run
+
+
+def test_the_daemon_rereads_a_photo_whose_sidecar_changed(tmp_path: Path) -> None:
+    """Running: a watcher's event on the sidecar re-reads its photo. Stopped: the next start's scan finds the
+    change (the stored fingerprint differs)."""
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    _photo(photos / "IMG_0001.jpg")
+    sidecar = photos / "IMG_0001.jpg.supplemental-metadata.json"
+
+    def run_daemon(write: str, until: str) -> None:
+        """Run a daemon until the photo's words read ``until``, writing ``write`` into its sidecar once it started."""
+        store = Store(tmp_path / "data" / "index.db")
+        daemon = Daemon(store, FakeModel(), [photos], tmp_path / "data", debounce=0.1, rescan_seconds=3600)
+        ready = threading.Event()
+        thread = threading.Thread(target=daemon.run, kwargs={"ready": ready.set}, daemon=True)
+        thread.start()
+        try:
+            assert ready.wait(60)
+            if write:
+                sidecar.write_text(_takeout("IMG_0001.jpg", write))
+            reader = Store(tmp_path / "data" / "index.db")
+
+            def done() -> bool:  # and nothing left queued, which the next start would take up without a scan
+                return (reader.file_row(photos / "IMG_0001.jpg") is not None and reader.queue_length() == 0
+                        and _words_of(reader, "IMG_0001.jpg") == until)
+
+            deadline = time.monotonic() + 30
+            while not done() and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert done(), _words_of(reader, "IMG_0001.jpg")
+            reader.close()
+        finally:
+            daemon.stop.set()
+            thread.join(30)
+        store.close()
+
+    (tmp_path / "data").mkdir()
+    run_daemon("", "")  # indexed with no sidecar
+    sidecar.write_text(_takeout("IMG_0001.jpg", "Lunch on the pier"))  # the sidecar written while it is stopped
+    run_daemon("", "Lunch on the pier")
+    run_daemon("Dinner at the harbour", "Dinner at the harbour")  # and while it runs

@@ -31,6 +31,7 @@ from freeret_tui.engine.indexer import IndexOptions, Interrupted, index_files, r
 from freeret_tui.engine.models.base import Model
 from freeret_tui.engine.private import open_private
 from freeret_tui.engine.scan import TRASH_SECONDS, indexable, reconcile, under
+from freeret_tui.engine.sidecars import is_sidecar, photos_beside
 from freeret_tui.engine.store import Store
 from freeret_tui.engine.store.tx import DiskFullError
 from freeret_tui.engine.types import Skip
@@ -206,6 +207,13 @@ class Daemon:
         # Stored paths are queued even when no longer indexable: the indexer removes those.
         entries = [(root, Path(p)) for p, root in files.items()
                    if indexable(root, Path(p), self.exclude) or self.store.file_row(Path(p)) is not None]
+        # A sidecar written, added or removed: its photos, whose words and date the indexer reads again.
+        sidecars: dict[Path, tuple[Path, set[str]]] = {}
+        for p, root in files.items():
+            if is_sidecar(Path(p)):
+                sidecars.setdefault(Path(p).parent, (root, set()))[1].add(Path(p).name)
+        for folder, (root, names) in sidecars.items():
+            entries += [(root, photo) for photo in photos_beside(folder, names) if indexable(root, photo, self.exclude)]
         for folder, root in folders.items():
             entries += reconcile_folder(self.store, root, Path(folder), self.exclude)
         if entries:

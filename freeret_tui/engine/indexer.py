@@ -22,10 +22,11 @@ import numpy as np
 from freeret_tui.engine.chunking import word_spans
 from freeret_tui.engine.extract import extract
 from freeret_tui.engine.models.base import Model
-from freeret_tui.engine.photo_meta import photo_meta, taken_at
+from freeret_tui.engine.photo_meta import photo_meta
 from freeret_tui.engine.pictures import load_image_or_reason
 from freeret_tui.engine.prompts import Side
 from freeret_tui.engine.scan import JUNK_DIRS, indexable
+from freeret_tui.engine.sidecars import sidecar_state
 from freeret_tui.engine.store import Store
 from freeret_tui.engine.types import Chunk, IndexStats, Kind, Skip, title_of
 
@@ -87,7 +88,9 @@ class _Pending:
     chunks: list[Chunk]
     same_as: "_Pending | None" = None  # a duplicate in the same batch: reuses that file's vectors
     vectors: np.ndarray | None = None
-    taken: float | None = None  # when a photo was taken (its EXIF)
+    taken: float | None = None  # when a photo was taken (photo_meta.py)
+    words: str = ""  # a photo's own words, this path's (a copy's sidecars are its own)
+    sidecars: str = ""  # the fingerprint of the sidecars they were read with
 
 
 def text_only(chunks: list[Chunk], model_name: str) -> list[Chunk] | Skip:
@@ -164,7 +167,7 @@ def reread_photos(store: Store, batch: int = 200) -> int:
     for start in range(0, len(present), batch):
         with store.transaction():
             for path in present[start : start + batch]:
-                store.set_photo_meta(path, *photo_meta(path))
+                store.set_photo_meta(path, *photo_meta(path), sidecar_state(path))
     store.photos_reread()
     return len(present)
 
@@ -224,6 +227,11 @@ def index_files(
             p.vectors = vectors[offset : offset + len(p.chunks)]
             offset += len(p.chunks)
 
+    def reread_meta(path: Path, sidecars: str) -> None:
+        """A photo whose sidecars changed: its words and date read again now, written in the batch's transaction."""
+        meta = photo_meta(path)
+        writes.append(lambda: store.set_photo_meta(path, *meta, sidecars))
+
     def fail(p: _Pending, reason: str) -> None:
         skip = Skip(p.path, reason, failed=True)
         skipped.append(skip)
@@ -255,9 +263,10 @@ def index_files(
             for p in pending:
                 source = p.same_as or p
                 assert source.vectors is not None
-                chunks_here = [replace(c, path=p.path, title=title_of(p.path)) for c in source.chunks]
+                chunks_here = [replace(c, path=p.path, title=title_of(p.path),
+                                       text=p.words if c.kind is Kind.IMAGE else c.text) for c in source.chunks]
                 store.put_file(p.path, p.root, p.size, p.mtime, p.sha256, chunks_here, source.vectors,
-                               embedded=p in fresh, taken=p.taken)
+                               embedded=p in fresh, taken=p.taken, sidecars=p.sidecars)
             for write in writes:
                 write()
             if on_commit:
@@ -294,7 +303,12 @@ def index_files(
                 removed += 1
             continue
         row = store.file_row(path)
+        sidecars = sidecar_state(path)
+        # A sidecar written, added or removed: the photo's words and date are read again, its vectors kept.
+        reread = row is not None and row.status == "indexed" and row.sidecars != sidecars
         if row is not None and (row.size, row.mtime) == (st.st_size, st.st_mtime):
+            if reread:
+                reread_meta(path, sidecars)
             unchanged += 1
             continue
         try:
@@ -307,16 +321,19 @@ def index_files(
             continue
         if row is not None and row.sha256 == sha and row.status == "indexed":
             writes.append(lambda path=path, st=st: store.touch_file(path, st.st_size, st.st_mtime))
+            if reread:
+                reread_meta(path, sidecars)
             unchanged += 1
             continue
-        taken = taken_at(path)  # a copy or a move reuses vectors, not dates: read again (the header only)
+        # A copy or a move reuses vectors, not a photo's date and words: read again (the header and sidecars only).
+        taken, words = photo_meta(path)
+        meta = {"taken": taken, "words": words, "sidecars": sidecars}
         if sha in by_sha:
-            pending.append(_Pending(path, root, st.st_size, st.st_mtime, sha, [], same_as=by_sha[sha], taken=taken))
+            pending.append(_Pending(path, root, st.st_size, st.st_mtime, sha, [], same_as=by_sha[sha], **meta))
             continue
         reuse = store.reusable(sha, path)
         if reuse is not None:
-            pending.append(_Pending(path, root, st.st_size, st.st_mtime, sha, reuse[0], vectors=reuse[1],
-                                    taken=taken))
+            pending.append(_Pending(path, root, st.st_size, st.st_mtime, sha, reuse[0], vectors=reuse[1], **meta))
             continue
         result = extract(path, tokenize, options.chunk_tokens, options.chunk_overlap)
         if isinstance(result, list) and not model.supports_images:
@@ -326,7 +343,7 @@ def index_files(
             writes.append(lambda s=result, r=root, st=st: store.put_skip(s.path, r, st.st_size, st.st_mtime,
                                                                          s.reason, failed=s.failed))
             continue
-        entry = _Pending(path, root, st.st_size, st.st_mtime, sha, result, taken=taken)
+        entry = _Pending(path, root, st.st_size, st.st_mtime, sha, result, **meta)
         pending.append(entry)
         by_sha[sha] = entry
         if sum(len(p.chunks) for p in pending) >= pace.items() or len(settled) >= 4 * options.flush_items:

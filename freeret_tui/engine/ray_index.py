@@ -37,12 +37,13 @@ from freeret_tui.engine.indexer import (
 )
 from freeret_tui.engine.models.processors import DEFAULT_IMAGE_MAX_PIXELS
 from freeret_tui.engine.models.wire import identity
-from freeret_tui.engine.photo_meta import taken_at
+from freeret_tui.engine.photo_meta import photo_meta
 from freeret_tui.engine.pictures import encode_image
 from freeret_tui.engine.prompts import Side
 from freeret_tui.engine.scan import indexable, newest_first, sweep, walk
+from freeret_tui.engine.sidecars import sidecar_state
 from freeret_tui.engine.store import Store
-from freeret_tui.engine.types import IndexStats, Skip
+from freeret_tui.engine.types import IndexStats, Kind, Skip
 from freeret_tui.errors import StoreError
 
 # Files per extraction call, and items per model-actor call (a GPU fills its batches from these).
@@ -83,9 +84,9 @@ class Extractor:
         return {key: [row[key] for row in rows] for key in _COLUMNS}
 
     def _one(self, root: Path, path: Path, stored_sha: str) -> dict[str, Any]:
-        row = {"root": os.fsencode(root), "path": os.fsencode(path), "size": 0, "mtime": 0.0, "taken": 0.0, "sha": "",
-               "action": "skip", "reason": "", "failed": False, "chunks": b"", "contents": b"", "vectors": b"",
-               "model": ""}
+        row = {"root": os.fsencode(root), "path": os.fsencode(path), "size": 0, "mtime": 0.0, "taken": 0.0, "words": "",
+               "sidecars": "", "sha": "", "action": "skip", "reason": "", "failed": False, "chunks": b"",
+               "contents": b"", "vectors": b"", "model": ""}
         try:
             st: os.stat_result | None = path.stat()
         except FileNotFoundError:
@@ -103,10 +104,11 @@ class Extractor:
                 row["sha"] = sha256_of(path)
             except OSError as err:
                 skip = Skip(path, f"cannot read: {err.strerror or err}", failed=True)
+        if skip is None:  # a photo's date and words are this path's (its sidecars), also for a touch or a copy
+            taken, words = photo_meta(path)
+            row.update(taken=taken or 0.0, words=words, sidecars=sidecar_state(path))  # 0.0: none (floats, no nulls)
         if skip is None and row["sha"] == stored_sha:
             return {**row, "action": "touch"}
-        if skip is None:
-            row["taken"] = taken_at(path) or 0.0  # 0: none (a column of floats travels without nulls)
         if skip is None and row["sha"] in self.known:
             return {**row, "action": "reuse"}
         if skip is None:
@@ -128,8 +130,8 @@ class Extractor:
         return {**row, "reason": skip.reason, "failed": skip.failed}
 
 
-_COLUMNS = ("root", "path", "size", "mtime", "taken", "sha", "action", "reason", "failed", "chunks", "contents",
-            "vectors", "model")
+_COLUMNS = ("root", "path", "size", "mtime", "taken", "words", "sidecars", "sha", "action", "reason", "failed",
+            "chunks", "contents", "vectors", "model")
 
 
 class Embedder:
@@ -160,7 +162,8 @@ class Embedder:
 
 
 def plan(store: Store, paths: Sequence[Path], options: IndexOptions) -> tuple[list[dict[str, Any]], int, list[Path]]:
-    """The files to send (new or changed since the index saw them), how many are unchanged, and every file found."""
+    """The files to send (new or changed since the index saw them, a photo's sidecars included), how many are
+    unchanged, and every file found."""
     files = newest_first(walk(paths, options.exclude))
     work: list[dict[str, Any]] = []
     unchanged = 0
@@ -170,7 +173,8 @@ def plan(store: Store, paths: Sequence[Path], options: IndexOptions) -> tuple[li
             st = path.stat()
         except OSError:
             st = None
-        if row is not None and st is not None and (row.size, row.mtime) == (st.st_size, st.st_mtime):
+        if row is not None and st is not None and (row.size, row.mtime) == (st.st_size, st.st_mtime) and (
+                row.status != "indexed" or row.sidecars == sidecar_state(path)):  # a sidecar changed: words again
             unchanged += 1
             continue
         stored = row.sha256 if row is not None and row.status == "indexed" and row.sha256 else ""
@@ -219,25 +223,29 @@ class Writer:
         store, stats = self.store, self.stats
         path, root = Path(os.fsdecode(row["path"])), Path(os.fsdecode(row["root"]))
         size, mtime, action = int(row["size"]), float(row["mtime"]), row["action"]
-        taken = float(row["taken"]) or None
+        meta = {"taken": float(row["taken"]) or None, "sidecars": row["sidecars"]}
         if action == "gone":
             if store.file_row(path) is not None:
                 store.remove_file(path)
                 stats["removed"] += 1
         elif action == "touch":
+            known = store.file_row(path)
             store.touch_file(path, size, mtime)
+            if known is not None and known.sidecars != row["sidecars"]:  # a sidecar changed: words and date again
+                store.set_photo_meta(path, meta["taken"], row["words"], row["sidecars"])
             stats["unchanged"] += 1
         elif action == "reuse":
             found = store.reusable(row["sha"], path)
             if found is None:  # its twin went meanwhile: left unrecorded, so the next run indexes it
                 stats["left"] += 1
                 return
-            store.put_file(path, root, size, mtime, row["sha"], found[0], found[1], embedded=False, taken=taken)
+            chunks = [replace(c, text=row["words"]) if c.kind is Kind.IMAGE else c for c in found[0]]
+            store.put_file(path, root, size, mtime, row["sha"], chunks, found[1], embedded=False, **meta)
             stats["indexed"] += 1
         elif action == "embed":
             chunks = pickle.loads(row["chunks"])
             vectors = np.frombuffer(row["vectors"], dtype=np.float32).reshape(len(chunks), -1)
-            store.put_file(path, root, size, mtime, row["sha"], chunks, vectors, taken=taken)
+            store.put_file(path, root, size, mtime, row["sha"], chunks, vectors, **meta)
             stats["indexed"] += 1
             stats["items"] += len(chunks)
         else:

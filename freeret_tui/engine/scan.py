@@ -10,6 +10,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from freeret_tui.engine.extract import kind_of
+from freeret_tui.engine.sidecars import sidecar_state
 from freeret_tui.engine.store import Store
 
 # Folders nobody searches their own files in (hidden folders, ".git", ".cache", …, are always skipped); the
@@ -72,8 +73,9 @@ def newest_first(files: Iterable[tuple[Path, Path]]) -> list[tuple[Path, Path]]:
 
 def reconcile(store: Store, root: Path, exclude: frozenset[str] = JUNK_DIRS) -> list[tuple[Path, Path]]:
     """Mark and sweep one root against the store: (root, path) of every file added, changed or gone since the
-    index last saw it, judged on (size, mtime). What inotify missed (overflow, a daemon that was not running)
-    is found here; the content hash later tells a moved file from a new one."""
+    index last saw it, judged on (size, mtime), and an indexed photo on its sidecars too (sidecars.py: six stats
+    more a photo, ~12 µs; 0.13 s a scan of 10k photos, a throwaway timing). What inotify missed (overflow, a
+    daemon that was not running) is found here; the content hash later tells a moved file from a new one."""
     stored = store.file_states(root)
     changed: list[tuple[Path, Path]] = []
     seen: set[str] = set()
@@ -85,7 +87,9 @@ def reconcile(store: Store, root: Path, exclude: frozenset[str] = JUNK_DIRS) -> 
         except OSError:
             changed.append((root, path))  # let the indexer record why it cannot be read
             continue
-        if stored.get(key) != (st.st_size, st.st_mtime):
+        known = stored.get(key)
+        if known is None or known[:2] != (st.st_size, st.st_mtime) or (
+                known[2] is not None and known[2] != sidecar_state(path)):
             changed.append((root, path))
     changed += [(root, Path(p)) for p in stored if p not in seen]
     return changed

@@ -38,6 +38,7 @@ class FileRow:
     mtime: float
     sha256: str | None
     status: str
+    sidecars: str = ""  # sidecars.sidecar_state when it was indexed
 
 
 class Catalog(Transactions):
@@ -47,14 +48,17 @@ class Catalog(Transactions):
     _dim: str | None
 
     def file_row(self, path: Path) -> FileRow | None:
-        row = self._db.execute("SELECT size, mtime, sha256, status FROM files WHERE path = ?",
+        row = self._db.execute("SELECT size, mtime, sha256, status, sidecars FROM files WHERE path = ?",
                                (path_key(path),)).fetchone()
-        return FileRow(int(row[0]), float(row[1]), row[2], row[3]) if row else None
+        return FileRow(int(row[0]), float(row[1]), row[2], row[3], row[4]) if row else None
 
-    def file_states(self, root: Path) -> dict[str, tuple[int, float]]:
-        """path → (size, mtime) of every file stored under ``root`` (the reconcile scan's "mark" side)."""
-        rows = self._db.execute("SELECT path, size, mtime FROM files WHERE root = ?", (path_key(root),))
-        return {path_text(p): (int(size), float(mtime)) for p, size, mtime in rows}
+    def file_states(self, root: Path) -> dict[str, tuple[int, float, str | None]]:
+        """path → (size, mtime, sidecars) of every file stored under ``root`` (the reconcile scan's "mark" side);
+        sidecars None for a file not indexed (a skipped photo's sidecars change nothing)."""
+        rows = self._db.execute("SELECT path, size, mtime, status, sidecars FROM files WHERE root = ?",
+                                (path_key(root),))
+        return {path_text(p): (int(size), float(mtime), sidecars if status == "indexed" else None)
+                for p, size, mtime, status, sidecars in rows}
 
     def file_hashes(self) -> dict[str, tuple[str | None, str]]:
         """path → (content hash, status) of every stored file (what the churn checker compares with the disk)."""
@@ -84,18 +88,18 @@ class Catalog(Transactions):
     def _upsert_file(self, path: Path, root: Path, kind: str | None, size: int, mtime: float, **extra: object) -> int:
         row = self._db.execute("SELECT id, sha256 FROM files WHERE path = ?", (path_key(path),)).fetchone()
         values = (path_key(root), kind, size, mtime, extra.get("sha256"), extra["status"], extra.get("error"),
-                  time.time(), extra.get("taken"))
+                  time.time(), extra.get("taken"), extra.get("sidecars", ""))
         if row:
             self._drop_items(row[0], row[1])
             self._db.execute(
                 "UPDATE files SET root=?, kind=?, size=?, mtime=?, sha256=?, status=?, error=?, indexed_at=?, "
-                "taken=? WHERE id = ?",
+                "taken=?, sidecars=? WHERE id = ?",
                 (*values, row[0]),
             )
             return int(row[0])
         self._db.execute(
-            "INSERT INTO files(path, root, kind, size, mtime, sha256, status, error, indexed_at, taken) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO files(path, root, kind, size, mtime, sha256, status, error, indexed_at, taken, sidecars) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (path_key(path), *values),
         )
         return int(self._db.last_insert_rowid())
@@ -111,11 +115,13 @@ class Catalog(Transactions):
         vectors: np.ndarray,
         embedded: bool = True,
         taken: float | None = None,
+        sidecars: str = "",
     ) -> list[int]:
         """Replace everything stored for ``path`` with these chunks and vectors; returns the new item ids.
 
         ``embedded`` False: the vectors were reused from a file with the same content (not counted as model work).
-        ``taken``: when a photo was taken (its EXIF), the date a person knows it by.
+        ``taken``: when a photo was taken (photo_meta.py), the date a person knows it by; ``sidecars``: the
+        fingerprint of its sidecars its words were read with (sidecars.sidecar_state).
         """
         if self._dim is None:
             raise StoreError("bind a model to the index before writing vectors")
@@ -126,7 +132,8 @@ class Catalog(Transactions):
         # vec0 in sqlite-vec 0.1.9 has no INSERT OR REPLACE: old rows are deleted first, in the same transaction.
         with self._write():
             self._sync_prefilter()  # under the write lock: another process may have built or rebuilt it
-            file_id = self._upsert_file(path, root, kind, size, mtime, sha256=sha256, status="indexed", taken=taken)
+            file_id = self._upsert_file(path, root, kind, size, mtime, sha256=sha256, status="indexed", taken=taken,
+                                        sidecars=sidecars)
             for chunk, vector in zip(chunks, vectors, strict=True):
                 self._db.execute(
                     "INSERT INTO items(file_id, kind, title, text, page, line_start, line_end, chunk_no) "
@@ -184,10 +191,11 @@ class Catalog(Transactions):
         rows = self._db.execute("SELECT path FROM files WHERE status = 'indexed' AND kind = ?", (Kind.IMAGE.value,))
         return [Path(path_text(p)) for (p,) in rows]
 
-    def set_photo_meta(self, path: Path, taken: float | None, words: str) -> None:
-        """A photo's date and its own words (photo_meta.py), with its vector as it is: neither is part of it."""
+    def set_photo_meta(self, path: Path, taken: float | None, words: str, sidecars: str) -> None:
+        """A photo's date and its own words (photo_meta.py), read with these sidecars (sidecars.sidecar_state), with
+        its vector as it is: neither is part of it."""
         key = path_key(path)
-        self._db.execute("UPDATE files SET taken = ? WHERE path = ?", (taken, key))
+        self._db.execute("UPDATE files SET taken = ?, sidecars = ? WHERE path = ?", (taken, sidecars, key))
         items = self._db.execute("SELECT items.id FROM items JOIN files ON files.id = items.file_id "
                                  "WHERE files.path = ? AND items.kind = ?", (key, Kind.IMAGE.value)).fetchall()
         for (item_id,) in items:

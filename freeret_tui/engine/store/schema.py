@@ -77,6 +77,12 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         # (catalog.photos_to_reread), with no model, since neither is part of a vector.
         "INSERT INTO meta(key, value) VALUES ('reread_photos', '1')",
     ),
+    (
+        # A fingerprint of a photo's sidecars (sidecars.py): a sidecar written, added or removed changes it, and
+        # the photo's words and date are read again. '' for the rest, and for photos stored before: at the next
+        # scan those that have sidecars are read with them.
+        "ALTER TABLE files ADD COLUMN sidecars TEXT NOT NULL DEFAULT ''",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 INDEX_FILE = "index.db"
