@@ -122,7 +122,10 @@ def keep(source: ModelSource, dtype: str, model: Any, tokenizer: Any) -> Path | 
         model.generation_config.save_pretrained(partial)
         tokenizer.save_pretrained(partial)
         tied = set(getattr(model, "all_tied_weights_keys", None) or {})  # tied at load from the tensor they name
-        weights = {name: tensor for name, tensor in model.state_dict().items() if name not in tied}
+        # A model whose linear layers were packed since it loaded (packing.py) holds oneDNN tensors, which
+        # safetensors cannot write: their plain copies, the same values (a bf16 CPU's load packs every layer).
+        weights = {name: tensor.to_dense() if tensor.is_mkldnn else tensor
+                   for name, tensor in model.state_dict().items() if name not in tied}
         save_file(weights, str(partial / "model.safetensors"), metadata={"format": "pt"})
         sizes = {path.name: path.stat().st_size for path in partial.iterdir()}
         (partial / _MANIFEST).write_text(json.dumps(sizes, indent=1, sort_keys=True), encoding="utf-8")
