@@ -146,3 +146,10 @@ async def wait_for(pilot: Any, condition: Callable[[], bool], timeout: float = 6
         if time.monotonic() > deadline:
             raise AssertionError("timed out waiting for the app")
         await pilot.pause(0.1)
+
+
+def write_xmp(path: Path, xmp: str) -> None:
+    """Write an XMP packet into a JPEG as a photo manager does: a new APP1 segment, the pixels' bytes untouched."""
+    body = b"http://ns.adobe.com/xap/1.0/\x00" + xmp.encode()
+    data = path.read_bytes()
+    path.write_bytes(data[:2] + b"\xff\xe1" + (len(body) + 2).to_bytes(2, "big") + body + data[2:])

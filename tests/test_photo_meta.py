@@ -3,15 +3,16 @@ EXIF and Windows' fields) — searchable by words and shown, never part of its v
 
 from __future__ import annotations
 
+import hashlib
 import io
 import struct
 from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
-from conftest import wait_for
+from conftest import wait_for, write_xmp
 from fake_model import FakeModel
-from PIL import Image
+from PIL import Image, PngImagePlugin
 
 from freeret_tui.engine.photo_meta import photo_words, taken_at
 from freeret_tui.engine.prompts import Side
@@ -194,3 +195,53 @@ def test_an_older_index_reads_its_photos_words_and_dates_once_without_the_model(
     assert hit.lexical_score is not None and "Tram 28" in hit.text
     assert hit.dated == datetime(2019, 7, 14, 18, 30).timestamp()
     assert store.embedded_items == embedded and store.photos_to_reread() is None
+
+
+def test_the_pixels_digest_leaves_out_what_a_photo_says_about_itself(tmp_path: Path) -> None:
+    """Keywords, captions and comments written into a JPEG or PNG keep its digest; other pixels, another
+    orientation (the model sees the picture turned) or a file that does not parse do not."""
+    from freeret_tui.engine.photo_meta import pixels_digest
+
+    photo = _jpeg(tmp_path / "a.jpg")
+    digest = pixels_digest(photo)
+    write_xmp(photo, XMP)
+    data = photo.read_bytes()
+    photo.write_bytes(data[:2] + b"\xff\xfe\x00\x07hello" + _iptc_segment(keywords=b"tram") + data[2:])  # COM, IPTC
+    assert digest is not None and pixels_digest(photo) == digest and "Tram 28" in photo_words(photo)
+    assert pixels_digest(_jpeg(tmp_path / "b.jpg", colour="navy")) != digest
+    turned = Image.Exif()
+    turned[274] = 6  # rotated 90 degrees
+    assert pixels_digest(_jpeg(tmp_path / "c.jpg", exif=turned)) != digest
+    Image.new("RGB", (48, 32), "orange").save(tmp_path / "d.png")
+    png = pixels_digest(tmp_path / "d.png")
+    info = PngImagePlugin.PngInfo()
+    info.add_itxt("XML:com.adobe.xmp", XMP)
+    Image.new("RGB", (48, 32), "orange").save(tmp_path / "e.png", pnginfo=info)
+    assert png is not None and pixels_digest(tmp_path / "e.png") == png
+    (tmp_path / "f.jpg").write_bytes(b"not a jpeg")
+    Image.new("RGB", (8, 8)).save(tmp_path / "g.webp")
+    assert pixels_digest(tmp_path / "f.jpg") is None and pixels_digest(tmp_path / "g.webp") is None
+
+
+def test_words_written_into_a_photo_keep_its_vectors(tmp_path: Path) -> None:
+    """A photo manager writes a keyword into the file (its content hash changes, its pixels do not): found by it,
+    dated by it, nothing embedded again; the same photo with other pixels is embedded again."""
+    (tmp_path / "photos").mkdir()
+    photo = _jpeg(tmp_path / "photos" / "IMG_0042.jpg")
+    (tmp_path / "data").mkdir()
+    session = Session(tmp_path / "data", SessionConfig(model="fake-model", rerank=False),
+                      loader=lambda _c: FakeModel())
+    session.load_model()
+    session.index([tmp_path / "photos"])
+    store = session.store
+    embedded = store.embedded_items
+    write_xmp(photo, XMP.replace('photoshop:City="Lisbon"', 'photoshop:City="Lisbon" '
+                                 'xmlns:exif="http://ns.adobe.com/exif/1.0/" exif:DateTimeOriginal="2019-07-14"'))
+    stats, _ = session.index([tmp_path / "photos"])
+    [hit] = session.search(Query("lisbon"), Filters(kinds=(Kind.IMAGE,))).hits
+    assert hit.lexical_score is not None and hit.dated == datetime(2019, 7, 14).timestamp()
+    assert (stats.files_unchanged, store.embedded_items) == (1, embedded)
+    assert store.file_row(photo).sha256 == hashlib.sha256(photo.read_bytes()).hexdigest()
+    _jpeg(photo, colour="navy")  # edited pixels (and no words)
+    session.index([tmp_path / "photos"])
+    assert store.embedded_items == embedded + 1

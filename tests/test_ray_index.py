@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import SAMPLES
+from conftest import SAMPLES, write_xmp
 
 from freeret_tui.engine.indexer import IndexOptions
 from freeret_tui.engine.session import Session, SessionConfig
@@ -141,11 +141,17 @@ def test_copies_and_moves_reuse_the_indexed_vectors(library, tiny_dirs, cluster,
     (moved / "folder2" / "note2.txt").rename(moved / "folder3" / "note2.txt")
     shutil.copy(moved / "coffee.png", moved / "coffee (copy).png")  # without its sidecar: none of its words
     _takeout(moved / "coffee.png", "Cortado on the pier")  # the sidecar rewritten: the photo's words again
+    # A word written into a photo: its pixels as they were.
+    write_xmp(moved / "rocket.jpg", '<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/'
+              '02/22-rdf-syntax-ns#"><rdf:Description xmlns:photoshop="http://ns.adobe.com/photoshop/1.0/" '
+              'photoshop:City="Kourou"/></rdf:RDF></x:xmpmeta>')
     stats, removed = _ray_index(tmp_path / "ray", moved, tiny_dirs["idefics3"])
-    assert (stats.files_indexed, stats.items_added, removed) == (3, 0, 1)
+    # Unchanged: the 2,012 files found less the three indexed, coffee.png and rocket.jpg among them.
+    assert (stats.files_indexed, stats.files_unchanged, stats.items_added, removed) == (3, 2009, 0, 1)
     assert store.embedded_items == embedded  # the model ran for none
     assert (_words(store, moved / "coffee.png"), _words(store, moved / "coffee (copy).png")) == (
         "Cortado on the pier", "")
+    assert _words(store, moved / "rocket.jpg") == "Kourou"
     for name in ("note1 (copy).txt", "folder3/note2.txt"):
         assert store.file_row(moved / name).status == "indexed"
 

@@ -22,7 +22,7 @@ import numpy as np
 from freeret_tui.engine.chunking import word_spans
 from freeret_tui.engine.extract import extract
 from freeret_tui.engine.models.base import Model
-from freeret_tui.engine.photo_meta import photo_meta
+from freeret_tui.engine.photo_meta import photo_meta, pixels_digest
 from freeret_tui.engine.pictures import load_image_or_reason
 from freeret_tui.engine.prompts import Side
 from freeret_tui.engine.scan import JUNK_DIRS, indexable
@@ -91,6 +91,7 @@ class _Pending:
     taken: float | None = None  # when a photo was taken (photo_meta.py)
     words: str = ""  # a photo's own words, this path's (a copy's sidecars are its own)
     sidecars: str = ""  # the fingerprint of the sidecars they were read with
+    pixels: str | None = None  # a JPEG's or PNG's digest without its metadata (photo_meta.pixels_digest)
 
 
 def text_only(chunks: list[Chunk], model_name: str) -> list[Chunk] | Skip:
@@ -266,7 +267,7 @@ def index_files(
                 chunks_here = [replace(c, path=p.path, title=title_of(p.path),
                                        text=p.words if c.kind is Kind.IMAGE else c.text) for c in source.chunks]
                 store.put_file(p.path, p.root, p.size, p.mtime, p.sha256, chunks_here, source.vectors,
-                               embedded=p in fresh, taken=p.taken, sidecars=p.sidecars)
+                               embedded=p in fresh, taken=p.taken, sidecars=p.sidecars, pixels=p.pixels)
             for write in writes:
                 write()
             if on_commit:
@@ -325,9 +326,17 @@ def index_files(
                 reread_meta(path, sidecars)
             unchanged += 1
             continue
+        pixels = pixels_digest(path)
+        if row is not None and row.status == "indexed" and pixels is not None and row.pixels == pixels:
+            # Only what the photo says about itself was written (a keyword, a caption, a corrected date): the
+            # pixels, and so the vectors, are as they were.
+            writes.append(lambda path=path, st=st, sha=sha: store.touch_file(path, st.st_size, st.st_mtime, sha))
+            reread_meta(path, sidecars)
+            unchanged += 1
+            continue
         # A copy or a move reuses vectors, not a photo's date and words: read again (the header and sidecars only).
         taken, words = photo_meta(path)
-        meta = {"taken": taken, "words": words, "sidecars": sidecars}
+        meta = {"taken": taken, "words": words, "sidecars": sidecars, "pixels": pixels}
         if sha in by_sha:
             pending.append(_Pending(path, root, st.st_size, st.st_mtime, sha, [], same_as=by_sha[sha], **meta))
             continue

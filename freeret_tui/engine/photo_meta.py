@@ -9,6 +9,7 @@ while "Lisbon" typed by its owner finds the photos they tagged so by words.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -49,6 +50,15 @@ _XMP_DATES = (("http://ns.adobe.com/exif/1.0/", "DateTimeOriginal"), ("http://ns
               "DateCreated"), ("http://ns.adobe.com/xap/1.0/", "CreateDate"))
 # IPTC IIM datasets: object name (title), headline, keywords, city, sublocation, state, country, caption.
 _IPTC = ((2, 5), (2, 105), (2, 25), (2, 90), (2, 92), (2, 95), (2, 101), (2, 120))
+# What a JPEG and a PNG say about themselves, left out of ``pixels_digest``: APP1 (EXIF, XMP), APP13 (IPTC) and
+# comments; text, time and EXIF chunks. APP2 (the colour profile) and APP14 (Adobe's colour transform) change the
+# decoded picture and stay in. EXIF's orientation tag is added back by value.
+_JPEG_METADATA = frozenset({0xE1, 0xED, 0xFE})
+_PNG_METADATA = frozenset({b"tEXt", b"zTXt", b"iTXt", b"tIME", b"eXIf"})
+_ORIENTATION = 274
+# ``pixels_digest`` reads the whole file at once (a 48 MP JPEG is ~25 MB): a larger one is embedded again on a
+# change, as every photo was.
+MAX_DIGEST_BYTES = 64 << 20
 # An XMP packet is at most 64 KB in a JPEG segment; one larger than this is not parsed.
 MAX_XMP_BYTES = 1 << 20
 # The words kept of one photo: a caption is a sentence or two, keywords a few dozen.
@@ -89,6 +99,64 @@ def photo_meta(path: Path) -> tuple[float | None, str]:
         taken = taken if taken is not None else side_taken
         fields += side_fields
     return taken, _joined(fields)
+
+
+def pixels_digest(path: Path) -> str | None:
+    """A digest of a JPEG or PNG without what it says about itself: every byte but its EXIF, XMP, IPTC, comment and
+    text chunks, plus its EXIF orientation (which turns the picture the model sees). A photo manager writing a
+    keyword, a caption or a corrected date into the file changes its content hash but not this, so the indexer keeps
+    its vectors and reads its words and date again (a VLM takes seconds a photo; tagging a few hundred photos in
+    digiKam re-embedded every one). None for other formats, and for a file that does not parse as its suffix says
+    (it is embedded again, as before)."""
+    suffix = path.suffix.lower()
+    if suffix not in (".jpg", ".jpeg", ".jfif", ".png"):
+        return None
+    try:
+        if path.stat().st_size > MAX_DIGEST_BYTES:
+            return None
+        data = path.read_bytes()
+    except OSError:
+        return None
+    digest = hashlib.sha256()
+    parts = _png_parts(data) if suffix == ".png" else _jpeg_parts(data)
+    if parts is None:
+        return None
+    for part in parts:
+        digest.update(part)
+    digest.update(str(_header(path, lambda img: _exif(img).get(_ORIENTATION))).encode())
+    return digest.hexdigest()
+
+
+def _jpeg_parts(data: bytes) -> list[memoryview] | None:
+    """A JPEG's segments but APP1 (EXIF, XMP), APP13 (IPTC) and comments, then everything from its first scan on
+    (compressed pixels, which no metadata edit touches); None if it is not a JPEG."""
+    view = memoryview(data)
+    if data[:2] != b"\xff\xd8":
+        return None
+    parts, at = [view[:2]], 2
+    while at + 4 <= len(data) and data[at] == 0xFF:
+        marker = data[at + 1]
+        if marker == 0xDA:  # start of scan: the rest is pixels
+            return [*parts, view[at:]]
+        end = at + 2 + int.from_bytes(data[at + 2 : at + 4], "big")
+        if marker not in _JPEG_METADATA:
+            parts.append(view[at:end])
+        at = end
+    return None
+
+
+def _png_parts(data: bytes) -> list[memoryview] | None:
+    """A PNG's chunks but its text, time and EXIF ones; None if it is not a PNG."""
+    view = memoryview(data)
+    if data[:8] != b"\x89PNG\r\n\x1a\n":
+        return None
+    parts, at = [view[:8]], 8
+    while at + 8 <= len(data):
+        end = at + 12 + int.from_bytes(data[at : at + 4], "big")
+        if bytes(data[at + 4 : at + 8]) not in _PNG_METADATA:
+            parts.append(view[at:end])
+        at = end
+    return parts
 
 
 def _sidecar(sidecar: Path, photo: str) -> tuple[float | None, list[str]]:

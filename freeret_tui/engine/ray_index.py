@@ -37,7 +37,7 @@ from freeret_tui.engine.indexer import (
 )
 from freeret_tui.engine.models.processors import DEFAULT_IMAGE_MAX_PIXELS
 from freeret_tui.engine.models.wire import identity
-from freeret_tui.engine.photo_meta import photo_meta
+from freeret_tui.engine.photo_meta import photo_meta, pixels_digest
 from freeret_tui.engine.pictures import encode_image
 from freeret_tui.engine.prompts import Side
 from freeret_tui.engine.scan import indexable, newest_first, sweep, walk
@@ -79,13 +79,14 @@ class Extractor:
         self.known = known  # content hashes the index holds vectors for: nothing to extract or embed
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list[Any]]:
-        rows = [self._one(Path(os.fsdecode(root)), Path(os.fsdecode(path)), stored)
-                for root, path, stored in zip(batch["root"], batch["path"], batch["stored_sha"], strict=True)]
+        columns = zip(batch["root"], batch["path"], batch["stored_sha"], batch["stored_pixels"], strict=True)
+        rows = [self._one(Path(os.fsdecode(root)), Path(os.fsdecode(path)), sha, pixels)
+                for root, path, sha, pixels in columns]
         return {key: [row[key] for row in rows] for key in _COLUMNS}
 
-    def _one(self, root: Path, path: Path, stored_sha: str) -> dict[str, Any]:
+    def _one(self, root: Path, path: Path, stored_sha: str, stored_pixels: str) -> dict[str, Any]:
         row = {"root": os.fsencode(root), "path": os.fsencode(path), "size": 0, "mtime": 0.0, "taken": 0.0, "words": "",
-               "sidecars": "", "sha": "", "action": "skip", "reason": "", "failed": False, "chunks": b"",
+               "sidecars": "", "pixels": "", "sha": "", "action": "skip", "reason": "", "failed": False, "chunks": b"",
                "contents": b"", "vectors": b"", "model": ""}
         try:
             st: os.stat_result | None = path.stat()
@@ -104,11 +105,12 @@ class Extractor:
                 row["sha"] = sha256_of(path)
             except OSError as err:
                 skip = Skip(path, f"cannot read: {err.strerror or err}", failed=True)
-        if skip is None:  # a photo's date and words are this path's (its sidecars), also for a touch or a copy
+        if skip is None:  # a photo's date, words and pixels are this path's (its sidecars), also for a touch or a copy
             taken, words = photo_meta(path)
-            row.update(taken=taken or 0.0, words=words, sidecars=sidecar_state(path))  # 0.0: none (floats, no nulls)
-        if skip is None and row["sha"] == stored_sha:
-            return {**row, "action": "touch"}
+            # 0.0 and "": none (a column travels without nulls)
+            row.update(taken=taken or 0.0, words=words, sidecars=sidecar_state(path), pixels=pixels_digest(path) or "")
+        if skip is None and (row["sha"] == stored_sha or (stored_pixels and row["pixels"] == stored_pixels)):
+            return {**row, "action": "touch"}  # the same content, or the same pixels with other metadata
         if skip is None and row["sha"] in self.known:
             return {**row, "action": "reuse"}
         if skip is None:
@@ -130,8 +132,8 @@ class Extractor:
         return {**row, "reason": skip.reason, "failed": skip.failed}
 
 
-_COLUMNS = ("root", "path", "size", "mtime", "taken", "words", "sidecars", "sha", "action", "reason", "failed",
-            "chunks", "contents", "vectors", "model")
+_COLUMNS = ("root", "path", "size", "mtime", "taken", "words", "sidecars", "pixels", "sha", "action", "reason",
+            "failed", "chunks", "contents", "vectors", "model")
 
 
 class Embedder:
@@ -177,8 +179,9 @@ def plan(store: Store, paths: Sequence[Path], options: IndexOptions) -> tuple[li
                 row.status != "indexed" or row.sidecars == sidecar_state(path)):  # a sidecar changed: words again
             unchanged += 1
             continue
-        stored = row.sha256 if row is not None and row.status == "indexed" and row.sha256 else ""
-        work.append({"root": os.fsencode(root), "path": os.fsencode(path), "stored_sha": stored})
+        known = row if row is not None and row.status == "indexed" else None
+        work.append({"root": os.fsencode(root), "path": os.fsencode(path), "stored_sha": known and known.sha256 or "",
+                     "stored_pixels": known and known.pixels or ""})
     return work, unchanged, [p for _, p in files]
 
 
@@ -223,15 +226,16 @@ class Writer:
         store, stats = self.store, self.stats
         path, root = Path(os.fsdecode(row["path"])), Path(os.fsdecode(row["root"]))
         size, mtime, action = int(row["size"]), float(row["mtime"]), row["action"]
-        meta = {"taken": float(row["taken"]) or None, "sidecars": row["sidecars"]}
+        meta = {"taken": float(row["taken"]) or None, "sidecars": row["sidecars"], "pixels": row["pixels"] or None}
         if action == "gone":
             if store.file_row(path) is not None:
                 store.remove_file(path)
                 stats["removed"] += 1
         elif action == "touch":
             known = store.file_row(path)
-            store.touch_file(path, size, mtime)
-            if known is not None and known.sidecars != row["sidecars"]:  # a sidecar changed: words and date again
+            store.touch_file(path, size, mtime, row["sha"])
+            # A sidecar changed, or the photo's own metadata: its words and date again.
+            if known is not None and (known.sidecars, known.sha256) != (row["sidecars"], row["sha"]):
                 store.set_photo_meta(path, meta["taken"], row["words"], row["sidecars"])
             stats["unchanged"] += 1
         elif action == "reuse":

@@ -39,6 +39,7 @@ class FileRow:
     sha256: str | None
     status: str
     sidecars: str = ""  # sidecars.sidecar_state when it was indexed
+    pixels: str | None = None  # photo_meta.pixels_digest when it was embedded
 
 
 class Catalog(Transactions):
@@ -48,9 +49,9 @@ class Catalog(Transactions):
     _dim: str | None
 
     def file_row(self, path: Path) -> FileRow | None:
-        row = self._db.execute("SELECT size, mtime, sha256, status, sidecars FROM files WHERE path = ?",
+        row = self._db.execute("SELECT size, mtime, sha256, status, sidecars, pixels FROM files WHERE path = ?",
                                (path_key(path),)).fetchone()
-        return FileRow(int(row[0]), float(row[1]), row[2], row[3], row[4]) if row else None
+        return FileRow(int(row[0]), float(row[1]), *row[2:]) if row else None
 
     def file_states(self, root: Path) -> dict[str, tuple[int, float, str | None]]:
         """path → (size, mtime, sidecars) of every file stored under ``root`` (the reconcile scan's "mark" side);
@@ -88,18 +89,18 @@ class Catalog(Transactions):
     def _upsert_file(self, path: Path, root: Path, kind: str | None, size: int, mtime: float, **extra: object) -> int:
         row = self._db.execute("SELECT id, sha256 FROM files WHERE path = ?", (path_key(path),)).fetchone()
         values = (path_key(root), kind, size, mtime, extra.get("sha256"), extra["status"], extra.get("error"),
-                  time.time(), extra.get("taken"), extra.get("sidecars", ""))
+                  time.time(), extra.get("taken"), extra.get("sidecars", ""), extra.get("pixels"))
         if row:
             self._drop_items(row[0], row[1])
             self._db.execute(
                 "UPDATE files SET root=?, kind=?, size=?, mtime=?, sha256=?, status=?, error=?, indexed_at=?, "
-                "taken=?, sidecars=? WHERE id = ?",
+                "taken=?, sidecars=?, pixels=? WHERE id = ?",
                 (*values, row[0]),
             )
             return int(row[0])
         self._db.execute(
-            "INSERT INTO files(path, root, kind, size, mtime, sha256, status, error, indexed_at, taken, sidecars) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO files(path, root, kind, size, mtime, sha256, status, error, indexed_at, taken, sidecars, "
+            "pixels) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (path_key(path), *values),
         )
         return int(self._db.last_insert_rowid())
@@ -116,12 +117,14 @@ class Catalog(Transactions):
         embedded: bool = True,
         taken: float | None = None,
         sidecars: str = "",
+        pixels: str | None = None,
     ) -> list[int]:
         """Replace everything stored for ``path`` with these chunks and vectors; returns the new item ids.
 
         ``embedded`` False: the vectors were reused from a file with the same content (not counted as model work).
         ``taken``: when a photo was taken (photo_meta.py), the date a person knows it by; ``sidecars``: the
-        fingerprint of its sidecars its words were read with (sidecars.sidecar_state).
+        fingerprint of its sidecars its words were read with (sidecars.sidecar_state); ``pixels``: its digest without
+        its metadata (photo_meta.pixels_digest).
         """
         if self._dim is None:
             raise StoreError("bind a model to the index before writing vectors")
@@ -133,7 +136,7 @@ class Catalog(Transactions):
         with self._write():
             self._sync_prefilter()  # under the write lock: another process may have built or rebuilt it
             file_id = self._upsert_file(path, root, kind, size, mtime, sha256=sha256, status="indexed", taken=taken,
-                                        sidecars=sidecars)
+                                        sidecars=sidecars, pixels=pixels)
             for chunk, vector in zip(chunks, vectors, strict=True):
                 self._db.execute(
                     "INSERT INTO items(file_id, kind, title, text, page, line_start, line_end, chunk_no) "
@@ -206,10 +209,12 @@ class Catalog(Transactions):
         with self._write():
             self._forget_meta("reread_photos")  # type: ignore[attr-defined]  # schema.py
 
-    def touch_file(self, path: Path, size: int, mtime: float) -> None:
-        """Same content, new size/mtime stamp (a `touch`, a save without changes): nothing to embed."""
+    def touch_file(self, path: Path, size: int, mtime: float, sha256: str | None = None) -> None:
+        """Same content, new size/mtime stamp (a `touch`, a save without changes): nothing to embed. With ``sha256``:
+        a photo whose metadata alone was written (the same ``pixels``), its new content hash."""
         with self._write():
-            self._db.execute("UPDATE files SET size = ?, mtime = ? WHERE path = ?", (size, mtime, path_key(path)))
+            self._db.execute("UPDATE files SET size = ?, mtime = ?, sha256 = coalesce(?, sha256) WHERE path = ?",
+                             (size, mtime, sha256, path_key(path)))
 
     def put_skip(self, path: Path, root: Path, size: int, mtime: float, reason: str, failed: bool = False) -> None:
         """Record that ``path`` was not indexed and why (its old items, if any, go)."""

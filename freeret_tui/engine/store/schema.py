@@ -82,6 +82,9 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         # the photo's words and date are read again. '' for the rest, and for photos stored before: at the next
         # scan those that have sidecars are read with them.
         "ALTER TABLE files ADD COLUMN sidecars TEXT NOT NULL DEFAULT ''",
+        # A JPEG's or PNG's digest without its metadata (photo_meta.pixels_digest): a keyword or a caption written
+        # into the file keeps its vectors. NULL for the rest, and for photos stored before until they are embedded.
+        "ALTER TABLE files ADD COLUMN pixels TEXT",
     ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
