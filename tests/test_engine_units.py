@@ -70,6 +70,16 @@ def test_fusion_does_not_hold_missing_words_against_a_photo() -> None:
     assert [i for i, _ in fuse("rrf", dense, lexical, 0.2)][-2:] == [50, 51]  # without: after every note
 
 
+def test_a_photo_whose_words_match_passes_the_photo_first_by_meaning() -> None:
+    """Photos have words of their own (keywords, captions): one whose words match the query leads the photo first
+    by meaning alone, whose words' side is only estimated — unless it is among the farthest by meaning."""
+    photos = {60, 61, 62, 63}
+    dense = [(60, 0.90), (61, 0.60), (62, 0.50), (63, 0.30)]
+    assert [i for i, _ in convex(dense, [(61, 3.0)], 0.2, photos)][:2] == [61, 60]
+    assert [i for i, _ in fuse("rrf", dense, [(61, 3.0)], 0.2, photos)][:2] == [61, 60]
+    assert [i for i, _ in convex(dense, [(63, 3.0)], 0.2, photos)][:2] == [60, 63]  # the farthest by meaning
+
+
 def test_a_photo_closest_by_meaning_is_among_the_hits_of_a_text_query(tmp_path: Path) -> None:
     """Through the store: a photo's kind makes fusion blind to its missing words (without that, the six notes
     that mention the query's word fill the three hits)."""
