@@ -75,6 +75,17 @@ def test_a_photo_s_own_words_from_xmp_iptc_and_exif(tmp_path: Path) -> None:
     Image.new("RGB", (8, 8)).save(tmp_path / "tagged.png", pnginfo=info)
     assert "Tram 28" in photo_words(tmp_path / "tagged.png")
     assert photo_words(_jpeg(tmp_path / "bad-xmp.jpg", xmp="<x:xmpmeta><unclosed>")) == ""
+    # Faces marked by name: Metadata Working Group regions (as an attribute, as an element) and Microsoft's.
+    faces = """<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">
+<rdf:Description xmlns:mwg-rs="http://www.metadataworkinggroup.com/schemas/regions/" xmlns:MP=
+"http://ns.microsoft.com/photo/1.2/" xmlns:MPRI="http://ns.microsoft.com/photo/1.2/t/RegionInfo#" xmlns:MPReg=
+"http://ns.microsoft.com/photo/1.2/t/Region#"><mwg-rs:Regions rdf:parseType="Resource"><mwg-rs:RegionList><rdf:Bag>
+<rdf:li><rdf:Description mwg-rs:Name="Rui" mwg-rs:Type="Face"/></rdf:li>
+<rdf:li rdf:parseType="Resource"><mwg-rs:Name>Marta</mwg-rs:Name><mwg-rs:Type>Face</mwg-rs:Type></rdf:li>
+</rdf:Bag></mwg-rs:RegionList></mwg-rs:Regions><MP:RegionInfo rdf:parseType="Resource"><MPRI:Regions><rdf:Bag>
+<rdf:li MPReg:PersonDisplayName="Ana Lopes"/></rdf:Bag></MPRI:Regions></MP:RegionInfo></rdf:Description></rdf:RDF>
+</x:xmpmeta>"""
+    assert photo_words(_jpeg(tmp_path / "faces.jpg", xmp=faces)).splitlines() == ["Rui", "Marta", "Ana Lopes"]
     # Entities expanding to a billion "lol"s: expat refuses the amplification, and the photo has no words.
     entities = '<!ENTITY a0 "lol">' + "".join(f'<!ENTITY a{i} "{f"&a{i - 1};" * 10}">' for i in range(1, 10))
     laughs = XMP.replace("Tram 28", "&a9;").replace('<?xpacket begin="\ufeff" id="W5M0MpCehiHzreSzNTczkc9d"?>',

@@ -33,7 +33,7 @@ _CAMERA_DEFAULTS = frozenset({"olympus digital camera", "sony dsc", "digital cam
                               "minolta digital camera", "default", "exif_jpeg_picture", "dcf 1.0", "image", "picture",
                               "photo", "samsung", "lg", "hdr", "dsc", "jpeg", "untitled"})
 # XMP properties (namespace, name) holding words: Dublin Core title, description, subject (keywords); Photoshop's
-# headline, city, state and country; IPTC Core's sublocation; Lightroom's and digiKam's tag paths.
+# headline, city, state and country; IPTC Core's sublocation; Lightroom's and digiKam's tag paths; people's names.
 _XMP = {
     ("http://purl.org/dc/elements/1.1/", name) for name in ("title", "description", "subject")
 } | {
@@ -42,6 +42,10 @@ _XMP = {
     ("http://iptc.org/std/Iptc4xmpCore/1.0/xmlns/", "Location"),
     ("http://ns.adobe.com/lightroom/1.0/", "hierarchicalSubject"),
     ("http://www.digikam.org/ns/1.0/", "TagsList"),
+    # The names of the faces a photo manager marked (Metadata Working Group regions: Picasa, digiKam, Lightroom,
+    # darktable; Windows Photo Gallery's own), so "Ana" finds the photos she is in.
+    ("http://www.metadataworkinggroup.com/schemas/regions/", "Name"),
+    ("http://ns.microsoft.com/photo/1.2/t/Region#", "PersonDisplayName"),
 }
 _RDF_LI = "{http://www.w3.org/1999/02/22-rdf-syntax-ns#}li"
 # XMP properties holding when the photo was taken, the first found wins: EXIF's copy (what darktable and digiKam
