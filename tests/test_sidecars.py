@@ -11,13 +11,12 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from fake_model import FakeModel
+from fake_model import FakeModel, fake_session
 from PIL import Image
 
 from freeret_tui.engine.daemon import Daemon
 from freeret_tui.engine.photo_meta import photo_meta
 from freeret_tui.engine.query import Filters, Query
-from freeret_tui.engine.session import Session, SessionConfig
 from freeret_tui.engine.sidecars import photos_beside
 from freeret_tui.engine.store import Store
 from freeret_tui.engine.types import Kind
@@ -78,9 +77,17 @@ def test_a_photo_s_sidecars_give_its_words_and_date(tmp_path: Path) -> None:
                            "Urlaub in Knaufspesch in der Schneifel (38).JP.json")):
         (tmp_path / sidecar).write_text(_takeout(name, f"caption of {name[:6]}"))
         assert photo_meta(_photo(tmp_path / name)) == (TAKEN_2020, f"caption of {name[:6]}")
-    names = ["IMG_0001.jpg.xmp", "IMG_0004.xmp", "Screenshot_2017-07-05-10-05-26.png.supplementa.json", "x.json"]
-    assert [p.name for p in photos_beside(tmp_path, names)] == ["IMG_0001.jpg", "IMG_0004.jpg",
-                                                               "Screenshot_2017-07-05-10-05-26.png"]
+    # A second photo of one name in an album, and an edit Google Photos saved beside its original (no JSON of its
+    # own: it shares the original's).
+    (tmp_path / "IMG_0005.jpg(1).json").write_text(_takeout("IMG_0005.jpg", "the second one"))
+    assert photo_meta(_photo(tmp_path / "IMG_0005(1).jpg")) == (TAKEN_2020, "the second one")
+    (tmp_path / "IMG_0006.jpg.supplemental-metadata.json").write_text(_takeout("IMG_0006.jpg", "before the edit"))
+    _photo(tmp_path / "IMG_0006.jpg")
+    assert photo_meta(_photo(tmp_path / "IMG_0006-edited.jpg")) == (TAKEN_2020, "before the edit")
+    names = ["IMG_0001.jpg.xmp", "IMG_0004.xmp", "Screenshot_2017-07-05-10-05-26.png.supplementa.json", "x.json",
+             "IMG_0006.jpg.supplemental-metadata.json"]
+    assert [p.name for p in photos_beside(tmp_path, names)] == [
+        "IMG_0001.jpg", "IMG_0004.jpg", "IMG_0006-edited.jpg", "IMG_0006.jpg", "Screenshot_2017-07-05-10-05-26.png"]
 
 
 def test_hostile_sidecars_give_nothing_and_never_hang(tmp_path: Path) -> None:
@@ -106,14 +113,6 @@ def test_hostile_sidecars_give_nothing_and_never_hang(tmp_path: Path) -> None:
     assert time.monotonic() - started < 5
 
 
-def _session(tmp_path: Path) -> Session:
-    (tmp_path / "data").mkdir(exist_ok=True)
-    session = Session(tmp_path / "data", SessionConfig(model="fake-model", rerank=False),
-                      loader=lambda _c: FakeModel())
-    session.load_model()
-    return session
-
-
 def _words_of(store: Store, name: str) -> str:
     row = store._db.execute("SELECT items.text FROM items JOIN files ON files.id = items.file_id "
                             "WHERE files.path LIKE ?", (f"%/{name}",)).fetchone()
@@ -126,7 +125,7 @@ def test_a_sidecar_written_added_or_removed_rereads_the_photo_without_the_model(
     photos = tmp_path / "photos"
     photos.mkdir()
     photo = _photo(photos / "IMG_0001.jpg")
-    session = _session(tmp_path)
+    session = fake_session()
     session.index([photos])
     store = session.store
     embedded = store.embedded_items

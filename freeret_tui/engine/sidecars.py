@@ -11,6 +11,7 @@ without running the model.
 from __future__ import annotations
 
 import os
+import re
 import stat
 from collections.abc import Iterable
 from pathlib import Path
@@ -21,6 +22,10 @@ from freeret_tui.engine.pictures import IMAGE_EXTENSIONS
 # "Screenshot_2017-07-05-10-05-26.png.supplementa.json", "Urlaub in Knaufspesch in der Schneifel (38).JP.json".
 _TAKEOUT_CUT = 46
 SIDECAR_SUFFIXES = (".xmp", ".json")
+# What Google Photos appends to an edited copy's name, in the languages Takeout exports most (the copy has no JSON
+# of its own).
+_EDITED = ("-edited", "-bearbeitet", "-modifié", "-editado", "-modificato", "-bewerkt", "-redigerad", "-muokattu")
+_NUMBERED = re.compile(r"(.*[^ ])(\(\d+\))")  # "IMG(1)", not "Holiday (38)", a name of its own
 # A sidecar larger than this is not read (an XMP sidecar is a few KB, a Takeout JSON under one).
 MAX_SIDECAR_BYTES = 1 << 20
 
@@ -28,9 +33,27 @@ MAX_SIDECAR_BYTES = 1 << 20
 def sidecar_names(name: str) -> tuple[str, ...]:
     """The names a sidecar of the photo named ``name`` may have, in the order they are read."""
     stem = name.rpartition(".")[0] or name
-    names = (f"{name}.xmp", f"{name}.XMP", f"{stem}.xmp", f"{stem}.XMP",
-             f"{name}.supplemental-metadata"[:_TAKEOUT_CUT] + ".json", name[:_TAKEOUT_CUT] + ".json")
+    names = (f"{name}.xmp", f"{name}.XMP", f"{stem}.xmp", f"{stem}.XMP", *_takeout_names(name))
     return tuple(dict.fromkeys(names))
+
+
+def _takeout_names(name: str, number: str = "") -> list[str]:
+    """Takeout's names for the JSON of the photo named ``name``: ``name.supplemental-metadata.json`` or
+    ``name.json``, cut to 51 characters; a second photo of the same name, ``IMG(1).jpg``, has ``IMG.jpg(1).json``
+    (the number after the cut); an edit saved by Google Photos, ``IMG-edited.jpg``, shares its original's."""
+    stem, dot, suffix = name.rpartition(".")
+    cut = _TAKEOUT_CUT - len(number)
+    names = [f"{name}.supplemental-metadata"[:cut] + f"{number}.json", name[:cut] + f"{number}.json"]
+    if not stem:
+        return names
+    lower = stem.lower()
+    if lower.endswith(_EDITED):  # one test first: a scan asks this of every photo
+        edited = next(e for e in _EDITED if lower.endswith(e))
+        names += _takeout_names(stem[: -len(edited)] + dot + suffix, number)
+    numbered = _NUMBERED.fullmatch(stem) if not number and stem.endswith(")") else None
+    if numbered:
+        names += _takeout_names(numbered[1] + dot + suffix, numbered[2])
+    return names
 
 
 def sidecars(path: Path) -> list[tuple[Path, os.stat_result]]:
