@@ -94,16 +94,22 @@ class FakeModel:
         return word_spans(text)
 
 
-def indexed_notes(folder: Path, count: int):  # -> Session (imported here, not at the top: the model stays alone)
-    """``count`` short notes written to ``folder`` and indexed by a Session over a FakeModel in the test's data dir:
-    enough vectors for the prefilter's cells once a test lowers PREFILTER_MIN."""
+def fake_session():  # -> Session (imported here, not at the top: the model stays alone)
+    """A Session over the test's data dir with a FakeModel loaded, rerank off."""
     from freeret_tui.engine.session import Session, SessionConfig
     from freeret_tui.settings import data_dir
 
+    session = Session(data_dir(), SessionConfig(model="fake-model", rerank=False), loader=lambda _c: FakeModel())
+    session.load_model()
+    return session
+
+
+def indexed_notes(folder: Path, count: int):  # -> Session
+    """``count`` short notes written to ``folder`` and indexed by a Session over a FakeModel in the test's data dir:
+    enough vectors for the prefilter's cells once a test lowers PREFILTER_MIN."""
     folder.mkdir()
     for n in range(count):
         (folder / f"{n}.txt").write_text(f"note {n} about topic {n % 7} and colour {n % 11}")
-    session = Session(data_dir(), SessionConfig(model="fake-model", rerank=False), loader=lambda _c: FakeModel())
-    session.load_model()
+    session = fake_session()
     session.index([folder])
     return session

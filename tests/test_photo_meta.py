@@ -11,13 +11,12 @@ from pathlib import Path
 
 import pytest
 from conftest import wait_for, write_xmp
-from fake_model import FakeModel
+from fake_model import FakeModel, fake_session
 from PIL import Image, PngImagePlugin
 
 from freeret_tui.engine.photo_meta import photo_words, taken_at
 from freeret_tui.engine.prompts import Side
 from freeret_tui.engine.query import Filters, Query
-from freeret_tui.engine.session import Session, SessionConfig
 from freeret_tui.engine.types import Content, Kind
 
 XMP = """<?xpacket begin="\ufeff" id="W5M0MpCehiHzreSzNTczkc9d"?>
@@ -133,10 +132,7 @@ def test_a_tagged_photo_is_found_by_its_words_and_its_vector_is_its_pixels(tmp_p
     _jpeg(tmp_path / "tagged" / "IMG_0042.jpg", xmp=XMP)
     _jpeg(tmp_path / "plain" / "IMG_0042.jpg")  # the same pixels, no words
     _jpeg(tmp_path / "plain" / "IMG_0043.jpg", colour="navy")
-    (tmp_path / "data").mkdir()
-    session = Session(tmp_path / "data", SessionConfig(model="fake-model", rerank=False),
-                      loader=lambda _c: FakeModel())
-    session.load_model()
+    session = fake_session()
     session.index([tmp_path / "tagged", tmp_path / "plain"])
     hits = session.search(Query("lisbon tram"), Filters(kinds=(Kind.IMAGE,))).hits
     assert hits[0].path == tmp_path / "tagged" / "IMG_0042.jpg" and hits[0].lexical_score is not None
@@ -187,10 +183,7 @@ def test_an_older_index_reads_its_photos_words_and_dates_once_without_the_model(
     exif.get_ifd(0x8769)[36867] = "2019:07:14 18:30:00"
     (tmp_path / "photos").mkdir()
     _jpeg(tmp_path / "photos" / "IMG_0042.jpg", xmp=XMP, exif=exif)
-    (tmp_path / "data").mkdir()
-    session = Session(tmp_path / "data", SessionConfig(model="fake-model", rerank=False),
-                      loader=lambda _c: FakeModel())
-    session.load_model()
+    session = fake_session()
     session.index([tmp_path / "photos"])
     store = session.store
     assert store.photos_to_reread() is None  # a new index: read as indexed
@@ -239,10 +232,7 @@ def test_words_written_into_a_photo_keep_its_vectors(tmp_path: Path) -> None:
     dated by it, nothing embedded again; the same photo with other pixels is embedded again."""
     (tmp_path / "photos").mkdir()
     photo = _jpeg(tmp_path / "photos" / "IMG_0042.jpg")
-    (tmp_path / "data").mkdir()
-    session = Session(tmp_path / "data", SessionConfig(model="fake-model", rerank=False),
-                      loader=lambda _c: FakeModel())
-    session.load_model()
+    session = fake_session()
     session.index([tmp_path / "photos"])
     store = session.store
     embedded = store.embedded_items
