@@ -74,7 +74,7 @@ def newest_first(files: Iterable[tuple[Path, Path]]) -> list[tuple[Path, Path]]:
 def reconcile(store: Store, root: Path, exclude: frozenset[str] = JUNK_DIRS) -> list[tuple[Path, Path]]:
     """Mark and sweep one root against the store: (root, path) of every file added, changed or gone since the
     index last saw it, judged on (size, mtime), and an indexed photo on its sidecars too (sidecars.py: six stats
-    more a photo, ~12 µs; 0.13 s a scan of 10k photos, a throwaway timing). What inotify missed (overflow, a
+    more a photo, ~13 µs; 0.13 s a scan of 10k photos, a throwaway timing). What inotify missed (overflow, a
     daemon that was not running) is found here; the content hash later tells a moved file from a new one."""
     stored = store.file_states(root)
     changed: list[tuple[Path, Path]] = []
