@@ -128,8 +128,9 @@ def cmd_index(args: argparse.Namespace, settings: Settings) -> int:
         print(file=sys.stderr)
     else:
         stats, removed = session.index(args.paths)  # nothing to embed: no model
-    print(f"this run: {stats.files_indexed} indexed, {stats.files_unchanged} unchanged, {len(stats.skipped)} not "
-          f"indexed, {removed} removed; {stats.items_added} items in {stats.seconds:.1f}s")
+    reread = f" ({stats.files_reread} with their words and dates read again)" if stats.files_reread else ""
+    print(f"this run: {stats.files_indexed} indexed, {stats.files_unchanged} unchanged{reread}, {len(stats.skipped)} "
+          f"not indexed, {removed} removed; {stats.items_added} items in {stats.seconds:.1f}s")
     for skip in stats.skipped:
         print(f"  not indexed {visible(str(skip.path))}: {visible(skip.reason)}")
     counts = session.store.counts()

@@ -241,7 +241,7 @@ def test_words_written_into_a_photo_keep_its_vectors(tmp_path: Path) -> None:
     stats, _ = session.index([tmp_path / "photos"])
     [hit] = session.search(Query("lisbon"), Filters(kinds=(Kind.IMAGE,))).hits
     assert hit.lexical_score is not None and hit.dated == datetime(2019, 7, 14).timestamp()
-    assert (stats.files_unchanged, store.embedded_items) == (1, embedded)
+    assert (stats.files_unchanged, stats.files_reread, store.embedded_items) == (1, 1, embedded)
     assert store.file_row(photo).sha256 == hashlib.sha256(photo.read_bytes()).hexdigest()
     _jpeg(photo, colour="navy")  # edited pixels (and no words)
     session.index([tmp_path / "photos"])

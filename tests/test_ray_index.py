@@ -147,7 +147,8 @@ def test_copies_and_moves_reuse_the_indexed_vectors(library, tiny_dirs, cluster,
               'photoshop:City="Kourou"/></rdf:RDF></x:xmpmeta>')
     stats, removed = _ray_index(tmp_path / "ray", moved, tiny_dirs["idefics3"])
     # Unchanged: the 2,012 files found less the three indexed, coffee.png and rocket.jpg among them.
-    assert (stats.files_indexed, stats.files_unchanged, stats.items_added, removed) == (3, 2009, 0, 1)
+    assert (stats.files_indexed, stats.files_unchanged, stats.files_reread, stats.items_added, removed) == (
+        3, 2009, 2, 0, 1)
     assert store.embedded_items == embedded  # the model ran for none
     assert (_words(store, moved / "coffee.png"), _words(store, moved / "coffee (copy).png")) == (
         "Cortado on the pier", "")

@@ -194,3 +194,20 @@ def test_the_daemon_rereads_a_photo_whose_sidecar_changed(tmp_path: Path) -> Non
     sidecar.write_text(_takeout("IMG_0001.jpg", "Lunch on the pier"))  # the sidecar written while it is stopped
     run_daemon("", "Lunch on the pier")
     run_daemon("Dinner at the harbour", "Dinner at the harbour")  # and while it runs
+
+
+def test_index_reads_a_changed_sidecar_without_loading_the_model(tmp_path: Path, capsys) -> None:
+    """`freeret-tui index` loads no model when no file's own bytes changed; a sidecar written since is read all the
+    same, and the run says so."""
+    from freeret_tui.cli import main
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    _photo(photos / "IMG_0001.jpg")
+    fake_session().index([photos])
+    (photos / "IMG_0001.jpg.xmp").write_text(DARKTABLE.format(keyword="Lisbon"))
+    assert main(["index", str(photos)]) == 0
+    out = capsys.readouterr()
+    assert "1 unchanged (1 with their words and dates read again)" in out.out and "loading" not in out.err
+    assert main(["search", "lisbon", "--mode", "lexical", "--no-rerank"]) == 0
+    assert "IMG_0001.jpg" in capsys.readouterr().out

@@ -23,7 +23,7 @@ from freeret_tui.engine.chunking import word_spans
 from freeret_tui.engine.extract import extract
 from freeret_tui.engine.models.base import Model
 from freeret_tui.engine.photo_meta import photo_meta, pixels_digest
-from freeret_tui.engine.pictures import load_image_or_reason
+from freeret_tui.engine.pictures import IMAGE_EXTENSIONS, load_image_or_reason
 from freeret_tui.engine.prompts import Side
 from freeret_tui.engine.scan import JUNK_DIRS, indexable
 from freeret_tui.engine.sidecars import sidecar_state
@@ -173,6 +173,30 @@ def reread_photos(store: Store, batch: int = 200) -> int:
     return len(present)
 
 
+def reread_sidecars(store: Store, files: Sequence[tuple[Path, Path]], batch: int = 200) -> int:
+    """Indexed photos whose sidecars were written, added or removed while the photo itself stayed as it was: their
+    words and dates read again, with no model (``index`` loads none when no file's own bytes changed, so a keyword
+    added in darktable would otherwise wait for the daemon), ``batch`` a transaction. Returns how many."""
+    stale: list[tuple[Path, str]] = []
+    for _root, path in files:
+        if path.suffix.lower() not in IMAGE_EXTENSIONS:
+            continue
+        row = store.file_row(path)
+        if row is None or row.status != "indexed" or row.sidecars == (state := sidecar_state(path)):
+            continue
+        try:
+            st = path.stat()
+        except OSError:
+            continue
+        if (row.size, row.mtime) == (st.st_size, st.st_mtime):  # else the photo changed: index_files reads it
+            stale.append((path, state))
+    for start in range(0, len(stale), batch):
+        with store.transaction():
+            for path, state in stale[start : start + batch]:
+                store.set_photo_meta(path, *photo_meta(path), state)
+    return len(stale)
+
+
 def index_files(
     store: Store,
     model: Model,
@@ -201,7 +225,7 @@ def index_files(
     by_sha: dict[str, _Pending] = {}
     writes: list[Callable[[], None]] = []  # skips, touches, removals: applied in the batch's transaction
     settled: list[Path] = []
-    indexed = unchanged = items = done = removed = embedded = 0
+    indexed = unchanged = items = done = removed = embedded = reread = 0
     pace = _Pace(options.call_seconds, options.flush_items, model.batch_size)
 
     def embed(batch: list[_Pending]) -> None:
@@ -229,9 +253,12 @@ def index_files(
             offset += len(p.chunks)
 
     def reread_meta(path: Path, sidecars: str) -> None:
-        """A photo whose sidecars changed: its words and date read again now, written in the batch's transaction."""
+        """A photo whose sidecars or own metadata changed: its words and date read again now, written in the
+        batch's transaction."""
+        nonlocal reread
         meta = photo_meta(path)
         writes.append(lambda: store.set_photo_meta(path, *meta, sidecars))
+        reread += 1
 
     def fail(p: _Pending, reason: str) -> None:
         skip = Skip(p.path, reason, failed=True)
@@ -306,9 +333,9 @@ def index_files(
         row = store.file_row(path)
         sidecars = sidecar_state(path)
         # A sidecar written, added or removed: the photo's words and date are read again, its vectors kept.
-        reread = row is not None and row.status == "indexed" and row.sidecars != sidecars
+        sidecars_changed = row is not None and row.status == "indexed" and row.sidecars != sidecars
         if row is not None and (row.size, row.mtime) == (st.st_size, st.st_mtime):
-            if reread:
+            if sidecars_changed:
                 reread_meta(path, sidecars)
             unchanged += 1
             continue
@@ -322,7 +349,7 @@ def index_files(
             continue
         if row is not None and row.sha256 == sha and row.status == "indexed":
             writes.append(lambda path=path, st=st: store.touch_file(path, st.st_size, st.st_mtime))
-            if reread:
+            if sidecars_changed:
                 reread_meta(path, sidecars)
             unchanged += 1
             continue
@@ -366,6 +393,7 @@ def index_files(
         skipped=tuple(skipped),
         seconds=time.perf_counter() - started,
         files_removed=removed,
+        files_reread=reread,
     )
 
 

@@ -197,7 +197,7 @@ class Writer:
         self.rows: list[dict[str, Any]] = []
         self.written = 0
         self.progress: Callable[[int], None] | None = None  # files written so far, after each commit
-        self.stats = {"indexed": 0, "items": 0, "unchanged": 0, "removed": 0, "left": 0}
+        self.stats = {"indexed": 0, "items": 0, "unchanged": 0, "removed": 0, "left": 0, "reread": 0}
         self.skipped: list[Skip] = []
 
     def add(self, row: dict[str, Any]) -> None:
@@ -237,6 +237,7 @@ class Writer:
             # A sidecar changed, or the photo's own metadata: its words and date again.
             if known is not None and (known.sidecars, known.sha256) != (row["sidecars"], row["sha"]):
                 store.set_photo_meta(path, meta["taken"], row["words"], row["sidecars"])
+                stats["reread"] += 1
             stats["unchanged"] += 1
         elif action == "reuse":
             found = store.reusable(row["sha"], path)
@@ -308,6 +309,6 @@ def index_with_ray(
     s = writer.stats
     stats = IndexStats(files_seen=len(present), files_indexed=s["indexed"], files_unchanged=unchanged + s["unchanged"],
                        items_added=s["items"], skipped=tuple(writer.skipped), seconds=time.perf_counter() - started,
-                       files_removed=s["removed"])
+                       files_removed=s["removed"], files_reread=s["reread"])
     return stats, removed
 

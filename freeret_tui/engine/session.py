@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from freeret_tui.engine.daemon import Daemon, DaemonStatus, read_status
-from freeret_tui.engine.indexer import IndexOptions, Progress, index_files, reread_photos
+from freeret_tui.engine.indexer import IndexOptions, Progress, index_files, reread_photos, reread_sidecars
 from freeret_tui.engine.models import DEFAULT_IMAGE_MAX_PIXELS, Model, load_model
 from freeret_tui.engine.models.presets import resolve
 from freeret_tui.engine.models.wire import SERVE_PREFIX
@@ -150,12 +150,14 @@ class Session:
         options = self.config.index
         files = newest_first(walk(paths, options.exclude))
         reread_photos(self.store)  # an index made before photos' dates and words were read: no model needed
+        reread = reread_sidecars(self.store, files)  # nor for a sidecar written beside an unchanged photo
         if self.model is not None:
             stats = index_files(self.store, self.model, files, options, progress)
         elif self._changed(files):  # the files just walked: no second walk
             raise NotReadyError("load the model first")
         else:
             stats = IndexStats(files_seen=len(files), files_unchanged=len(files))
+        stats = replace(stats, files_reread=stats.files_reread + reread)
         removed = sweep(self.store, paths, [p for _, p in files])
         self.store.ensure_prefilter()  # a large index indexed here, not by the daemon, gets its prefilter too
         return stats, removed

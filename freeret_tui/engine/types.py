@@ -155,3 +155,4 @@ class IndexStats:
     skipped: tuple[Skip, ...] = field(default_factory=tuple)
     seconds: float = 0.0
     files_removed: int = 0
+    files_reread: int = 0  # of the unchanged: photos whose words and date were read again (sidecars, metadata)
