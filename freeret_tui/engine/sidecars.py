@@ -93,4 +93,4 @@ def photos_beside(folder: Path, names: Iterable[str]) -> list[Path]:
     except OSError:  # the folder went meanwhile: nothing of it to re-read
         return []
     return sorted(Path(e.path) for e in entries if Path(e.name).suffix.lower() in IMAGE_EXTENSIONS
-                  and wanted.intersection(sidecar_names(e.name)))
+                  and wanted.intersection(sidecar_names(e.name)) and e.is_file())
