@@ -11,6 +11,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+from conftest import write_xmp
 from fake_model import FakeModel, fake_session
 from PIL import Image
 
@@ -211,3 +212,32 @@ def test_index_reads_a_changed_sidecar_without_loading_the_model(tmp_path: Path,
     assert "1 unchanged (1 with their words and dates read again)" in out.out and "loading" not in out.err
     assert main(["search", "lisbon", "--mode", "lexical", "--no-rerank"]) == 0
     assert "IMG_0001.jpg" in capsys.readouterr().out
+
+
+def test_an_index_of_the_schema_before_reads_its_photos_again_once(tmp_path: Path) -> None:
+    """Schema 5 read neither sidecars, nor faces' names, nor XMP dates: the migration to 6 has every photo's words
+    and date read again at the next run, with no model (a date in the photo's own XMP here: no sidecar's change
+    would bring it)."""
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    write_xmp(_photo(photos / "IMG_0001.jpg"), DARKTABLE.format(keyword="Lisbon"))
+    session = fake_session()
+    session.index([photos])
+    store = session.store
+    embedded = store.embedded_items
+    with store.transaction():  # what schema 5 held: no fingerprint, no digest, no words from the sidecar
+        store._db.execute("UPDATE items SET text = ''")
+        store._db.execute("UPDATE items_fts SET text = ''")
+        store._db.execute("UPDATE files SET taken = NULL")
+        store._db.execute("ALTER TABLE files DROP COLUMN sidecars")
+        store._db.execute("ALTER TABLE files DROP COLUMN pixels")
+        store._db.execute("DELETE FROM meta WHERE key = 'reread_photos'")
+        store._db.execute("PRAGMA user_version = 5")
+    store.close()
+    session = fake_session()  # opens it: migrates to 6
+    assert session.store.photos_to_reread() is not None
+    session.index([photos])
+    [hit] = session.search(Query("lisbon"), Filters(kinds=(Kind.IMAGE,))).hits
+    assert hit.dated == datetime(2019, 7, 14, 17, 30, tzinfo=timezone.utc).timestamp()
+    assert _words_of(session.store, "IMG_0001.jpg") == "Lisbon\ntram"
+    assert session.store.embedded_items == embedded and session.store.photos_to_reread() is None

@@ -85,6 +85,9 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         # A JPEG's or PNG's digest without its metadata (photo_meta.pixels_digest): a keyword or a caption written
         # into the file keeps its vectors. NULL for the rest, and for photos stored before until they are embedded.
         "ALTER TABLE files ADD COLUMN pixels TEXT",
+        # Photos stored before are read again once, with no model: their sidecars, the names of the faces marked
+        # in them and a date their XMP holds were not read then.
+        "INSERT OR REPLACE INTO meta(key, value) VALUES ('reread_photos', '1')",
     ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
