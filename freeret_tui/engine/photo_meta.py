@@ -1,6 +1,7 @@
 """What a photo says about itself, read from its header without decoding its pixels and from its sidecars
-(sidecars.py finds them): when it was taken (EXIF, XMP, Takeout's JSON), and the words a person or their photo
-manager gave it — title, caption, keywords, place, people (XMP, IPTC, EXIF/Windows, Takeout).
+(sidecars.py finds them): when it was taken (EXIF, XMP, Takeout's JSON), the words a person or their photo
+manager gave it — title, caption, keywords, place, people (XMP, IPTC, EXIF/Windows, Takeout) — and where it was
+taken, as the name of the nearest town (its GPS position: places.py).
 
 The words go into the full-text index, onto the screen, and beside the photo when the model reranks or answers over
 it (a hit is what its owner sees), never into its vector: that is its pixels' alone, as FreeRet embeds an image,
@@ -16,12 +17,14 @@ import re
 import stat
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 from xml.etree import ElementTree
 
 from freeret_tui.engine.pictures import IMAGE_EXTENSIONS, register_heif
+from freeret_tui.engine.places import exif_position, place_name, xmp_position
 from freeret_tui.engine.sidecars import MAX_SIDECAR_BYTES, sidecars
 
+_GPS_IFD = 0x8825  # EXIF's GPS block: where the picture was taken (places.py names it)
 # EXIF tags (Exif IFD): when the picture was taken, when it was digitised, and their UTC offsets ("+02:00").
 _EXIF_IFD, _TAKEN, _DIGITISED, _TAKEN_OFFSET, _DIGITISED_OFFSET = 0x8769, 36867, 36868, 36881, 36882
 # IFD0: ImageDescription, Make, Model; Windows' XPTitle, XPComment, XPKeywords, XPSubject (UTF-16LE).
@@ -52,6 +55,7 @@ _RDF_LI = "{http://www.w3.org/1999/02/22-rdf-syntax-ns#}li"
 # write), Photoshop's (Lightroom's), XMP's own creation date.
 _XMP_DATES = (("http://ns.adobe.com/exif/1.0/", "DateTimeOriginal"), ("http://ns.adobe.com/photoshop/1.0/",
               "DateCreated"), ("http://ns.adobe.com/xap/1.0/", "CreateDate"))
+_XMP_GPS = (("http://ns.adobe.com/exif/1.0/", "GPSLatitude"), ("http://ns.adobe.com/exif/1.0/", "GPSLongitude"))
 # IPTC IIM datasets: object name (title), headline, keywords, city, sublocation, state, country, caption.
 _IPTC = ((2, 5), (2, 105), (2, 25), (2, 90), (2, 92), (2, 95), (2, 101), (2, 120))
 # What a JPEG and a PNG say about themselves, left out of ``pixels_digest``: APP1 (EXIF, XMP), APP13 (IPTC) and
@@ -91,18 +95,27 @@ def photo_meta(path: Path) -> tuple[float | None, str]:
     if path.suffix.lower() not in IMAGE_EXTENSIONS:
         return None, ""
 
-    def both(img: Any) -> tuple[float | None, list[str]]:
+    def both(img: Any) -> _Said:
         exif = _exif(img)
-        taken = _taken(exif)
-        xmp_taken, xmp_fields = _xmp(_xmp_packet(img))
-        return (taken if taken is not None else xmp_taken), xmp_fields + _fields(img, exif)
+        xmp = _xmp(_xmp_packet(img))
+        taken, where = _taken(exif), exif_position(exif.get_ifd(_GPS_IFD))
+        return _Said(xmp.taken if taken is None else taken, xmp.fields + _fields(img, exif), where or xmp.where)
 
-    taken, fields = _header(path, both) or (None, [])
+    said = _header(path, both) or _Said(None, [], None)
     for sidecar, _ in sidecars(path):
-        side_taken, side_fields = _sidecar(sidecar, path.name)
-        taken = taken if taken is not None else side_taken
-        fields += side_fields
-    return taken, _joined(fields)
+        side = _sidecar(sidecar, path.name)
+        said = _Said(side.taken if said.taken is None else said.taken, said.fields + side.fields,
+                     said.where or side.where)
+    place = place_name(*said.where) if said.where else ""  # "Sintra, Portugal": what a GPS position is to a person
+    return said.taken, _joined([*said.fields, place])
+
+
+class _Said(NamedTuple):
+    """What a photo's header or one of its sidecars says: when it was taken, its words, where it was taken."""
+
+    taken: float | None
+    fields: list[str]
+    where: tuple[float, float] | None
 
 
 def pixels_digest(path: Path) -> str | None:
@@ -163,7 +176,7 @@ def _png_parts(data: bytes) -> list[memoryview] | None:
     return parts
 
 
-def _sidecar(sidecar: Path, photo: str) -> tuple[float | None, list[str]]:
+def _sidecar(sidecar: Path, photo: str) -> _Said:
     """What one sidecar says: its date and its words; nothing for one that is too large or will not parse, or that
     became a link or something other than a file since it was found (opened without following a link or waiting
     on a FIFO, then checked)."""
@@ -171,28 +184,28 @@ def _sidecar(sidecar: Path, photo: str) -> tuple[float | None, list[str]]:
     try:
         fd = os.open(sidecar, flags)
     except OSError:
-        return None, []
+        return _Said(None, [], None)
     with open(fd, "rb") as f:
         try:
             data = f.read(MAX_SIDECAR_BYTES + 1) if stat.S_ISREG(os.fstat(fd).st_mode) else b""
         except OSError:
             data = b""
     if not data or len(data) > MAX_SIDECAR_BYTES:
-        return None, []
+        return _Said(None, [], None)
     if sidecar.suffix.lower() == ".xmp":
         return _xmp(data)
     return _takeout(data, photo)
 
 
-def _takeout(data: bytes, photo: str) -> tuple[float | None, list[str]]:
+def _takeout(data: bytes, photo: str) -> _Said:
     """Google Takeout's JSON: its "photoTakenTime" (UTC seconds), its description, its title where a person gave
-    one (Takeout writes the file's name there otherwise), and the names of the people in it."""
+    one (Takeout writes the file's name there otherwise), the names of the people in it, and its "geoData"."""
     try:
         meta = json.loads(data)
     except (ValueError, RecursionError):
-        return None, []
+        return _Said(None, [], None)
     if not isinstance(meta, dict):
-        return None, []
+        return _Said(None, [], None)
     title = meta.get("title")
     if isinstance(title, str) and (title.strip() == photo or Path(title.strip()).suffix.lower() in IMAGE_EXTENSIONS):
         title = None  # a file's name: Takeout's, unless a person gave one ("IMG_0001.jpg" for "IMG_0001(1).jpg" too)
@@ -206,7 +219,12 @@ def _takeout(data: bytes, photo: str) -> tuple[float | None, list[str]]:
         when = float(stamp) if isinstance(stamp, str | int | float) else None
     except ValueError:
         when = None
-    return (when if when is not None and 0 < when < 1e11 else None), kept
+    geo = meta.get("geoData")
+    try:
+        where = (float(geo["latitude"]), float(geo["longitude"])) if isinstance(geo, dict) else None
+    except (KeyError, TypeError, ValueError):
+        where = None
+    return _Said(when if when is not None and 0 < when < 1e11 else None, kept, where)
 
 
 def _taken(exif: Any) -> float | None:
@@ -286,30 +304,32 @@ def _xmp_packet(img: Any) -> bytes:
     return packet.encode() if isinstance(packet, str) else bytes(packet)
 
 
-def _xmp(packet: bytes) -> tuple[float | None, list[str]]:
-    """An XMP packet's (or sidecar's) date (``_XMP_DATES``, the first it holds) and the words of its properties in
-    ``_XMP``, written as elements (their rdf:li items, or their text) or as attributes of an rdf:Description."""
+def _xmp(packet: bytes) -> _Said:
+    """An XMP packet's (or sidecar's) date (``_XMP_DATES``, the first it holds), the words of its properties in
+    ``_XMP``, written as elements (their rdf:li items, or their text) or as attributes of an rdf:Description, and
+    its GPS position."""
     if not packet or len(packet) > MAX_XMP_BYTES:
-        return None, []
+        return _Said(None, [], None)
     try:
         root = ElementTree.fromstring(packet.strip(b"\x00 \r\n\t"))
     except ElementTree.ParseError:
-        return None, []
+        return _Said(None, [], None)
     fields: list[str] = []
-    dates: dict[tuple[str, str], str] = {}
+    values: dict[tuple[str, str], str] = {}  # dates and GPS coordinates, the first of each
     for element in root.iter():
         for key, value in element.attrib.items():
             if _qualified(key) in _XMP:
                 fields.append(value)
-            elif _qualified(key) in _XMP_DATES:
-                dates.setdefault(_qualified(key), value)
+            elif _qualified(key) in _XMP_DATES or _qualified(key) in _XMP_GPS:
+                values.setdefault(_qualified(key), value)
         if _qualified(element.tag) in _XMP:
             items = [li.text or "" for li in element.iter(_RDF_LI)]
             fields += items if items else [element.text or ""]
-        elif _qualified(element.tag) in _XMP_DATES:
-            dates.setdefault(_qualified(element.tag), element.text or "")
-    taken = next((t for key in _XMP_DATES if (t := _iso_time(dates.get(key, ""))) is not None), None)
-    return taken, [f.replace("|", " ") for f in fields]  # "People|Family|Ana": a tag path's levels as words
+        elif _qualified(element.tag) in _XMP_DATES or _qualified(element.tag) in _XMP_GPS:
+            values.setdefault(_qualified(element.tag), element.text or "")
+    taken = next((t for key in _XMP_DATES if (t := _iso_time(values.get(key, ""))) is not None), None)
+    where = xmp_position(*(values.get(key, "") for key in _XMP_GPS))
+    return _Said(taken, [f.replace("|", " ") for f in fields], where)  # "People|Family|Ana": a path's levels
 
 
 def _iso_time(text: str) -> float | None:
