@@ -86,7 +86,7 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         # into the file keeps its vectors. NULL for the rest, and for photos stored before until they are embedded.
         "ALTER TABLE files ADD COLUMN pixels TEXT",
         # Photos stored before are read again once, with no model: their sidecars, the names of the faces marked
-        # in them and a date their XMP holds were not read then.
+        # in them, a date their XMP holds and the place their GPS position names were not read then.
         "INSERT OR REPLACE INTO meta(key, value) VALUES ('reread_photos', '1')",
     ),
 )
