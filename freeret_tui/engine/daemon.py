@@ -27,9 +27,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from freeret_tui.engine.indexer import IndexOptions, Interrupted, index_files, reread_photos
+from freeret_tui.engine.indexer import IndexOptions, Interrupted, index_files
 from freeret_tui.engine.models.base import Model
 from freeret_tui.engine.private import open_private
+from freeret_tui.engine.rereads import reread_photos
 from freeret_tui.engine.scan import TRASH_SECONDS, indexable, reconcile, under
 from freeret_tui.engine.sidecars import is_sidecar, photos_beside
 from freeret_tui.engine.store import Store

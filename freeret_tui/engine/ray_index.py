@@ -31,7 +31,6 @@ from freeret_tui.engine.indexer import (
     cannot_stat,
     missing_target,
     not_followed,
-    reread_photos,
     sha256_of,
     text_only,
 )
@@ -40,6 +39,7 @@ from freeret_tui.engine.models.wire import identity
 from freeret_tui.engine.photo_meta import photo_meta, pixels_digest
 from freeret_tui.engine.pictures import encode_image
 from freeret_tui.engine.prompts import Side
+from freeret_tui.engine.rereads import reread_photos
 from freeret_tui.engine.scan import indexable, newest_first, sweep, walk
 from freeret_tui.engine.sidecars import sidecar_state
 from freeret_tui.engine.store import Store

@@ -14,11 +14,12 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from freeret_tui.engine.daemon import Daemon, DaemonStatus, read_status
-from freeret_tui.engine.indexer import IndexOptions, Progress, index_files, reread_photos, reread_sidecars
+from freeret_tui.engine.indexer import IndexOptions, Progress, index_files
 from freeret_tui.engine.models import DEFAULT_IMAGE_MAX_PIXELS, Model, load_model
 from freeret_tui.engine.models.presets import resolve
 from freeret_tui.engine.models.wire import SERVE_PREFIX
 from freeret_tui.engine.query import Filters, Query
+from freeret_tui.engine.rereads import reread_photos, reread_sidecars
 from freeret_tui.engine.scan import newest_first, sweep, walk
 from freeret_tui.engine.search import Searcher, SearchOptions, SearchResult, no_good_match
 from freeret_tui.engine.store import Store
