@@ -83,7 +83,8 @@ def taken_at(path: Path) -> float | None:
 
 def photo_words(path: Path) -> str:
     """A photo's own words (title, caption, keywords, place, people), one field a line, each once, as the file
-    holds them: XMP, then IPTC, then EXIF and Windows' fields, then its sidecars'; "" when it has none. A camera's
+    holds them: XMP, then IPTC, then EXIF and Windows' fields, then its sidecars', then the place its GPS position
+    names (places.py); "" when it has none. A camera's
     default description ("OLYMPUS DIGITAL CAMERA", its make or model) is not a word anybody gave it."""
     return photo_meta(path)[1]
 
