@@ -241,3 +241,40 @@ def test_an_index_of_the_schema_before_reads_its_photos_again_once(tmp_path: Pat
     assert hit.dated == datetime(2019, 7, 14, 17, 30, tzinfo=timezone.utc).timestamp()
     assert _words_of(session.store, "IMG_0001.jpg") == "Lisbon\ntram"
     assert session.store.embedded_items == embedded and session.store.photos_to_reread() is None
+
+
+def test_a_burst_of_sidecar_events_lists_their_folder_once(tmp_path: Path, monkeypatch) -> None:
+    """A Takeout archive unpacking into a watched folder sends a sidecar's event a photo: the daemon waits until the
+    folder is quiet and lists it once, not at every drain of its inbox."""
+    from freeret_tui.engine import daemon as daemon_module
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    _photo(photos / "IMG_0001.jpg")
+    listings: list[Path] = []
+
+    def counted(folder: Path, names: object) -> list[Path]:
+        listings.append(folder)
+        return photos_beside(folder, names)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(daemon_module, "photos_beside", counted)
+    (tmp_path / "data").mkdir()
+    store = Store(tmp_path / "data" / "index.db")
+    daemon = Daemon(store, FakeModel(), [photos], tmp_path / "data", debounce=0.1, rescan_seconds=3600)
+    thread = threading.Thread(target=daemon.run, kwargs={"ready": (ready := threading.Event()).set}, daemon=True)
+    thread.start()
+    try:
+        assert ready.wait(60)
+        for n in range(20):  # 0.6 s of sidecars, closer together than SIDECAR_QUIET_SECONDS
+            (photos / f"IMG_{n + 2:04d}.jpg.json").write_text(_takeout(f"IMG_{n + 2:04d}.jpg", "no photo yet"))
+            time.sleep(0.03)
+        (photos / "IMG_0001.jpg.json").write_text(_takeout("IMG_0001.jpg", "Dinner at the harbour"))
+        deadline = time.monotonic() + 30
+        while _words_of(store, "IMG_0001.jpg") != "Dinner at the harbour" and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert _words_of(store, "IMG_0001.jpg") == "Dinner at the harbour"
+        assert listings == [photos]
+    finally:
+        daemon.stop.set()
+        thread.join(30)
+        store.close()

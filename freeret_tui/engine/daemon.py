@@ -43,6 +43,10 @@ LOCK_NAME = "daemon.lock"
 STATUS_KEY = "daemon_status"
 # Events on one file closer together than this are handled once (editors write a file in several steps).
 DEBOUNCE_SECONDS = 1.0
+# Sidecars' events wait until their folder has had none for this long, then one listing of it finds their photos
+# (sidecars.photos_beside): a Takeout archive unpacked into a watched folder sends one a photo, and a listing of a
+# 10k-photo folder took 35 ms (a throwaway timing), which was paid at every drain of the inbox while it unpacked.
+SIDECAR_QUIET_SECONDS = 1.0
 # How often a daemon stopped by a full disk tries its queue again.
 DISK_FULL_RETRY_SECONDS = 30.0
 # Files per queue batch; each batch is one transaction (bounded memory however many files arrive).
@@ -176,6 +180,7 @@ class Daemon:
         self.stop = threading.Event()
         self.paused = threading.Event()
         self._inbox = Inbox()
+        self._sidecars: dict[Path, tuple[Path, set[str], float]] = {}  # folder -> root, names, last event
         self._observer: Any = None
         self._alarm = OverflowAlarm(self._inbox)
         self._watched: dict[Path, Any] = {}
@@ -208,13 +213,18 @@ class Daemon:
         # Stored paths are queued even when no longer indexable: the indexer removes those.
         entries = [(root, Path(p)) for p, root in files.items()
                    if indexable(root, Path(p), self.exclude) or self.store.file_row(Path(p)) is not None]
-        # A sidecar written, added or removed: its photos, whose words and date the indexer reads again.
-        sidecars: dict[Path, tuple[Path, set[str]]] = {}
+        # A sidecar written, added or removed: its photos, whose words and date the indexer reads again, once its
+        # folder is quiet. (A daemon stopped before then loses nothing: the next scan compares the fingerprints.)
+        now = time.time()
         for p, root in files.items():
             if is_sidecar(Path(p)):
-                sidecars.setdefault(Path(p).parent, (root, set()))[1].add(Path(p).name)
-        for folder, (root, names) in sidecars.items():
-            entries += [(root, photo) for photo in photos_beside(folder, names) if indexable(root, photo, self.exclude)]
+                _, names, _ = self._sidecars.get(Path(p).parent, (root, set(), now))
+                self._sidecars[Path(p).parent] = (root, names | {Path(p).name}, now)
+        for folder, (root, names, last) in list(self._sidecars.items()):
+            if now - last >= SIDECAR_QUIET_SECONDS:
+                del self._sidecars[folder]
+                entries += [(root, photo) for photo in photos_beside(folder, names)
+                            if indexable(root, photo, self.exclude)]
         for folder, root in folders.items():
             entries += reconcile_folder(self.store, root, Path(folder), self.exclude)
         if entries:
@@ -364,7 +374,8 @@ class Daemon:
         self._busy_since, self._done_times = None, []
         self._record(0)
         next_due = self.store.next_due()
-        wait = min(next_scan, next_due if next_due is not None else next_scan, time.time() + 5.0) - time.time()
+        quiet = min((last + SIDECAR_QUIET_SECONDS for _, _, last in self._sidecars.values()), default=next_scan)
+        wait = min(next_scan, next_due if next_due is not None else next_scan, quiet, time.time() + 5.0) - time.time()
         self._inbox.wake.clear()
         until = time.time() + max(wait, 0.05)
         while not self.stop.is_set() and time.time() < until:  # a stop ends the wait within 0.2 s
