@@ -151,14 +151,13 @@ class Session:
         options = self.config.index
         files = newest_first(walk(paths, options.exclude))
         reread_photos(self.store)  # an index made before photos' dates and words were read: no model needed
-        reread = reread_sidecars(self.store, files)  # nor for a sidecar written beside an unchanged photo
         if self.model is not None:
             stats = index_files(self.store, self.model, files, options, progress)
         elif self._changed(files):  # the files just walked: no second walk
             raise NotReadyError("load the model first")
-        else:
-            stats = IndexStats(files_seen=len(files), files_unchanged=len(files))
-        stats = replace(stats, files_reread=stats.files_reread + reread)
+        else:  # nor for a sidecar written beside an unchanged photo (index_files reads those itself)
+            stats = IndexStats(files_seen=len(files), files_unchanged=len(files),
+                               files_reread=reread_sidecars(self.store, files))
         removed = sweep(self.store, paths, [p for _, p in files])
         self.store.ensure_prefilter()  # a large index indexed here, not by the daemon, gets its prefilter too
         return stats, removed
