@@ -153,3 +153,17 @@ def write_xmp(path: Path, xmp: str) -> None:
     body = b"http://ns.adobe.com/xap/1.0/\x00" + xmp.encode()
     data = path.read_bytes()
     path.write_bytes(data[:2] + b"\xff\xe1" + (len(body) + 2).to_bytes(2, "big") + body + data[2:])
+
+
+def words_of(path: Path) -> str:
+    """A photo's own words, as the indexer reads them (photo_meta.photo_meta)."""
+    from freeret_tui.engine.photo_meta import photo_meta
+
+    return photo_meta(path)[1]
+
+
+def taken_of(path: Path) -> float | None:
+    """When a photo was taken, as the indexer reads it (photo_meta.photo_meta)."""
+    from freeret_tui.engine.photo_meta import photo_meta
+
+    return photo_meta(path)[0]

@@ -10,11 +10,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
-from conftest import wait_for, write_xmp
+from conftest import taken_of, wait_for, words_of, write_xmp
 from fake_model import FakeModel, fake_session
 from PIL import Image, PngImagePlugin
 
-from freeret_tui.engine.photo_meta import photo_words, taken_at
 from freeret_tui.engine.prompts import Side
 from freeret_tui.engine.query import Filters, Query
 from freeret_tui.engine.types import Content, Kind
@@ -51,29 +50,29 @@ def _jpeg(path: Path, *, xmp: str = "", exif: Image.Exif | None = None, app13: b
 
 
 def test_a_photo_s_own_words_from_xmp_iptc_and_exif(tmp_path: Path) -> None:
-    assert photo_words(_jpeg(tmp_path / "xmp.jpg", xmp=XMP)).splitlines() == [
+    assert words_of(_jpeg(tmp_path / "xmp.jpg", xmp=XMP)).splitlines() == [
         "Lisbon", "Tram 28", "Ana waving from the yellow tram", "tram", "holiday", "People Family Ana"]
     iptc = _jpeg(tmp_path / "iptc.jpg", app13=_iptc_segment(keywords=b"garden", keywords_2=b"roses",
                                                             caption="Grand-mère's roses".encode()))
-    assert photo_words(iptc).splitlines() == ["garden", "roses", "Grand-mère's roses"]
+    assert words_of(iptc).splitlines() == ["garden", "roses", "Grand-mère's roses"]
     exif = Image.Exif()
     exif[271], exif[272] = "OLYMPUS", "E-M10"
     exif[270] = "OLYMPUS DIGITAL CAMERA"  # what the camera wrote: not a description
     exif[40094] = "kayak;river".encode("utf-16-le") + b"\x00\x00"  # Windows' XPKeywords
-    assert photo_words(_jpeg(tmp_path / "camera.jpg", exif=exif)) == "kayak;river"
+    assert words_of(_jpeg(tmp_path / "camera.jpg", exif=exif)) == "kayak;river"
     exif[270] = "E-M10"  # the model's name is no description either
     exif[40094] = b""
-    assert photo_words(_jpeg(tmp_path / "model.jpg", exif=exif)) == ""
+    assert words_of(_jpeg(tmp_path / "model.jpg", exif=exif)) == ""
     exif[270] = "First snow on the balcony"
-    assert photo_words(_jpeg(tmp_path / "described.jpg", exif=exif)) == "First snow on the balcony"
+    assert words_of(_jpeg(tmp_path / "described.jpg", exif=exif)) == "First snow on the balcony"
     # A PNG keeps XMP in an iTXt chunk; a broken packet, a broken file and a note say nothing.
     from PIL import PngImagePlugin
 
     info = PngImagePlugin.PngInfo()
     info.add_itxt("XML:com.adobe.xmp", XMP)
     Image.new("RGB", (8, 8)).save(tmp_path / "tagged.png", pnginfo=info)
-    assert "Tram 28" in photo_words(tmp_path / "tagged.png")
-    assert photo_words(_jpeg(tmp_path / "bad-xmp.jpg", xmp="<x:xmpmeta><unclosed>")) == ""
+    assert "Tram 28" in words_of(tmp_path / "tagged.png")
+    assert words_of(_jpeg(tmp_path / "bad-xmp.jpg", xmp="<x:xmpmeta><unclosed>")) == ""
     # Faces marked by name: Metadata Working Group regions (as an attribute, as an element) and Microsoft's.
     faces = """<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">
 <rdf:Description xmlns:mwg-rs="http://www.metadataworkinggroup.com/schemas/regions/" xmlns:MP=
@@ -84,29 +83,29 @@ def test_a_photo_s_own_words_from_xmp_iptc_and_exif(tmp_path: Path) -> None:
 </rdf:Bag></mwg-rs:RegionList></mwg-rs:Regions><MP:RegionInfo rdf:parseType="Resource"><MPRI:Regions><rdf:Bag>
 <rdf:li MPReg:PersonDisplayName="Ana Lopes"/></rdf:Bag></MPRI:Regions></MP:RegionInfo></rdf:Description></rdf:RDF>
 </x:xmpmeta>"""
-    assert photo_words(_jpeg(tmp_path / "faces.jpg", xmp=faces)).splitlines() == ["Rui", "Marta", "Ana Lopes"]
+    assert words_of(_jpeg(tmp_path / "faces.jpg", xmp=faces)).splitlines() == ["Rui", "Marta", "Ana Lopes"]
     # Entities expanding to a billion "lol"s: expat refuses the amplification, and the photo has no words.
     entities = '<!ENTITY a0 "lol">' + "".join(f'<!ENTITY a{i} "{f"&a{i - 1};" * 10}">' for i in range(1, 10))
     laughs = XMP.replace("Tram 28", "&a9;").replace('<?xpacket begin="\ufeff" id="W5M0MpCehiHzreSzNTczkc9d"?>',
                                                     f"<!DOCTYPE x [{entities}]>")
-    assert "<!DOCTYPE" in laughs and photo_words(_jpeg(tmp_path / "laughs.jpg", xmp=laughs)) == ""
+    assert "<!DOCTYPE" in laughs and words_of(_jpeg(tmp_path / "laughs.jpg", xmp=laughs)) == ""
     (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe1 not an image")
     (tmp_path / "note.txt").write_text("Lisbon")
-    assert photo_words(tmp_path / "broken.jpg") == photo_words(tmp_path / "note.txt") == ""
+    assert words_of(tmp_path / "broken.jpg") == words_of(tmp_path / "note.txt") == ""
 
 
 def test_exif_dates_with_and_without_an_offset(tmp_path: Path) -> None:
     exif = Image.Exif()
     exif.get_ifd(0x8769)[36867] = "2019:07:14 18:30:00"
-    assert taken_at(_jpeg(tmp_path / "local.jpg", exif=exif)) == datetime(2019, 7, 14, 18, 30).timestamp()
+    assert taken_of(_jpeg(tmp_path / "local.jpg", exif=exif)) == datetime(2019, 7, 14, 18, 30).timestamp()
     exif.get_ifd(0x8769)[36881] = "+02:00"  # 18:30 in UTC+02:00 is 16:30 UTC, whatever this machine's zone
-    assert taken_at(_jpeg(tmp_path / "offset.jpg", exif=exif)) == datetime(2019, 7, 14, 16, 30,
+    assert taken_of(_jpeg(tmp_path / "offset.jpg", exif=exif)) == datetime(2019, 7, 14, 16, 30,
                                                                          tzinfo=timezone.utc).timestamp()
     blank = Image.Exif()
     blank.get_ifd(0x8769)[36867] = "0000:00:00 00:00:00"  # cameras without a clock set write zeros
-    assert taken_at(_jpeg(tmp_path / "blank.jpg", exif=blank)) is None
+    assert taken_of(_jpeg(tmp_path / "blank.jpg", exif=blank)) is None
     (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe1 not an image")
-    assert taken_at(tmp_path / "broken.jpg") is None
+    assert taken_of(tmp_path / "broken.jpg") is None
 
 
 def test_reading_a_png_s_header_does_not_decode_its_pixels(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -121,8 +120,8 @@ def test_reading_a_png_s_header_does_not_decode_its_pixels(tmp_path: Path, monke
     exif = Image.Exif()
     exif.get_ifd(0x8769)[36867] = "2019:07:14 18:30:00"
     Image.new("RGB", (64, 64)).save(tmp_path / "dated.png", exif=exif.tobytes())
-    assert taken_at(tmp_path / "plain.png") is None and photo_words(tmp_path / "plain.png") == ""
-    assert taken_at(tmp_path / "dated.png") == datetime(2019, 7, 14, 18, 30).timestamp()
+    assert taken_of(tmp_path / "plain.png") is None and words_of(tmp_path / "plain.png") == ""
+    assert taken_of(tmp_path / "dated.png") == datetime(2019, 7, 14, 18, 30).timestamp()
     assert loads == []
 
 
@@ -211,7 +210,7 @@ def test_the_pixels_digest_leaves_out_what_a_photo_says_about_itself(tmp_path: P
     write_xmp(photo, XMP)
     data = photo.read_bytes()
     photo.write_bytes(data[:2] + b"\xff\xfe\x00\x07hello" + _iptc_segment(keywords=b"tram") + data[2:])  # COM, IPTC
-    assert digest is not None and pixels_digest(photo) == digest and "Tram 28" in photo_words(photo)
+    assert digest is not None and pixels_digest(photo) == digest and "Tram 28" in words_of(photo)
     assert pixels_digest(_jpeg(tmp_path / "b.jpg", colour="navy")) != digest
     turned = Image.Exif()
     turned[274] = 6  # rotated 90 degrees

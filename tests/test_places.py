@@ -6,10 +6,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from conftest import words_of
 from fake_model import fake_session
 from PIL import Image
 
-from freeret_tui.engine.photo_meta import photo_words
 from freeret_tui.engine.places import place_name
 from freeret_tui.engine.query import Filters, Query
 from freeret_tui.engine.types import Kind
@@ -38,22 +38,22 @@ def test_a_photo_s_gps_position_gives_it_words(tmp_path: Path) -> None:
     """EXIF's GPS block (south and west negative), an XMP sidecar's exif:GPSLatitude/Longitude, Takeout's geoData;
     the photo's own position first; a broken GPS block or Takeout's 0, 0 give none."""
     lisbon = _photo(tmp_path / "a.jpg", {1: "N", 2: (38.0, 43.0, 20.0), 3: "W", 4: (9.0, 8.0, 21.0)})
-    assert photo_words(lisbon) == "São Jorge de Arroios, Lisbon, Portugal"
+    assert words_of(lisbon) == "São Jorge de Arroios, Lisbon, Portugal"
     sydney = _photo(tmp_path / "b.jpg", {1: "S", 2: (33.0, 51.0, 24.0), 3: "E", 4: (151.0, 12.0, 55.0)})
-    assert "Sydney, Australia" in photo_words(sydney)
+    assert "Sydney, Australia" in words_of(sydney)
     (tmp_path / "b.jpg.json").write_text(json.dumps({"geoData": {"latitude": 64.1466, "longitude": -21.9426}}))
-    assert "Iceland" not in photo_words(sydney)  # the photo's own position wins
+    assert "Iceland" not in words_of(sydney)  # the photo's own position wins
     broken = _photo(tmp_path / "c.jpg", {1: "N", 3: "W", 4: (9.0, 8.0, 21.0)})  # no latitude
-    assert photo_words(broken) == ""
+    assert words_of(broken) == ""
     (tmp_path / "d.jpg.xmp").write_text(
         '<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
         '<rdf:Description xmlns:exif="http://ns.adobe.com/exif/1.0/" exif:GPSLatitude="64,8.796N" '
         'exif:GPSLongitude="21,56.556W"/></rdf:RDF></x:xmpmeta>')
-    assert photo_words(_photo(tmp_path / "d.jpg")) == "Reykjavík, Iceland"
+    assert words_of(_photo(tmp_path / "d.jpg")) == "Reykjavík, Iceland"
     (tmp_path / "e.jpg.json").write_text(json.dumps({"geoData": {"latitude": 41.1496, "longitude": -8.611}}))
-    assert photo_words(_photo(tmp_path / "e.jpg")) == "Porto, Portugal"
+    assert words_of(_photo(tmp_path / "e.jpg")) == "Porto, Portugal"
     (tmp_path / "f.jpg.json").write_text(json.dumps({"geoData": {"latitude": 0.0, "longitude": 0.0}}))
-    assert photo_words(_photo(tmp_path / "f.jpg")) == ""
+    assert words_of(_photo(tmp_path / "f.jpg")) == ""
 
 
 def test_photos_are_found_by_where_they_were_taken(tmp_path: Path) -> None:

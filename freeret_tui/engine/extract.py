@@ -20,7 +20,6 @@ from urllib.parse import unquote
 from freeret_tui.engine import office
 from freeret_tui.engine.chunking import Spans, chunk_text
 from freeret_tui.engine.office import Unreadable
-from freeret_tui.engine.photo_meta import photo_words
 from freeret_tui.engine.pictures import IMAGE_EXTENSIONS, load_image
 from freeret_tui.engine.types import Chunk, Kind, Skip, title_of
 
@@ -250,7 +249,8 @@ def extract(
     try:
         if kind is Kind.IMAGE:
             load_image(path, max_side=64)  # decodes the file: a corrupt image is caught here, not in a batch
-            return [Chunk(path=path, kind=Kind.IMAGE, text=photo_words(path), title=title_of(path))]
+            # Its words (photo_meta.py) are the indexer's to give: it reads them with the date, for this path.
+            return [Chunk(path=path, kind=Kind.IMAGE, text="", title=title_of(path))]
         if suffix == ".pdf":
             chunks: list[Chunk] = []
             pages = _pdf_pages(path)

@@ -73,26 +73,18 @@ MAX_XMP_BYTES = 1 << 20
 MAX_WORDS_CHARS = 2000
 
 
-def taken_at(path: Path) -> float | None:
-    """When a photo was taken, as a timestamp: its EXIF (DateTimeOriginal, else DateTimeDigitized, at its UTC offset
-    where one is stored, else in local time, as a camera's clock reads), else what its sidecars say (``photo_meta``);
-    None for a file that is no image or says nothing usable (a copied photo's modification time is the copy's, so
-    filters and the date shown use this where it exists)."""
-    return photo_meta(path)[0]
-
-
-def photo_words(path: Path) -> str:
-    """A photo's own words (title, caption, keywords, place, people), one field a line, each once, as the file
-    holds them: XMP, then IPTC, then EXIF and Windows' fields, then its sidecars', then the place its GPS position
-    names (places.py); "" when it has none. A camera's
-    default description ("OLYMPUS DIGITAL CAMERA", its make or model) is not a word anybody gave it."""
-    return photo_meta(path)[1]
-
-
 def photo_meta(path: Path) -> tuple[float | None, str]:
-    """``taken_at`` and ``photo_words`` from one read of the header and of each sidecar (sidecars.py). The photo's
-    own EXIF date wins over a sidecar's (the camera's clock, against an editor's or Google's copy of it); an XMP
-    sidecar's over Takeout's."""
+    """When a photo was taken, as a timestamp, and its own words, from one read of the header and of each sidecar
+    (sidecars.py); (None, "") for a file that is no image or says nothing usable.
+
+    The date: its EXIF (DateTimeOriginal, else DateTimeDigitized, at its UTC offset where one is stored, else in
+    local time, as a camera's clock reads), else its XMP's, else its sidecars' (an XMP sidecar's before Takeout's).
+    A copied photo's modification time is the copy's, so filters and the date shown use this where it exists.
+
+    The words (title, caption, keywords, place, people), one field a line, each once, as the file holds them: XMP,
+    then IPTC, then EXIF and Windows' fields, then its sidecars', then the place its GPS position names
+    (places.py). A camera's default description ("OLYMPUS DIGITAL CAMERA", its make or model) is not a word
+    anybody gave it."""
     if path.suffix.lower() not in IMAGE_EXTENSIONS:
         return None, ""
 

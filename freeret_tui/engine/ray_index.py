@@ -43,7 +43,7 @@ from freeret_tui.engine.rereads import reread_photos
 from freeret_tui.engine.scan import indexable, newest_first, sweep, walk
 from freeret_tui.engine.sidecars import sidecar_state
 from freeret_tui.engine.store import Store
-from freeret_tui.engine.types import IndexStats, Kind, Skip
+from freeret_tui.engine.types import Chunk, IndexStats, Kind, Skip
 from freeret_tui.errors import StoreError
 
 # Files per extraction call, and items per model-actor call (a GPU fills its batches from these).
@@ -244,11 +244,11 @@ class Writer:
             if found is None:  # its twin went meanwhile: left unrecorded, so the next run indexes it
                 stats["left"] += 1
                 return
-            chunks = [replace(c, text=row["words"]) if c.kind is Kind.IMAGE else c for c in found[0]]
-            store.put_file(path, root, size, mtime, row["sha"], chunks, found[1], embedded=False, **meta)
+            store.put_file(path, root, size, mtime, row["sha"], _worded(found[0], row["words"]), found[1],
+                           embedded=False, **meta)
             stats["indexed"] += 1
         elif action == "embed":
-            chunks = pickle.loads(row["chunks"])
+            chunks = _worded(pickle.loads(row["chunks"]), row["words"])
             vectors = np.frombuffer(row["vectors"], dtype=np.float32).reshape(len(chunks), -1)
             store.put_file(path, root, size, mtime, row["sha"], chunks, vectors, **meta)
             stats["indexed"] += 1
@@ -257,6 +257,11 @@ class Writer:
             skip = Skip(path, row["reason"], bool(row["failed"]))
             self.skipped.append(skip)
             store.put_skip(path, root, size, mtime, skip.reason, skip.failed)
+
+
+def _worded(chunks: list[Chunk], words: str) -> list[Chunk]:
+    """A file's chunks with a photo's own words (photo_meta.py, read for this path) as its image's text."""
+    return [replace(c, text=words) if c.kind is Kind.IMAGE else c for c in chunks]
 
 
 def index_with_ray(
