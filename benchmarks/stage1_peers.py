@@ -161,6 +161,11 @@ def _written_mb(index: Any, path: Path) -> float:
     return size
 
 
+# The graphs' search widths (FAISS efSearch, usearch expansion_search). 128: where MiniLM's 1M crosses the
+# prefilter's recall (0.946 at 64, 0.983 at 256); 1024 as nprobe 1024 below, for items about two topics.
+_GRAPH_WIDTHS = (16, 64, 128, 256, 1024)
+
+
 def peers(base: np.ndarray, queries: np.ndarray, truth: np.ndarray, work: Path, label: str) -> list[dict[str, Any]]:
     """FAISS and usearch over ``base``: the unit vectors, or the unit vectors less their mean. Less a constant
     vector, every item's inner product with a query moves by the same amount, so the ranking is the cosine one;
@@ -193,8 +198,7 @@ def peers(base: np.ndarray, queries: np.ndarray, truth: np.ndarray, work: Path, 
     hnsw.add(base)
     hnsw_s = time.perf_counter() - started
     hnsw_bytes = _written_mb(hnsw, work / "hnsw.faiss")
-    # 128: where MiniLM's 1M crosses the prefilter's recall (0.946 at 64, 0.983 at 256); 1024 as nprobe 1024 above.
-    for ef in (16, 64, 128, 256, 1024):
+    for ef in _GRAPH_WIDTHS:
         hnsw.hnsw.efSearch = ef
         rows.append(_row("FAISS HNSW" + label, f"M 32, efSearch {ef}", hnsw_s, hnsw_bytes, hnsw_bytes,
                          lambda q, hnsw=hnsw: hnsw.search(_unit_query(q), 10)[1][0].tolist(),
@@ -208,7 +212,7 @@ def peers(base: np.ndarray, queries: np.ndarray, truth: np.ndarray, work: Path, 
         built_s = time.perf_counter() - started
         path = work / f"usearch-{dtype}.bin"
         index.save(str(path))
-        for ef in (16, 64, 128, 256, 1024):
+        for ef in _GRAPH_WIDTHS:
             index.expansion_search = ef
             rows.append(_row(f"usearch HNSW {dtype}{label}", f"M 16, expansion {ef}", built_s,
                              path.stat().st_size / 2**20, index.memory_usage / 2**20,
